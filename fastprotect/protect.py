@@ -1,0 +1,332 @@
+"""Protector: the inference pipeline. One public entry point, :meth:`Protector.protect`.
+
+Pre-trained mode (a mixture checkpoint is loaded), no optimisation:
+  1. z = E(x resized to assign_size²); k = nearest K-means centroid; t = entropy-closest target
+     (or the target the caller forces).
+  2. δ = bilinear_resize(δ_g^t + Δ_k^t, H×W) · η / η_train: any size, any aspect ratio.
+  3. M = spatial LPIPS(x, x + δ) on a reduced copy, upsampled; δ ← S(1 − M)·δ (strength.py).
+  4. project to the caller's L∞ budget η, then quantise to 8 bits with the budget still holding.
+  5. optional refine: N PGD steps on the multi-layer loss, starting from step 4.
+Per-image mode (no mixture available): PGD from a seeded random start, the slower path.
+PGD runs on a working copy whose long side is at most ``work_size`` and its change is upsampled,
+so that its cost does not grow with the photo's resolution.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from . import metrics
+from .encoders import Autoencoder, AutoencoderKind, load_autoencoder
+from .hub import WeightsUnavailableError
+from .images import LoadedImage, load_image
+from .losses import encode_target
+from .mixture import MixtureOfPerturbations
+from .perceptual import PerceptualDistance, load_perceptual
+from .pgd import pgd_perturb
+from .strength import adaptive_scale, budget_levels, project_linf, quantise_within_budget
+from .targets import TARGET_NAMES, entropy_signature, target_patterns
+
+TargetChoice = Literal["auto", "low", "mid", "high"]
+ProtectionMode = Literal["pretrained", "per-image"]
+ProgressCallback = Callable[[float, str], None]
+
+DEFAULT_ETA = 8 / 255
+# The Hub checkpoint; a local folder works too. FASTPROTECT_CHECKPOINT overrides.
+DEFAULT_CHECKPOINT = os.environ.get("FASTPROTECT_CHECKPOINT", str(Path(__file__).resolve().parents[1] / "checkpoints" / "taef2-mixture"))
+
+
+@dataclass
+class ProtectionInfo:
+    """What happened to one image; every number is also what the UI shows."""
+
+    mode: ProtectionMode
+    target: str
+    group: int | None
+    eta_levels: int  # budget in 8-bit levels (8 for eta = 8/255)
+    linf_levels: int  # measured largest change, 8-bit levels (≤ eta_levels always)
+    psnr_db: float
+    ssim: float
+    lpips: float | None  # LPIPS (clean, protected), measured on a copy whose long side ≤ metrics_size
+    adaptive_strength: bool
+    refine_steps: int
+    width: int
+    height: int
+    timings_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ProtectionResult:
+    image: torch.Tensor  # 1×3×H×W in [0, 1] on the 8-bit grid: the protected image
+    perturbation: torch.Tensor  # image − original, 1×3×H×W, within ±eta
+    lpips_map: torch.Tensor | None  # 1×1×H×W visibility map used by adaptive strength (None when off)
+    info: ProtectionInfo
+
+
+class Protector:
+    """Protects images with a pre-trained mixture (fast) or per-image PGD (fallback).
+
+    Build with :meth:`from_pretrained`, or directly from already loaded parts (tests pass tiny
+    models). Models are put in eval mode on ``device``; nothing is moved to a GPU implicitly.
+    """
+
+    def __init__(
+        self,
+        autoencoder: Autoencoder,
+        *,
+        mixture: MixtureOfPerturbations | None = None,
+        perceptual: PerceptualDistance | None = None,
+        device: str | torch.device = "cpu",
+        assign_size: int | None = None,
+        map_size: int = 256,
+        metrics_size: int = 1024,
+        work_size: int = 512,
+        per_image_steps: int = 50,
+        notes: list[str] | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.autoencoder = autoencoder
+        self.encoder = autoencoder.encoder.to(self.device).eval()
+        self.mixture = mixture.to(self.device).eval() if mixture is not None else None
+        self.perceptual = perceptual.to(self.device).eval() if perceptual is not None else None
+        self.assign_size = assign_size or (mixture.config.assign_size if mixture is not None else 256)
+        self.map_size, self.metrics_size, self.work_size = map_size, metrics_size, work_size
+        self.per_image_steps = per_image_steps
+        self.notes = list(notes or [])
+        self._target_images = (mixture.target_images_float() if mixture is not None else target_patterns(512)).to(self.device)
+        self._target_signatures: torch.Tensor | None = None
+
+    @property
+    def mode(self) -> ProtectionMode:
+        return "pretrained" if self.mixture is not None else "per-image"
+
+    @property
+    def target_images(self) -> torch.Tensor:
+        """The three target patterns (T×3×S×S, [0, 1]) in ``TARGET_NAMES`` order, for display."""
+        return self._target_images
+
+    # ------------------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        checkpoint: str | Path | None = DEFAULT_CHECKPOINT,
+        *,
+        encoder_kind: AutoencoderKind | None = None,
+        encoder_source: str | Path | None = None,
+        lpips_backbone: str | Path | None = None,
+        lpips_net: Literal["alex", "vgg"] = "alex",
+        device: str | torch.device = "cpu",
+        allow_per_image: bool = True,
+        **options,
+    ) -> "Protector":
+        """Load the mixture, its encoder and LPIPS.
+
+        The encoder is the one the mixture was trained against; ``encoder_source`` (or the env
+        variable FASTPROTECT_ENCODER_SOURCE) points at a local copy of it. Without a loadable
+        mixture and with ``allow_per_image``, the Protector runs in per-image (PGD) mode on
+        ``encoder_kind`` (default: FASTPROTECT_ENCODER_KIND or "sd-vae"). Unreachable weights raise
+        :class:`WeightsUnavailableError` with a message that says how to point at local files.
+        """
+        notes: list[str] = []
+        mixture = None
+        if checkpoint is not None:
+            try:
+                mixture = MixtureOfPerturbations.from_pretrained(checkpoint)
+            except WeightsUnavailableError as error:
+                if not allow_per_image:
+                    raise
+                notes.append(f"No pre-trained mixture ({error}); running per-image protection (slower).")
+        source = encoder_source or os.environ.get("FASTPROTECT_ENCODER_SOURCE")
+        if mixture is not None:
+            kind, subfolder = mixture.config.encoder_kind, mixture.config.encoder_subfolder
+            source = source or mixture.config.encoder_source
+        else:
+            kind = encoder_kind or os.environ.get("FASTPROTECT_ENCODER_KIND", "sd-vae")
+            subfolder = "vae" if kind == "sd-vae" and source is None else None
+            from .encoders import DEFAULT_SOURCES
+
+            source = source or DEFAULT_SOURCES[kind]
+        autoencoder = load_autoencoder(kind, source, subfolder=subfolder, with_decoder=True, device=device)
+        perceptual = load_perceptual(lpips_net, lpips_backbone, device=device)
+        return cls(autoencoder, mixture=mixture, perceptual=perceptual, device=device, notes=notes, **options)
+
+    # ----------------------------------------------------------------------------- protect
+    @torch.inference_mode(False)
+    def protect(
+        self,
+        image: torch.Tensor | LoadedImage | str | Path,
+        *,
+        eta: float = DEFAULT_ETA,
+        target: TargetChoice = "auto",
+        adaptive_strength: bool = True,
+        refine_steps: int = 0,
+        seed: int = 0,
+        compute_metrics: bool = True,
+        progress: ProgressCallback | None = None,
+    ) -> ProtectionResult:
+        """Protect one image. ``image``: 1×3×H×W in [0, 1] on the 8-bit grid, a LoadedImage or a path.
+
+        ``eta``: L∞ budget in [0, 1] units (8/255 default; at most 32/255). ``target``: a pattern
+        name or "auto" (entropy selection). ``refine_steps``: extra PGD steps after the
+        pre-trained step (per-image mode uses at least ``per_image_steps``). Same input and seed,
+        same output.
+        """
+        if not 0 < eta <= 32 / 255:
+            raise ValueError(f"eta must be in (0, 32/255]; got {eta * 255:.2f}/255")
+        if target != "auto" and target not in TARGET_NAMES:
+            raise ValueError(f"target must be 'auto' or one of {TARGET_NAMES}; got {target!r}")
+        if refine_steps < 0:
+            raise ValueError("refine_steps must be >= 0")
+        report = progress or (lambda fraction, stage: None)
+        x = self._as_tensor(image)
+        _, _, height, width = x.shape
+        timings: dict[str, float] = {}
+        notes = list(self.notes)
+        if isinstance(image, LoadedImage):
+            notes.extend(image.notes)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+
+        with torch.no_grad():
+            report(0.05, "assignment")
+            with _timed(timings, "assign"):
+                small = _resize(x, self.assign_size, self.assign_size)
+                latent = self.encoder.encode(small)
+            with _timed(timings, "select"):
+                target_index = self._select_target(latent, target)
+                group = int(self.mixture.assign(latent)[0]) if self.mixture is not None else None
+
+            if self.mixture is not None:
+                report(0.25, "perturbation")
+                with _timed(timings, "resize"):
+                    scale = eta / self.mixture.config.eta
+                    base = self.mixture.perturbation(torch.tensor([target_index], device=self.device), torch.tensor([group], device=self.device))
+                    delta = _resize(base, height, width) * scale
+            else:
+                delta = torch.zeros_like(x)
+
+        if self.mixture is None:  # per-image mode: the PGD baseline from a seeded random start
+            report(0.3, f"per-image PGD ({self.per_image_steps} steps)")
+            with _timed(timings, "pgd"):
+                delta = self._pgd(x, delta, target_index, eta, self.per_image_steps, generator, report, refine=False)
+
+        with torch.no_grad():
+            delta = project_linf(delta, eta)
+            lpips_map = None
+            if adaptive_strength and self.perceptual is not None:
+                report(0.7, "adaptive strength")
+                with _timed(timings, "lpips_map"):
+                    lpips_map = self._visibility_map(x, delta)
+                    delta = project_linf(delta * adaptive_scale(lpips_map), eta)
+            elif adaptive_strength:
+                notes.append("Adaptive strength skipped: no LPIPS model loaded.")
+
+        if self.mixture is not None and refine_steps:  # the paper's Fig. 7c: PGD from the pre-trained step
+            report(0.75, f"refine ({refine_steps} PGD steps)")
+            with _timed(timings, "refine"):
+                delta = self._pgd(x, delta, target_index, eta, refine_steps, generator, report, refine=True)
+
+        with torch.no_grad():
+            with _timed(timings, "compose"):
+                protected = quantise_within_budget(x, (x + project_linf(delta, eta)).clamp(0, 1), eta)
+            report(0.9, "metrics")
+            info = ProtectionInfo(
+                mode=self.mode, target=TARGET_NAMES[target_index], group=group,
+                eta_levels=budget_levels(eta), linf_levels=metrics.linf_levels(protected, x),
+                psnr_db=float("nan"), ssim=float("nan"), lpips=None,
+                adaptive_strength=lpips_map is not None, refine_steps=refine_steps if self.mixture is not None else self.per_image_steps,
+                width=width, height=height, timings_s=timings, notes=notes,
+            )
+            if compute_metrics:
+                with _timed(timings, "metrics"):
+                    self._fill_metrics(info, x, protected)
+        timings["total"] = sum(value for key, value in timings.items() if key != "metrics")
+        report(1.0, "done")
+        return ProtectionResult(image=protected, perturbation=protected - x, lpips_map=lpips_map, info=info)
+
+    # ----------------------------------------------------------------------------- helpers
+    def _as_tensor(self, image: torch.Tensor | LoadedImage | str | Path) -> torch.Tensor:
+        if isinstance(image, (str, Path)):
+            image = load_image(image)
+        pixels = image.pixels if isinstance(image, LoadedImage) else image
+        if pixels.ndim != 4 or pixels.shape[:2] != (1, 3):
+            raise ValueError(f"expected a 1×3×H×W image tensor, got shape {tuple(pixels.shape)}")
+        return pixels.to(self.device, torch.float32)
+
+    def _select_target(self, latent: torch.Tensor, target: TargetChoice) -> int:
+        if target != "auto":
+            return TARGET_NAMES.index(target)
+        if self.mixture is not None:
+            return int(self.mixture.select_target(latent)[0])
+        if self._target_signatures is None:  # per-image mode: signatures of the patterns themselves
+            patterns = _resize(self._target_images, self.assign_size, self.assign_size)
+            self._target_signatures = entropy_signature(self.encoder.encode(patterns))
+        distances = torch.cdist(entropy_signature(latent), self._target_signatures, p=1)
+        return int(distances.argmin(dim=1)[0])
+
+    def _pgd(self, x, delta, target_index, eta, steps, generator, report, *, refine: bool) -> torch.Tensor:
+        """PGD on a working copy (long side ≤ work_size); its change is upsampled onto δ.
+
+        ``refine``: start from δ with small steps; otherwise a seeded random start (per-image mode).
+        """
+        height, width = x.shape[-2:]
+        ratio = min(1.0, self.work_size / max(height, width))
+        work_h, work_w = max(8, round(height * ratio)), max(8, round(width * ratio))
+        x_work, start = _resize(x, work_h, work_w), _resize(delta, work_h, work_w)
+        target = encode_target(self.encoder, self._target_images[target_index : target_index + 1], work_h, work_w)
+        first, span = (0.75, 0.13) if refine else (0.3, 0.4)
+        result = pgd_perturb(
+            self.encoder, x_work, target, eta=eta, steps=steps,
+            init=start if refine else None, random_start=not refine, generator=generator,
+            progress=lambda step, total: report(first + span * step / total, f"PGD step {step}/{total}"),
+        )
+        if (work_h, work_w) == (height, width):
+            return result
+        return delta + _resize(result - start, height, width)
+
+    def _visibility_map(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """Spatial LPIPS of (x, x + δ) on a copy whose long side ≤ map_size, upsampled to H×W."""
+        height, width = x.shape[-2:]
+        ratio = min(1.0, self.map_size / max(height, width))
+        h, w = max(16, round(height * ratio)), max(16, round(width * ratio))
+        small_map = self.perceptual.spatial_map(_resize(x, h, w), _resize((x + delta).clamp(0, 1), h, w))
+        return _resize(small_map, height, width)
+
+    def _fill_metrics(self, info: ProtectionInfo, x: torch.Tensor, protected: torch.Tensor) -> None:
+        info.psnr_db = metrics.psnr(protected, x)
+        height, width = x.shape[-2:]
+        ratio = min(1.0, self.metrics_size / max(height, width))
+        h, w = max(16, round(height * ratio)), max(16, round(width * ratio))
+        small_x, small_p = _resize(x, h, w), _resize(protected, h, w)
+        info.ssim = metrics.ssim(small_p, small_x) if min(h, w) >= 11 else float("nan")
+        if self.perceptual is not None:
+            info.lpips = float(self.perceptual(small_p, small_x)[0])
+
+
+def _resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bilinear resize (antialiased when shrinking) of B×C×H×W; a no-op at the same size."""
+    if images.shape[-2:] == (height, width):
+        return images
+    shrinking = height < images.shape[-2] or width < images.shape[-1]
+    return F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False, antialias=shrinking)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start

@@ -1,0 +1,65 @@
+"""Adaptive strength, L∞ projection and 8-bit quantisation that keeps the budget.
+
+The final image is ``x + S(1 − M)·δ``: M is the spatial LPIPS map of ``(x, x + δ)`` (how visible
+the perturbation is, pixel by pixel) and S turns it into a per-pixel scale. We use the decile-step
+form reported for the paper's appendix (α = 1.3, β = 0.91, c = 3): pixels are ranked by M within
+the image; the c least visible deciles are boosted by α, the c most visible are damped by β, β², β³
+(the most visible decile most), the rest keep scale 1. Ranking makes S independent of LPIPS's
+absolute scale, which differs between backbones and image sizes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+ALPHA = 1.3
+BETA = 0.91
+STEPS = 3
+_MAX_QUANTILE_SAMPLES = 1 << 20  # torch.quantile refuses very large inputs; deciles of 1M samples are exact enough
+
+
+def adaptive_scale(visibility: torch.Tensor, *, alpha: float = ALPHA, beta: float = BETA, steps: int = STEPS) -> torch.Tensor:
+    """Per-pixel scale S from a visibility map M (B×1×H×W, any non-negative scale) -> B×1×H×W.
+
+    decile 0 = least visible, 9 = most visible; deciles < steps get ``alpha``; decile ``9 − j``
+    (j < steps) gets ``beta ** (steps − j)``: deciles 7, 8, 9 get β, β², β³ for steps = 3.
+    """
+    if not 0 <= steps <= 5:
+        raise ValueError("steps must be between 0 and 5 (deciles on each side)")
+    b = visibility.shape[0]
+    flat = visibility.detach().float().reshape(b, -1)
+    sample = flat
+    if flat.shape[1] > _MAX_QUANTILE_SAMPLES:
+        stride = flat.shape[1] // _MAX_QUANTILE_SAMPLES + 1
+        sample = flat[:, ::stride]
+    levels = torch.linspace(0.1, 0.9, 9, device=flat.device)
+    edges = torch.quantile(sample, levels, dim=1).T.contiguous()  # B×9 decile edges
+    decile = torch.searchsorted(edges, flat.contiguous(), right=True)  # B×N in 0..9
+    table = torch.ones(10, device=flat.device)
+    for j in range(steps):
+        table[j] = alpha
+        table[9 - j] = beta ** (steps - j)
+    return table[decile].reshape(visibility.shape)
+
+
+def project_linf(delta: torch.Tensor, eta: float) -> torch.Tensor:
+    """Clip a perturbation to the L∞ ball of radius ``eta`` (image units, [0, 1] scale)."""
+    return delta.clamp(-eta, eta)
+
+
+def budget_levels(eta: float) -> int:
+    """The budget in 8-bit levels: the largest integer change per channel that stays within eta."""
+    return int(eta * 255 + 1e-6)
+
+
+def quantise_within_budget(original: torch.Tensor, protected: torch.Tensor, eta: float) -> torch.Tensor:
+    """Round ``protected`` to the 8-bit grid so that, *after* rounding, |result − original| ≤ eta.
+
+    ``original`` must lie on the 8-bit grid (k/255, as images.load_image returns). Rounding alone
+    can overshoot the budget by half a level, so the rounded levels are clamped to
+    ``original ± budget_levels(eta)`` and to [0, 255]. Returns float in [0, 1] on the 8-bit grid.
+    """
+    base = (original * 255).round()
+    levels = budget_levels(eta)
+    quantised = (protected * 255).round().clamp(base - levels, base + levels).clamp(0, 255)
+    return quantised / 255

@@ -1,0 +1,440 @@
+"""fastprotect.images: loading every kind of input, refusing bad ones, writing PNGs back exactly."""
+
+from __future__ import annotations
+
+import io
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFile
+
+from fastprotect import images
+from fastprotect.images import (
+    MIN_SIDE,
+    ImageError,
+    LoadedImage,
+    load_image,
+    pixels_to_uint8,
+    png_bytes,
+    save_png,
+    to_pil,
+    uint8_to_pixels,
+)
+from fixtures_images import (
+    PNG_SIGNATURE,
+    animated,
+    encode,
+    exif_with_thumbnail,
+    inverted_k_cmyk_profile,
+    png_16_bit,
+    png_claiming_size,
+    random_rgb,
+    srgb_profile,
+)
+
+
+def reload(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def refusal(source, **kwargs) -> str:
+    """The ImageError message for ``source``, checked to be one line."""
+    with pytest.raises(ImageError) as caught:
+        load_image(source, **kwargs)
+    message = str(caught.value)
+    assert message and "\n" not in message and "Traceback" not in message
+    return message
+
+
+# --- sources ------------------------------------------------------------------------------------
+
+
+def test_loads_from_path_bytes_file_object_and_pil(tmp_path):
+    array = random_rgb(12, 20)
+    path = tmp_path / "photo.png"
+    Image.fromarray(array).save(path)
+    data = path.read_bytes()
+    with open(path, "rb") as handle:
+        from_file = load_image(handle)
+        assert not handle.closed  # the caller's file stays the caller's
+    loaded = {
+        "path": load_image(path),
+        "str": load_image(str(path)),
+        "bytes": load_image(data),
+        "file": from_file,
+        "pil": load_image(Image.fromarray(array)),
+    }
+    expected = torch.from_numpy(array).permute(2, 0, 1)[None].float() / 255
+    for source, image in loaded.items():
+        assert torch.equal(image.pixels, expected), source
+        assert (image.width, image.height) == (20, 12)
+        assert image.notes == [] and image.alpha is None and image.exif is None
+    assert [loaded[k].name for k in ("path", "str", "bytes", "file", "pil")] == ["photo", "photo", "image", "photo", "image"]
+    assert load_image(data, name="uploads/holiday.v2.jpg").name == "holiday.v2"
+    with Image.open(path) as opened:
+        assert load_image(opened).name == "photo"  # a PIL image opened from a file keeps its name
+
+
+def test_pixels_are_float32_on_the_8_bit_grid():
+    image = load_image(Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16)).convert("RGB"))
+    assert image.pixels.dtype == torch.float32 and image.pixels.shape == (1, 3, 16, 16)
+    assert image.pixels.is_contiguous()
+    levels = np.arange(256, dtype=np.float32) / np.float32(255)
+    assert np.array_equal(image.pixels[0, 1].flatten().numpy(), levels)
+
+
+def test_png_round_trip_is_exact(tmp_path):
+    path = tmp_path / "in.png"
+    Image.fromarray(random_rgb(33, 47, seed=3)).save(path)
+    original = load_image(path)
+    save_png(original, original.pixels, tmp_path / "out.png")
+    again = load_image(tmp_path / "out.png")
+    assert torch.equal(again.pixels, original.pixels)
+    saved = reload((tmp_path / "out.png").read_bytes())
+    assert (saved.format, saved.mode, saved.size) == ("PNG", "RGB", (47, 33))
+
+
+def test_uint8_conversions():
+    array = random_rgb(5, 7, seed=1)
+    pixels = uint8_to_pixels(array)
+    assert pixels.shape == (1, 3, 5, 7) and pixels.dtype == torch.float32
+    assert np.array_equal(pixels_to_uint8(pixels), array)
+    # round to nearest, clamp out-of-range values
+    off_grid = torch.tensor([0.49 / 255, 0.51 / 255, 254.6 / 255, -0.2, 1.3, 0.5]).reshape(1, 3, 1, 2)
+    assert pixels_to_uint8(off_grid).transpose(2, 0, 1).reshape(-1).tolist() == [0, 1, 255, 0, 255, 128]
+    with pytest.raises(ValueError, match="NaN"):
+        pixels_to_uint8(torch.full((1, 3, 2, 2), float("nan")))
+    with pytest.raises(ValueError, match="1×3×H×W"):
+        pixels_to_uint8(torch.zeros(3, 4, 4))
+    with pytest.raises(ValueError, match="uint8"):
+        uint8_to_pixels(array.astype(np.float32))
+
+
+# --- EXIF orientation ----------------------------------------------------------------------------
+
+
+def jpeg_with_orientation(orientation: int) -> bytes:
+    """40 wide × 24 high as stored: left half red, right half blue; camera maker tag kept."""
+    array = np.zeros((24, 40, 3), np.uint8)
+    array[:, :20] = (255, 0, 0)
+    array[:, 20:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "TestCam"
+    return encode(Image.fromarray(array), "JPEG", exif=exif, quality=95)
+
+
+@pytest.mark.parametrize("orientation, red_at", [(6, "top"), (8, "bottom")])
+def test_exif_rotated_jpeg_comes_out_upright(orientation, red_at, tmp_path):
+    image = load_image(jpeg_with_orientation(orientation))
+    assert (image.width, image.height) == (24, 40)  # swapped relative to the stored 40×24
+    red = image.pixels[0, 0]
+    top, bottom = red[:20].mean().item(), red[20:].mean().item()
+    assert (top > 0.9 and bottom < 0.1) if red_at == "top" else (bottom > 0.9 and top < 0.1)
+    assert any("EXIF orientation" in note for note in image.notes)
+    save_png(image, image.pixels, tmp_path / "out.png")
+    saved = reload((tmp_path / "out.png").read_bytes())
+    assert saved.size == (24, 40)
+    exif = saved.getexif()
+    assert exif[0x0112] == 1 and exif[0x010F] == "TestCam"  # orientation reset, other tags kept
+
+
+def test_exif_thumbnail_is_not_carried_over():
+    # The thumbnail is an unprotected copy of the picture: it must not travel with the output.
+    thumbnail = b"UNPROTECTED-THUMBNAIL" * 4
+    raw = exif_with_thumbnail(6, thumbnail)
+    data = encode(Image.fromarray(random_rgb(16, 32)), "JPEG", exif=raw)
+    assert thumbnail in data
+    image = load_image(data)
+    assert (image.width, image.height) == (16, 32)
+    assert thumbnail not in image.exif and thumbnail not in png_bytes(image, image.pixels)
+    exif = Image.Exif()
+    exif.load(image.exif)
+    assert exif[0x0112] == 1 and not exif.get_ifd(-1)  # -1: ExifTags.IFD.IFD1
+
+
+def test_unreadable_exif_is_dropped_with_a_note():
+    data = encode(Image.fromarray(random_rgb(16, 16)), "JPEG", exif=b"Exif\x00\x00MM\x00\x2a\x00\x00\xff\xff")
+    with pytest.warns(UserWarning, match="Corrupt EXIF"):  # Pillow's own warning
+        image = load_image(data)
+    assert image.exif is None and image.notes == ["unreadable EXIF metadata dropped"]
+
+
+def test_pil_input_with_exif_orientation_and_without_exif():
+    plain = Image.fromarray(random_rgb(10, 30))
+    assert load_image(plain).width == 30  # no file, no EXIF: loaded as is
+    rotated = plain.copy()
+    rotated.getexif()[0x0112] = 8
+    image = load_image(rotated)
+    assert (image.width, image.height) == (10, 30)
+    assert rotated.size == (30, 10) and rotated.getexif()[0x0112] == 8  # caller's image untouched
+
+
+def test_callers_pil_image_is_never_modified():
+    palette = Image.fromarray(random_rgb(16, 16, seed=5)).convert("P")
+    palette.info["transparency"] = 3
+    exif = palette.getexif()
+    exif[0x0112] = 6
+    before = (palette.mode, palette.size, dict(palette.info), palette.tobytes(), palette.getpalette())
+    loaded = load_image(palette)
+    assert loaded.alpha is not None and loaded.width == 16
+    after = (palette.mode, palette.size, dict(palette.info), palette.tobytes(), palette.getpalette())
+    assert after == before and palette.getexif()[0x0112] == 6
+
+
+# --- alpha ---------------------------------------------------------------------------------------
+
+
+def _rgba_source() -> tuple[Image.Image, np.ndarray]:
+    rgba = np.dstack([random_rgb(20, 24, seed=2), np.random.default_rng(9).integers(0, 256, (20, 24), np.uint8)])
+    return Image.fromarray(rgba, "RGBA"), rgba[..., 3]
+
+
+def _la_source() -> tuple[Image.Image, np.ndarray]:
+    la = np.random.default_rng(4).integers(0, 256, (20, 24, 2), np.uint8)
+    return Image.fromarray(la, "LA"), la[..., 1]
+
+
+def _palette_source(table: bool) -> tuple[Image.Image, np.ndarray]:
+    indices = np.random.default_rng(6).integers(0, 4, (20, 24), np.uint8)
+    image = Image.fromarray(indices, "P")
+    image.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9])
+    image.info["transparency"] = bytes([0, 100, 255, 30]) if table else 2  # per-index table or one index
+    alpha = np.array([0, 100, 255, 30] if table else [255, 255, 0, 255], np.uint8)[indices]
+    return image, alpha
+
+
+@pytest.mark.parametrize("kind", ["RGBA", "LA", "palette index", "palette table"])
+def test_alpha_is_kept_bit_identical(kind, tmp_path):
+    source, alpha = {
+        "RGBA": _rgba_source,
+        "LA": _la_source,
+        "palette index": lambda: _palette_source(False),
+        "palette table": lambda: _palette_source(True),
+    }[kind]()
+    path = tmp_path / "in.png"
+    source.save(path)
+    original = load_image(path)
+    assert original.alpha is not None and original.alpha.mode == "L"
+    assert np.array_equal(np.asarray(original.alpha), alpha)
+    protected = 1 - original.pixels  # the RGB part changes...
+    saved = reload(png_bytes(original, protected))
+    assert saved.mode == "RGBA"
+    assert np.array_equal(np.asarray(saved)[..., 3], alpha)  # ...the alpha does not
+    assert np.array_equal(np.asarray(saved)[..., :3], pixels_to_uint8(protected))
+
+
+@pytest.mark.parametrize("mode, key, pixel", [("L", 7, 7), ("RGB", (1, 2, 3), (1, 2, 3))])
+def test_single_transparent_colour_becomes_alpha(mode, key, pixel):
+    source = Image.new(mode, (8, 8), 200 if mode == "L" else (200, 200, 200))
+    source.putpixel((3, 4), pixel)
+    image = load_image(encode(source, "PNG", transparency=key))
+    alpha = np.asarray(image.alpha)
+    assert alpha[4, 3] == 0 and alpha.sum() == 255 * 63
+
+
+# --- conversions ---------------------------------------------------------------------------------
+
+
+def test_greyscale_becomes_rgb_with_a_note():
+    grey = np.random.default_rng(7).integers(0, 256, (9, 11), np.uint8)
+    image = load_image(encode(Image.fromarray(grey), "PNG"))
+    assert np.array_equal(pixels_to_uint8(image.pixels), np.repeat(grey[..., None], 3, axis=2))
+    assert image.notes == ["greyscale image converted to RGB"]
+
+
+SIXTEEN_BIT = np.array([[0, 257, 65535, 128, 129, 30000, 257 * 200, 1000]] * 8, dtype=np.uint16)
+ROUNDED = np.array([[0, 1, 255, 0, 1, 117, 200, 4]] * 8, dtype=np.uint8)  # round(v / 257)
+
+
+def test_16_bit_greyscale_png_is_rounded_to_8_bits():
+    image = load_image(png_16_bit(SIXTEEN_BIT, color_type=0))
+    assert np.array_equal(pixels_to_uint8(image.pixels)[..., 0], ROUNDED)
+    assert "16-bit image reduced to 8 bits per channel" in image.notes
+
+
+def test_16_bit_greyscale_pil_modes():
+    for source in (Image.fromarray(SIXTEEN_BIT), Image.fromarray(SIXTEEN_BIT.astype(np.int32))):  # "I;16", "I"
+        image = load_image(source)
+        assert np.array_equal(pixels_to_uint8(image.pixels)[..., 2], ROUNDED), source.mode
+        assert "16-bit image reduced to 8 bits per channel" in image.notes
+
+
+def test_16_bit_greyscale_colour_key_transparency():
+    data = bytearray(png_16_bit(SIXTEEN_BIT, color_type=0))
+    trns = b"\x00\x00\x00\x02tRNS\x75\x30" + zlib.crc32(b"tRNS\x75\x30").to_bytes(4, "big")  # 30000
+    data[33:33] = trns  # right after IHDR
+    image = load_image(bytes(data))
+    assert np.array_equal(np.asarray(image.alpha), np.where(SIXTEEN_BIT == 30000, 0, 255))
+
+
+def test_16_bit_rgb_png_keeps_the_high_byte():
+    # Pillow decodes 48-bit PNGs to 8-bit RGB itself, by taking the high byte of each sample.
+    values = np.stack([SIXTEEN_BIT, SIXTEEN_BIT[:, ::-1], np.full_like(SIXTEEN_BIT, 65280)], axis=-1)
+    image = load_image(png_16_bit(values, color_type=2))
+    assert np.array_equal(pixels_to_uint8(image.pixels), (values >> 8).astype(np.uint8))
+    assert "16-bit image reduced to 8 bits per channel" in image.notes
+    rgba = np.dstack([values, np.full_like(SIXTEEN_BIT, 257 * 77)])
+    with_alpha = load_image(png_16_bit(rgba, color_type=6))
+    assert np.array_equal(np.asarray(with_alpha.alpha), np.full((8, 8), 77))
+
+
+def test_cmyk_jpeg_without_profile_is_converted_plainly():
+    image = load_image(encode(Image.new("CMYK", (16, 16), (0, 0, 0, 0)), "JPEG", quality=95))
+    assert pixels_to_uint8(image.pixels).min() >= 250  # no ink is white
+    assert image.notes == ["CMYK converted to RGB"] and image.icc_profile is None
+
+
+def test_cmyk_jpeg_with_profile_is_colour_managed_and_profile_dropped():
+    data = encode(Image.new("CMYK", (16, 16), (0, 0, 0, 0)), "JPEG", quality=95, icc_profile=inverted_k_cmyk_profile())
+    assert Image.open(io.BytesIO(data)).info["icc_profile"][16:20] == b"CMYK"
+    image = load_image(data)
+    assert pixels_to_uint8(image.pixels).max() <= 5  # the profile (L* = 100·K) says black
+    assert image.icc_profile is None
+    assert any(note.startswith("CMYK converted to RGB") and "ICC profile" in note for note in image.notes)
+
+
+def test_rgb_icc_profile_is_written_back(tmp_path):
+    profile = srgb_profile()
+    image = load_image(encode(Image.fromarray(random_rgb(8, 8)), "PNG", icc_profile=profile))
+    assert image.icc_profile == profile
+    assert reload(png_bytes(image, image.pixels)).info["icc_profile"] == profile
+
+
+def test_non_rgb_profile_on_rgb_data_is_dropped():
+    bogus = b"\x00" * 16 + b"GRAY" + b"\x00" * 108
+    image = load_image(encode(Image.fromarray(random_rgb(8, 8)), "PNG", icc_profile=bogus))
+    assert image.icc_profile is None and any("ICC profile dropped" in note for note in image.notes)
+    grey = load_image(encode(Image.new("L", (8, 8), 77), "PNG", icc_profile=bogus))  # unusable: plain conversion
+    assert grey.icc_profile is None and pixels_to_uint8(grey.pixels).max() == 77
+    assert grey.notes == ["ICC profile dropped: it could not be applied", "greyscale image converted to RGB"]
+
+
+def test_palette_and_one_bit_images():
+    palette = Image.fromarray(random_rgb(10, 10)).convert("P")
+    image = load_image(encode(palette, "GIF"))
+    assert image.alpha is None and image.notes == ["palette image converted to RGB"]
+    assert np.array_equal(pixels_to_uint8(image.pixels), np.asarray(reload(encode(palette, "GIF")).convert("RGB")))
+    bits = Image.fromarray(np.indices((10, 10)).sum(0) % 2 == 0)
+    image = load_image(encode(bits, "PNG"))
+    assert set(np.unique(pixels_to_uint8(image.pixels))) == {0, 255}
+    assert image.notes == ["1-bit image expanded to 8-bit greyscale", "greyscale image converted to RGB"]
+
+
+def test_webp_and_jpeg_inputs_load_and_output_is_png(tmp_path):
+    array = random_rgb(16, 16, seed=8)
+    webp = load_image(encode(Image.fromarray(array), "WEBP", lossless=True))
+    assert np.array_equal(pixels_to_uint8(webp.pixels), array)
+    jpeg = load_image(encode(Image.fromarray(np.full((16, 16, 3), 90, np.uint8)), "JPEG"))
+    assert np.abs(pixels_to_uint8(jpeg.pixels).astype(int) - 90).max() <= 2
+    assert png_bytes(webp, webp.pixels).startswith(PNG_SIGNATURE)
+    save_png(jpeg, jpeg.pixels, tmp_path / "misnamed.jpg")  # the suffix does not change the format
+    assert (tmp_path / "misnamed.jpg").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_multi_picture_jpeg_uses_the_main_picture():
+    pictures = [Image.new("RGB", (16, 16), (200, 0, 0)), Image.new("RGB", (16, 16), (0, 0, 200))]
+    image = load_image(encode(pictures[0], "MPO", save_all=True, append_images=pictures[1:]))
+    assert pixels_to_uint8(image.pixels)[..., 0].mean() > 190
+    assert any("multi-picture" in note for note in image.notes)
+
+
+# --- refusals ------------------------------------------------------------------------------------
+
+
+def test_refuses_text_and_empty_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello\nworld\n")
+    assert refusal(tmp_path / "notes.txt").startswith("not an image: cannot identify image file 'notes.txt'")
+    (tmp_path / "empty.png").write_bytes(b"")
+    assert refusal(tmp_path / "empty.png") == "empty file: 'empty.png'"
+    assert refusal(b"").startswith("empty file")
+    assert refusal(io.BytesIO(b"")).startswith("not an image")
+    assert refusal(tmp_path / "missing.png") == "file not found: 'missing.png'"
+    assert str(tmp_path) not in refusal(tmp_path / "notes.txt")  # no server paths in messages
+
+
+def test_refuses_formats_outside_the_allowed_list():
+    icon = encode(Image.fromarray(random_rgb(16, 16)), "ICO")  # Pillow reads it, we do not
+    assert refusal(icon).startswith("not an image")
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.97])
+def test_refuses_truncated_jpeg_and_png(keep, tmp_path):
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    for format in ("JPEG", "PNG"):
+        data = encode(Image.fromarray(random_rgb(64, 64)), format)
+        path = tmp_path / f"cut.{format.lower()}"
+        path.write_bytes(data[: int(len(data) * keep)])
+        message = refusal(path)
+        assert message.startswith(("cannot decode image 'cut.", "cannot read image 'cut.")), message
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+def test_refuses_huge_headers_before_decoding():
+    # The files hold 8×8 pixels of data: had they been decoded, the error would be "truncated".
+    assert refusal(png_claiming_size(30000, 30000)) == "image is 900.0 MP, over the 40.0 MP limit"  # Pillow's bomb check
+    pillow_limit = 2 * Image.MAX_IMAGE_PIXELS / 1e6  # Pillow refuses outright above twice its warning size
+    message = refusal(png_claiming_size(30000, 30000), max_pixels=10**10)
+    assert message == f"image is 900.0 MP, over the {pillow_limit:.1f} MP limit"
+    assert refusal(png_claiming_size(10000, 5000)) == "image is 10000×5000 = 50.0 MP, over the 40.0 MP limit"
+
+
+def test_max_pixels_argument_and_environment(monkeypatch):
+    data = encode(Image.fromarray(random_rgb(40, 50)), "PNG")
+    assert load_image(data, max_pixels=2000).width == 50
+    assert refusal(data, max_pixels=1999) == "image is 50×40 = 0.0 MP, over the 0.0 MP limit"
+    monkeypatch.setenv("FASTPROTECT_MAX_PIXELS", "1000")
+    assert "over the" in refusal(data)
+    assert load_image(data, max_pixels=5000).height == 40  # the argument beats the environment
+    monkeypatch.setenv("FASTPROTECT_MAX_PIXELS", "lots")
+    with pytest.raises(ValueError, match="FASTPROTECT_MAX_PIXELS"):
+        load_image(data)
+    assert images.DEFAULT_MAX_PIXELS == 40_000_000
+
+
+@pytest.mark.parametrize("size", [(1, 1), (7, 100), (100, 7)])
+def test_refuses_images_too_small_to_protect(size):
+    message = refusal(Image.new("RGB", size))
+    assert "too small to protect" in message and str(MIN_SIDE) in message
+    assert load_image(Image.new("RGB", (MIN_SIDE, MIN_SIDE))).width == MIN_SIDE
+
+
+@pytest.mark.parametrize("format", ["GIF", "WEBP", "PNG"])
+def test_refuses_animations(format):
+    data = animated(format, frames=3)
+    assert refusal(data) == "animated image (3 frames): upload a single still image"
+    assert refusal(Image.open(io.BytesIO(data))).startswith("animated image (3 frames)")
+    assert load_image(animated(format, frames=1)).width == 16
+
+
+def test_refuses_multi_page_tiff_and_float_images():
+    pages = [Image.new("RGB", (16, 16)), Image.new("RGB", (16, 16))]
+    assert refusal(encode(pages[0], "TIFF", save_all=True, append_images=pages[1:])).startswith("multi-page image (2 frames)")
+    assert "floating-point" in refusal(Image.new("F", (16, 16)))
+
+
+def test_save_refuses_a_different_size():
+    original = load_image(Image.fromarray(random_rgb(16, 24)))
+    for wrong in (original.pixels.transpose(2, 3), original.pixels[..., :-1]):
+        with pytest.raises(ImageError) as caught:
+            png_bytes(original, wrong)
+        assert "must keep the input size" in str(caught.value) and "\n" not in str(caught.value)
+
+
+# --- LoadedImage ---------------------------------------------------------------------------------
+
+
+def test_loaded_image_validates_and_to_pil_carries_metadata():
+    with pytest.raises(ValueError):
+        LoadedImage(pixels=torch.zeros(3, 8, 8))
+    with pytest.raises(ValueError):
+        LoadedImage(pixels=torch.zeros(1, 3, 8, 8), alpha=Image.new("L", (4, 4)))
+    original = LoadedImage(pixels=torch.zeros(1, 3, 8, 9), alpha=Image.new("L", (9, 8), 7), icc_profile=b"icc", exif=b"exif")
+    assert "tensor" not in repr(original)  # repr stays short
+    image = to_pil(original, torch.ones(1, 3, 8, 9))
+    assert image.mode == "RGBA" and image.getpixel((0, 0)) == (255, 255, 255, 7)
+    assert image.info == {"icc_profile": b"icc", "exif": b"exif"}
