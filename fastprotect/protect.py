@@ -20,21 +20,23 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
 
 from . import metrics
-from .encoders import Autoencoder, AutoencoderKind, load_autoencoder
-from .hub import WeightsUnavailableError
+from .encoders import SOURCE_ENV_VARS, Autoencoder, AutoencoderKind, load_autoencoder
+from .hub import WeightsUnavailableError, is_local
 from .images import LoadedImage, load_image
 from .losses import encode_target
 from .mixture import MixtureOfPerturbations
-from .perceptual import PerceptualDistance, load_perceptual
 from .pgd import pgd_perturb
 from .strength import adaptive_scale, budget_levels, project_linf, quantise_within_budget
 from .targets import TARGET_NAMES, entropy_signature, target_patterns
+
+if TYPE_CHECKING:
+    from .perceptual import PerceptualDistance
 
 TargetChoice = Literal["auto", "low", "mid", "high"]
 ProtectionMode = Literal["pretrained", "per-image"]
@@ -88,7 +90,7 @@ class Protector:
         autoencoder: Autoencoder,
         *,
         mixture: MixtureOfPerturbations | None = None,
-        perceptual: PerceptualDistance | None = None,
+        perceptual: "PerceptualDistance | None" = None,
         device: str | torch.device = "cpu",
         assign_size: int | None = None,
         map_size: int = 256,
@@ -149,17 +151,19 @@ class Protector:
                 if not allow_per_image:
                     raise
                 notes.append(f"No pre-trained mixture ({error}); running per-image protection (slower).")
+        # Where the encoder weights come from: the argument, then FASTPROTECT_ENCODER_SOURCE, then
+        # the per-kind variable (FASTPROTECT_TAEF2, ...), then what the checkpoint names.
         source = encoder_source or os.environ.get("FASTPROTECT_ENCODER_SOURCE")
         if mixture is not None:
             kind, subfolder = mixture.config.encoder_kind, mixture.config.encoder_subfolder
-            source = source or mixture.config.encoder_source
         else:
-            kind = encoder_kind or os.environ.get("FASTPROTECT_ENCODER_KIND", "sd-vae")
-            subfolder = "vae" if kind == "sd-vae" and source is None else None
-            from .encoders import DEFAULT_SOURCES
-
-            source = source or DEFAULT_SOURCES[kind]
+            kind, subfolder = encoder_kind or os.environ.get("FASTPROTECT_ENCODER_KIND", "sd-vae"), None
+        source = source or os.environ.get(SOURCE_ENV_VARS[kind]) or (mixture.config.encoder_source if mixture is not None else None)
+        if source is not None and is_local(source) and not (subfolder and (Path(source) / subfolder).is_dir()):
+            subfolder = None  # a local folder that holds the weights directly
         autoencoder = load_autoencoder(kind, source, subfolder=subfolder, with_decoder=True, device=device)
+        from .perceptual import load_perceptual  # lazy: lpips pulls torchvision
+
         perceptual = load_perceptual(lpips_net, lpips_backbone, device=device)
         return cls(autoencoder, mixture=mixture, perceptual=perceptual, device=device, notes=notes, **options)
 
