@@ -302,21 +302,27 @@ class Protector:
 
     def _visibility_map(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """Spatial LPIPS of (x, x + δ) on a copy whose long side ≤ map_size, upsampled to H×W."""
-        height, width = x.shape[-2:]
-        ratio = min(1.0, self.map_size / max(height, width))
-        h, w = max(16, round(height * ratio)), max(16, round(width * ratio))
+        h, w = _working_size(*x.shape[-2:], self.map_size)
         small_map = self.perceptual.spatial_map(_resize(x, h, w), _resize((x + delta).clamp(0, 1), h, w))
-        return _resize(small_map, height, width)
+        return _resize(small_map, *x.shape[-2:])
 
     def _fill_metrics(self, info: ProtectionInfo, x: torch.Tensor, protected: torch.Tensor) -> None:
         info.psnr_db = metrics.psnr(protected, x)
-        height, width = x.shape[-2:]
-        ratio = min(1.0, self.metrics_size / max(height, width))
-        h, w = max(16, round(height * ratio)), max(16, round(width * ratio))
+        h, w = _working_size(*x.shape[-2:], self.metrics_size)
         small_x, small_p = _resize(x, h, w), _resize(protected, h, w)
-        info.ssim = metrics.ssim(small_p, small_x) if min(h, w) >= 11 else float("nan")
+        info.ssim = metrics.ssim(small_p, small_x)
         if self.perceptual is not None:
             info.lpips = float(self.perceptual(small_p, small_x)[0])
+
+
+# LPIPS's AlexNet/VGG trunks pool five times: smaller inputs have no spatial extent left.
+_LPIPS_MIN_SIDE = 64
+
+
+def _working_size(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """Size of the copy LPIPS/SSIM run on: long side ≤ ``long_side``, short side ≥ 64 (upsampled if need be)."""
+    ratio = min(1.0, long_side / max(height, width))
+    return max(_LPIPS_MIN_SIDE, round(height * ratio)), max(_LPIPS_MIN_SIDE, round(width * ratio))
 
 
 def _resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -154,3 +154,12 @@ def test_progress_is_reported_in_order(protector):
     protector.protect(torch.rand(1, 3, 32, 32), progress=lambda fraction, stage: seen.append(fraction))
     assert seen[0] < seen[-1] == 1.0
     assert seen == sorted(seen)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (9, 40), (300, 10)])
+def test_smallest_images_work_with_real_lpips(real_perceptual, size):
+    protector = tiny_protector(perceptual=real_perceptual)
+    pixels = load_image(_random_rgba(*size)).pixels
+    result = protector.protect(pixels)
+    assert result.image.shape == pixels.shape
+    assert result.info.lpips is not None and result.info.linf_levels <= 8
