@@ -1,0 +1,220 @@
+"""Command line: ``python -m attack {roundtrip,img2img,lora,compare} ...``.
+
+Every sub-command writes its pictures and numbers under ``--out``. ``--tiny`` swaps SD-1.5 for
+the random-weight stack (plumbing only). Protected images come from ``--protected`` files or, if
+absent, are made on the fly with the library's :class:`fastprotect.protect.Protector`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from diffusers import StableDiffusionPipeline
+from tqdm.auto import tqdm
+
+from fastprotect.hub import WeightsUnavailableError
+from fastprotect.images import load_image
+from fastprotect.perceptual import load_perceptual
+from fastprotect.protect import DEFAULT_CHECKPOINT, Protector
+
+from .compare import comparison_grid, duel_grid, duel_scores, target_images, to_pil
+from .img2img import Img2ImgSettings, img2img
+from .lora import LoraSettings, SampleSettings, generate_samples, lora_duel, save_lora, train_lora
+from .pipeline import DEFAULT_BASE, load_pipeline, resolve_device
+from .roundtrip import load_round_tripper, roundtrip_report
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m attack", description="Mimicry attacks on clean vs protected images.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--out", type=Path, default=Path("attack_out"), help="output folder (created)")
+    common.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    common.add_argument("--seed", type=int, default=0)
+    protect = argparse.ArgumentParser(add_help=False)
+    protect.add_argument("--protected", nargs="+", type=Path, help="protected copies of the inputs (files or folders), same order")
+    protect.add_argument("--checkpoint", help="Protector checkpoint used when --protected is not given (default: the library's)")
+    protect.add_argument("--eta", type=int, default=8, help="protection budget in 8-bit levels when protecting here")
+    protect.add_argument("--lpips-backbone", help="local LPIPS AlexNet backbone file (offline machines)")
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("--base", default=DEFAULT_BASE, help="SD-1.5 Hub id or local diffusers folder")
+    model.add_argument("--tiny", action="store_true", help="random-weight tiny SD stack (checks plumbing, not efficacy)")
+    lora = argparse.ArgumentParser(add_help=False)
+    defaults, sample_defaults, edit = LoraSettings(), SampleSettings(), Img2ImgSettings()
+    lora.add_argument("--prompt", default=defaults.instance_prompt, help="instance prompt (training and sampling)")
+    lora.add_argument("--rank", type=int, default=defaults.rank)
+    lora.add_argument("--steps", type=int, default=defaults.steps)
+    lora.add_argument("--lr", type=float, default=defaults.learning_rate)
+    lora.add_argument("--resolution", type=int, default=defaults.resolution)
+    lora.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    lora.add_argument("--mixed-precision", choices=["auto", "no", "fp16", "bf16"], default=defaults.mixed_precision)
+    lora.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None, help="default: on for CUDA")
+    lora.add_argument("--samples", type=int, default=sample_defaults.count)
+    lora.add_argument("--sample-steps", type=int, default=sample_defaults.steps)
+    lora.add_argument("--guidance", type=float, default=sample_defaults.guidance_scale)
+
+    commands = parser.add_subparsers(dest="command", required=True)
+    roundtrip = commands.add_parser("roundtrip", parents=[common, protect], help="VAE round trip of clean vs protected")
+    roundtrip.add_argument("images", nargs="+", type=Path, help="image files or folders")
+    roundtrip.add_argument("--autoencoder", choices=["sd-vae", "taesd", "taef2"], default="sd-vae")
+    roundtrip.add_argument("--source", help="autoencoder Hub id or local folder (default: the library's, e.g. SD-1.5's VAE)")
+    img2img = commands.add_parser("img2img", parents=[common, protect, model], help="SDEdit of clean vs protected")
+    img2img.add_argument("images", nargs="+", type=Path)
+    img2img.add_argument("--prompt", default=edit.prompt)
+    img2img.add_argument("--strength", type=float, default=edit.strength, help="fraction of the schedule re-generated, (0, 1]")
+    img2img.add_argument("--steps", type=int, default=edit.steps)
+    img2img.add_argument("--guidance", type=float, default=edit.guidance_scale)
+    one = commands.add_parser("lora", parents=[common, model, lora], help="train one LoRA and sample it")
+    one.add_argument("images", nargs="+", type=Path)
+    duel = commands.add_parser("compare", parents=[common, protect, model, lora], help="LoRA on clean vs LoRA on protected")
+    duel.add_argument("images", nargs="+", type=Path, help="the clean images")
+    duel.add_argument("--metrics", action=argparse.BooleanOptionalAction, default=True, help="LPIPS / pattern scores")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv`` (a list, so tests call it in process; None reads ``sys.argv``)."""
+    return build_parser().parse_args(argv)
+
+
+def _image_paths(paths: Sequence[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            files.append(path)
+    if not files:
+        raise SystemExit(f"no images found in {[str(p) for p in paths]}")
+    return files
+
+
+def _load(paths: Sequence[Path]) -> list[torch.Tensor]:
+    return [load_image(path).pixels for path in _image_paths(paths)]
+
+
+def _protected(args: argparse.Namespace, clean: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The ``--protected`` files, or the clean images protected now with the library."""
+    if args.protected:
+        protected = _load(args.protected)
+        if len(protected) != len(clean) or any(p.shape != c.shape for p, c in zip(protected, clean)):
+            raise SystemExit("--protected must list one image of the same size per clean image, in the same order")
+        return protected
+    protector = Protector.from_pretrained(args.checkpoint or DEFAULT_CHECKPOINT, lpips_backbone=args.lpips_backbone, device=resolve_device(args.device))
+    return [protector.protect(image, eta=args.eta / 255, seed=args.seed).image.cpu() for image in tqdm(clean, desc="protect")]
+
+
+def _perceptual(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
+    return load_perceptual("alex", args.lpips_backbone, device=device)
+
+
+def _pipe(args: argparse.Namespace) -> StableDiffusionPipeline:
+    return load_pipeline(args.base, tiny=args.tiny, device=args.device, seed=args.seed)
+
+
+def _write_json(path: Path, record: dict) -> None:
+    path.write_text(json.dumps(record, indent=2))
+    print(json.dumps(record, indent=2))
+
+
+def run_roundtrip(args: argparse.Namespace) -> None:
+    clean = _load(args.images)
+    protected = _protected(args, clean)
+    device = resolve_device(args.device)
+    model = load_round_tripper(args.autoencoder, args.source, device=device)
+    perceptual = _perceptual(args, device)
+    records = []
+    for index, (x, x_hat) in enumerate(tqdm(list(zip(clean, protected)), desc="round trip")):
+        report = roundtrip_report(model, x, x_hat, perceptual)
+        columns = [("original", x), ("clean round trip", report.clean_round_trip), ("protected", x_hat), ("protected round trip", report.protected_round_trip)]
+        comparison_grid(columns, tile=256, orientation="columns").save(args.out / f"roundtrip_{index:03d}.png")
+        records.append(report.as_dict())
+    _write_json(args.out / "roundtrip.json", {"autoencoder": args.autoencoder, "images": records})
+
+
+def run_img2img(args: argparse.Namespace) -> None:
+    clean = _load(args.images)
+    protected = _protected(args, clean)
+    pipe = _pipe(args)
+    settings = Img2ImgSettings(prompt=args.prompt, strength=args.strength, steps=args.steps, guidance_scale=args.guidance, seed=args.seed)
+    for index, (x, x_hat) in enumerate(tqdm(list(zip(clean, protected)), desc="img2img")):
+        clean_edit, protected_edit = img2img(pipe, [x, x_hat], settings)
+        columns = [("clean", x), ("protected", x_hat), ("clean edit", clean_edit), ("protected edit", protected_edit)]
+        comparison_grid(columns, tile=256, orientation="columns").save(args.out / f"img2img_{index:03d}.png")
+    (args.out / "img2img.json").write_text(json.dumps(asdict(settings), indent=2))
+
+
+def _lora_settings(args: argparse.Namespace) -> tuple[LoraSettings, SampleSettings]:
+    training = LoraSettings(
+        instance_prompt=args.prompt, rank=args.rank, steps=args.steps, learning_rate=args.lr, resolution=args.resolution,
+        batch_size=args.batch_size, seed=args.seed, mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
+    )
+    sampling = SampleSettings(prompt=args.prompt, count=args.samples, steps=args.sample_steps, guidance_scale=args.guidance, resolution=args.resolution, seed=args.seed)
+    return training, sampling
+
+
+class _Bar:
+    """A tqdm bar per training run for the ``(step, total, loss)`` progress callback."""
+
+    def __init__(self) -> None:
+        self.bars: dict[str, tqdm] = {}
+
+    def __call__(self, name: str, step: int, total: int, loss: float) -> None:
+        bar = self.bars.get(name) or self.bars.setdefault(name, tqdm(total=total, desc=f"LoRA {name}"))
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+        if step == total:
+            bar.close()
+
+
+def run_lora(args: argparse.Namespace) -> None:
+    images = _load(args.images)
+    training, sampling = _lora_settings(args)
+    pipe = _pipe(args)
+    bar = _Bar()
+    run = train_lora(pipe, images, training, progress=lambda step, total, loss: bar("train", step, total, loss))
+    save_lora(run, args.out / "lora")
+    samples = generate_samples(pipe, sampling)
+    for index, sample in enumerate(samples):
+        to_pil(sample).save(args.out / f"sample_{index:02d}.png")
+    comparison_grid([("inputs", images), ("LoRA samples", samples)]).save(args.out / "grid.png")
+    print(f"LoRA: {len(run.losses)} steps in {run.seconds:.1f} s, final loss {run.losses[-1]:.4f}; saved to {args.out / 'lora'}")
+
+
+def run_compare(args: argparse.Namespace) -> None:
+    clean = _load(args.images)
+    protected = _protected(args, clean)
+    training, sampling = _lora_settings(args)
+    pipe = _pipe(args)
+    duel = lora_duel(pipe, clean, protected, args.out, training, sampling, progress=_Bar())
+    duel_grid(clean, protected, duel.clean_samples, duel.protected_samples).save(args.out / "grid.png")
+    record: dict = {
+        "training": asdict(training),
+        "sampling": asdict(sampling),
+        "seconds": {"clean": duel.clean.seconds, "protected": duel.protected.seconds},
+    }
+    if args.metrics:
+        perceptual = _perceptual(args, resolve_device(args.device))
+        record["scores"] = duel_scores(clean, duel.clean_samples, duel.protected_samples, perceptual, target_images())
+    _write_json(args.out / "metrics.json", record)
+
+
+COMMANDS = {"roundtrip": run_roundtrip, "img2img": run_img2img, "lora": run_lora, "compare": run_compare}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        COMMANDS[args.command](args)
+    except WeightsUnavailableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

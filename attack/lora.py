@@ -1,0 +1,308 @@
+"""Quick DreamBooth-style LoRA on a handful of images: the mimicry the protection is meant to break.
+
+A mimic takes 4–8 images of a subject or style, fine-tunes low-rank adapters on the UNet's
+attention projections with an instance prompt ("a photo of sks object"), and samples new images
+from that prompt. This module does that with diffusers + peft (``unet.add_adapter``), the
+standard noise-prediction loss, and diffusers' LoRA file format, so the adapters it writes load
+anywhere ``load_lora_weights`` does. :func:`lora_duel` trains one LoRA on the clean images and one
+on the protected images with identical settings and seeds: any difference between their samples
+comes from the images alone.
+
+Not included (kept out so that a run fits in about two minutes on one GPU, see docs/ATTACKS.md):
+prior preservation, text-encoder training, augmentation, learning-rate schedules.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, StableDiffusionPipeline
+from diffusers.utils import convert_state_dict_to_diffusers
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
+
+from .pipeline import Precision, center_square, seeded_generator, stack_images
+
+ProgressCallback = Callable[[int, int, float], None]  # (step, total, loss) after each step
+TRAINED_ADAPTER = "fastprotect_lora"
+SETTINGS_FILE = "training.json"
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """How the mimic fine-tunes. Defaults: the budget of a ~2 minute GPU duel at 512² (docs/ATTACKS.md).
+
+    ``mixed_precision="auto"``: off on CPU; on CUDA, autocast in the UNet's half dtype (fp16 when
+    the UNet is fp32). ``gradient_checkpointing=None``: on for CUDA, off for CPU.
+    """
+
+    instance_prompt: str = "a photo of sks object"
+    rank: int = 8
+    alpha: float | None = None  # None -> alpha = rank (scale 1), the diffusers scripts' default
+    steps: int = 200
+    learning_rate: float = 2e-4
+    resolution: int = 512
+    batch_size: int = 1
+    seed: int = 0
+    mixed_precision: Precision = "auto"
+    gradient_checkpointing: bool | None = None
+    max_grad_norm: float = 1.0
+    target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """How the mimic samples from the fine-tuned model. ``prompt=None`` uses the instance prompt."""
+
+    prompt: str | None = None
+    count: int = 4
+    steps: int = 25
+    guidance_scale: float = 7.5
+    resolution: int = 512
+    seed: int = 0
+
+
+@dataclass
+class LoraRun:
+    """A trained adapter: diffusers-format LoRA tensors (CPU), its peft config, the loss curve."""
+
+    state_dict: dict[str, torch.Tensor]
+    metadata: dict
+    settings: LoraSettings
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _precision(settings: LoraSettings, unet: torch.nn.Module, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for the UNet forward, or None for plain float32 training."""
+    choice = settings.mixed_precision
+    if choice == "auto":
+        if device.type != "cuda":
+            choice = "no"
+        else:
+            choice = "bf16" if unet.dtype == torch.bfloat16 else "fp16"
+    if choice == "no":
+        if unet.dtype != torch.float32:
+            raise ValueError(f"mixed_precision='no' needs a float32 UNet; this one is {unet.dtype}")
+        return None
+    return torch.float16 if choice == "fp16" else torch.bfloat16
+
+
+@torch.no_grad()
+def _encode_posteriors(pipe: StableDiffusionPipeline, images: list[torch.Tensor], resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """VAE posterior mean and std of each training image (centre square at ``resolution``):
+    two N×4×(res/8)×(res/8) float32 tensors. Encoded once: the VAE is frozen, and sampling from the
+    cached posterior each step is what re-encoding would give."""
+    vae = pipe.vae
+    means, stds = [], []
+    for image in images:  # one at a time: at 512² the SD VAE encoder is the memory peak
+        pixels = center_square(image, resolution).to(vae.device, vae.dtype) * 2 - 1
+        posterior = vae.encode(pixels).latent_dist
+        means.append(posterior.mean.float())
+        stds.append(posterior.std.float())
+    return torch.cat(means), torch.cat(stds)
+
+
+def _scale_latents(pipe: StableDiffusionPipeline, latents: torch.Tensor) -> torch.Tensor:
+    """VAE latents -> the UNet's latent space (SD: × 0.18215; shift where the VAE has one)."""
+    shift = getattr(pipe.vae.config, "shift_factor", None) or 0.0
+    return (latents - shift) * pipe.vae.config.scaling_factor
+
+
+def train_lora(
+    pipe: StableDiffusionPipeline,
+    images: torch.Tensor | list[torch.Tensor],
+    settings: LoraSettings = LoraSettings(),
+    *,
+    progress: ProgressCallback | None = None,
+    adapter_name: str = TRAINED_ADAPTER,
+) -> LoraRun:
+    """Fine-tune a fresh LoRA on ``images`` (B×3×H×W or a list of 1×3×H×W, [0, 1], any sizes).
+
+    Only the adapter trains: the UNet, VAE and text encoder are frozen (``requires_grad`` False)
+    and their weights are bit-identical afterwards. The adapter stays attached and active on
+    ``pipe.unet`` under ``adapter_name`` so it can be sampled at once; :func:`remove_lora` takes it
+    off. Deterministic for a seed on a given device (LoRA init, image order, noise, timesteps).
+    """
+    items = stack_images(images)
+    unet, device = pipe.unet, pipe.device
+    autocast_dtype = _precision(settings, unet, device)
+    for module in (unet, pipe.vae, pipe.text_encoder):
+        module.requires_grad_(False)
+    config = LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha or settings.rank,
+        init_lora_weights="gaussian",  # A ~ N(0, 1/r), B = 0: the adapter starts as the identity
+        target_modules=list(settings.target_modules),
+    )
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(settings.seed)  # peft draws the A matrices from the global RNG
+        unet.add_adapter(config, adapter_name=adapter_name)
+    trainable = [parameter for parameter in unet.parameters() if parameter.requires_grad]
+    for parameter in trainable:  # fp32 master weights for the adapter even when the UNet is half
+        parameter.data = parameter.data.float()
+
+    means, stds = _encode_posteriors(pipe, items, settings.resolution)
+    with torch.no_grad():
+        prompt_embeds, _ = pipe.encode_prompt(settings.instance_prompt, device, 1, False)
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)  # the training-time forward process
+    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+    use_checkpointing = settings.gradient_checkpointing if settings.gradient_checkpointing is not None else device.type == "cuda"
+    if use_checkpointing:
+        unet.enable_gradient_checkpointing()
+
+    generator = seeded_generator(settings.seed)
+    run = LoraRun(state_dict={}, metadata=config.to_dict(), settings=settings)
+    order: list[int] = []
+    start = time.perf_counter()
+    unet.train()  # gradient checkpointing only acts in train mode; SD's UNet has no dropout
+    try:
+        for step in range(settings.steps):
+            batch = []
+            while len(batch) < settings.batch_size:  # walk through shuffled epochs of the image set
+                if not order:
+                    order = torch.randperm(len(items), generator=generator).tolist()
+                batch.append(order.pop())
+            loss = _training_step(pipe, noise_scheduler, means[batch], stds[batch], prompt_embeds, generator, autocast_dtype)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            run.losses.append(loss.detach().item())
+            if progress is not None:
+                progress(step + 1, settings.steps, run.losses[-1])
+    finally:
+        unet.eval()
+        if use_checkpointing:
+            unet.disable_gradient_checkpointing()
+    run.seconds = time.perf_counter() - start
+    adapter_state = get_peft_model_state_dict(unet, adapter_name=adapter_name)
+    run.state_dict = {key: value.detach().float().cpu().clone() for key, value in convert_state_dict_to_diffusers(adapter_state).items()}
+    return run
+
+
+def _training_step(
+    pipe: StableDiffusionPipeline,
+    noise_scheduler: DDPMScheduler,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    prompt_embeds: torch.Tensor,
+    generator: torch.Generator,
+    autocast_dtype: torch.dtype | None,
+) -> torch.Tensor:
+    """One noise-prediction MSE on a batch of cached posteriors (b×4×h×w): the loss, a scalar."""
+    device, batch = pipe.device, mean.shape[0]
+    # All randomness is drawn on the CPU generator and moved, so runs repeat across devices.
+    latents = _scale_latents(pipe, mean + std * torch.randn(mean.shape, generator=generator).to(device))
+    noise = torch.randn(latents.shape, generator=generator).to(device)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator).to(device)
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        prediction = pipe.unet(
+            noisy.to(pipe.unet.dtype), timesteps, encoder_hidden_states=prompt_embeds.expand(batch, -1, -1)
+        ).sample
+    return F.mse_loss(prediction.float(), target.float())
+
+
+def remove_lora(pipe: StableDiffusionPipeline, adapter_name: str = TRAINED_ADAPTER) -> None:
+    """Delete an adapter (trained or loaded) from the pipeline: the base model is back."""
+    pipe.delete_adapters(adapter_name)
+
+
+def save_lora(run: LoraRun, directory: str | Path) -> Path:
+    """Write the adapter in diffusers' LoRA format (``pytorch_lora_weights.safetensors``, with its
+    peft config as metadata) plus ``training.json`` (settings, loss curve, seconds). Returns the folder."""
+    directory = Path(directory)
+    StableDiffusionPipeline.save_lora_weights(
+        directory, unet_lora_layers=run.state_dict, unet_lora_adapter_metadata=run.metadata
+    )
+    record = {"settings": asdict(run.settings), "losses": run.losses, "seconds": run.seconds}
+    (directory / SETTINGS_FILE).write_text(json.dumps(record, indent=2))
+    return directory
+
+
+@contextmanager
+def use_lora(pipe: StableDiffusionPipeline, directory: str | Path, adapter_name: str = "mimic") -> Iterator[StableDiffusionPipeline]:
+    """Load a saved adapter into ``pipe`` for the ``with`` block, then delete it again."""
+    pipe.load_lora_weights(str(directory), adapter_name=adapter_name)
+    try:
+        yield pipe
+    finally:
+        remove_lora(pipe, adapter_name)
+
+
+@torch.no_grad()
+def generate_samples(pipe: StableDiffusionPipeline, settings: SampleSettings, *, default_prompt: str = LoraSettings.instance_prompt) -> torch.Tensor:
+    """``settings.count`` images from the pipeline as it stands (with whatever adapter is active):
+    count×3×res×res in [0, 1]. Sample i uses seed ``settings.seed + i``, so sample i is the same
+    image whatever the count, and two adapters sampled with the same settings share their noise."""
+    samples = []
+    for index in range(settings.count):
+        output = pipe(
+            settings.prompt or default_prompt,
+            height=settings.resolution,
+            width=settings.resolution,
+            num_inference_steps=settings.steps,
+            guidance_scale=settings.guidance_scale,
+            generator=seeded_generator(settings.seed + index),
+            output_type="pt",
+        )
+        samples.append(output.images.float().cpu())
+    return torch.cat(samples)
+
+
+@dataclass
+class DuelResult:
+    """The two LoRAs of a duel and their samples (count×3×res×res, [0, 1], same seeds)."""
+
+    clean: LoraRun
+    protected: LoraRun
+    clean_samples: torch.Tensor
+    protected_samples: torch.Tensor
+    clean_dir: Path
+    protected_dir: Path
+
+
+def lora_duel(
+    pipe: StableDiffusionPipeline,
+    clean_images: torch.Tensor | list[torch.Tensor],
+    protected_images: torch.Tensor | list[torch.Tensor],
+    output_dir: str | Path,
+    settings: LoraSettings = LoraSettings(),
+    sampling: SampleSettings | None = None,
+    *,
+    progress: Callable[[str, int, int, float], None] | None = None,
+) -> DuelResult:
+    """Train a LoRA on the clean set and one on the protected set, identical settings and seeds,
+    save both under ``output_dir/{clean,protected}/``, reload each from disk and sample it.
+
+    ``progress(name, step, total, loss)`` with name "clean" or "protected". ``sampling`` defaults to
+    4 samples of the instance prompt at the training resolution.
+    """
+    sampling = sampling or SampleSettings(resolution=settings.resolution)
+    sampling = replace(sampling, prompt=sampling.prompt or settings.instance_prompt)
+    output_dir = Path(output_dir)
+    runs, dirs, samples = {}, {}, {}
+    for name, images in (("clean", clean_images), ("protected", protected_images)):
+        report = (lambda step, total, loss, name=name: progress(name, step, total, loss)) if progress else None
+        runs[name] = train_lora(pipe, images, settings, progress=report)
+        remove_lora(pipe)
+        dirs[name] = save_lora(runs[name], output_dir / name)
+    for name in runs:  # sample from the saved files: what a mimic would share is what we test
+        with use_lora(pipe, dirs[name]):
+            samples[name] = generate_samples(pipe, sampling)
+    return DuelResult(runs["clean"], runs["protected"], samples["clean"], samples["protected"], dirs["clean"], dirs["protected"])

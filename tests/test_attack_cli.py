@@ -1,0 +1,69 @@
+"""``python -m attack`` in process on the tiny stack, and the clear offline failure for SD-1.5."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from attack.cli import main, parse_args
+from attack.compare import ROW_TITLES, to_pil
+from attack.pipeline import load_pipeline, one_thread
+from fastprotect.hub import WeightsUnavailableError
+
+FAST = ["--tiny", "--steps", "2", "--rank", "2", "--resolution", "32", "--samples", "2", "--sample-steps", "2"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():  # tiny models: one thread is faster, and much faster on a busy machine
+        yield
+
+
+@pytest.fixture
+def image_folders(tmp_path):
+    clean, protected = tmp_path / "clean", tmp_path / "protected"
+    clean.mkdir()
+    protected.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    for index in range(3):
+        image = torch.rand(1, 3, 40, 48, generator=generator)
+        to_pil(image).save(clean / f"{index}.png")
+        to_pil((image + 8 / 255 * torch.randn(image.shape, generator=generator).sign()).clamp(0, 1)).save(protected / f"{index}.png")
+    return clean, protected
+
+
+def test_parse_defaults_are_the_documented_ones():
+    args = parse_args(["lora", "x.png"])
+    assert (args.rank, args.steps, args.lr, args.resolution, args.batch_size) == (8, 200, 2e-4, 512, 1)
+    assert args.mixed_precision == "auto" and args.gradient_checkpointing is None and not args.tiny
+
+
+def test_cli_lora_tiny(image_folders, tmp_path):
+    out = tmp_path / "lora_out"
+    assert main(["lora", str(image_folders[0]), "--out", str(out), *FAST]) == 0
+    assert (out / "lora" / "pytorch_lora_weights.safetensors").is_file()
+    assert len(json.loads((out / "lora" / "training.json").read_text())["losses"]) == 2
+    assert sorted(p.name for p in out.glob("sample_*.png")) == ["sample_00.png", "sample_01.png"]
+    assert Image.open(out / "sample_00.png").size == (32, 32)
+
+
+def test_cli_compare_tiny(image_folders, tmp_path):
+    clean, protected = image_folders
+    out = tmp_path / "duel"
+    assert main(["compare", str(clean), "--protected", str(protected), "--out", str(out), "--no-metrics", *FAST]) == 0
+    for name in ("clean", "protected"):
+        assert (out / name / "pytorch_lora_weights.safetensors").is_file()
+    assert Image.open(out / "grid.png").size == (3 * 128, len(ROW_TITLES) * 128)  # 3 columns: 3 inputs, 2 samples
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["training"]["steps"] == 2 and record["sampling"]["count"] == 2
+
+
+def test_offline_hub_base_fails_with_a_clear_message(monkeypatch, image_folders, tmp_path, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailableError, match="Hugging Face Hub repo 'no-such-user/no-such-model'.*--tiny"):
+        load_pipeline("no-such-user/no-such-model", device="cpu")
+    assert main(["lora", str(image_folders[0]), "--base", "no-such-user/no-such-model", "--out", str(tmp_path / "o")]) == 2
+    assert "--base" in capsys.readouterr().err
