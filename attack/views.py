@@ -1,0 +1,128 @@
+"""The Space's proof tabs, as functions: what a mimic sees (VAE round trip, img2img) and the
+LoRA duel on clean vs protected copies. ``app.py`` wires these to the UI; the attacks themselves
+live in the modules beside this one. Images cross as ``LoadedImage`` / PIL images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from fastprotect.images import ImageError, LoadedImage, load_image
+from fastprotect.space import ProgressCallback, SpaceInputError, _json_safe, tensor_to_pil
+
+@dataclass
+class MimicViews:
+    clean: Image.Image  # RGB: the clean image's VAE round trip
+    protected: Image.Image  # RGB: the protected image's VAE round trip
+    numbers: dict[str, float]
+    markdown: str
+
+
+def mimic_round_trip(protector: Any, clean: LoadedImage, protected: LoadedImage, *, max_side: int = 768) -> MimicViews:
+    """Round-trip a clean image and its protected copy through the protector's autoencoder;
+    with LPIPS loaded, also measure how far each view lands from the clean original."""
+    from .roundtrip import round_trip, roundtrip_report
+
+    if (clean.width, clean.height) != (protected.width, protected.height):
+        raise SpaceInputError("the clean and protected images differ in size")
+    device = protector.device
+    x, p = clean.pixels.to(device), protected.pixels.to(device)
+    numbers: dict[str, float] = {}
+    with torch.no_grad():
+        if protector.perceptual is not None:
+            report = roundtrip_report(protector.autoencoder, x, p, protector.perceptual, max_side=max_side)
+            clean_rt, protected_rt, numbers = report.clean_round_trip, report.protected_round_trip, report.as_dict()
+        else:
+            clean_rt = round_trip(protector.autoencoder, x, max_side=max_side)
+            protected_rt = round_trip(protector.autoencoder, p, max_side=max_side)
+    lines = ["| LPIPS to the clean original | value |", "|---|---|"]
+    labels = {
+        "lpips_protected": "protected image (the visible cost)",
+        "lpips_clean_round_trip": "model's view of the clean image",
+        "lpips_protected_round_trip": "model's view of the protected image",
+        "damage": "damage (protected view − clean view; higher = stronger)",
+    }
+    lines += [f"| {labels[key]} | {value:.4f} |" for key, value in numbers.items()]
+    markdown = "\n".join(lines) if numbers else "LPIPS is not loaded on this server: pictures only."
+    return MimicViews(tensor_to_pil(clean_rt), tensor_to_pil(protected_rt), numbers, markdown)
+
+
+def mimic_img2img(pipe: Any, clean: LoadedImage, protected: LoadedImage, prompt: str, strength: float, *, steps: int = 30) -> tuple[Image.Image, Image.Image]:
+    """SDEdit of both copies with the same prompt and seed (``attack.img2img``); needs a GPU in practice."""
+    from .img2img import Img2ImgSettings, img2img_pair
+
+    if not 0 < strength <= 1:
+        raise SpaceInputError(f"img2img strength must be in (0, 1], got {strength}")
+    settings = Img2ImgSettings(prompt=prompt.strip() or Img2ImgSettings.prompt, strength=strength, steps=steps, max_side=512)
+    clean_out, protected_out = img2img_pair(pipe, clean.pixels, protected.pixels, settings)
+    return tensor_to_pil(clean_out), tensor_to_pil(protected_out)
+
+
+def lora_duel_from_uploads(
+    pipe: Any, uploads: Sequence[tuple[str, str]], protector: Any, output_dir: str | Path, steps: int,
+    progress: ProgressCallback | None = None, *, limits: tuple[int, int] = (4, 8), max_pixels: int | None = None, **duel: Any,
+) -> tuple[Image.Image, dict[str, Any]]:
+    """Protect ``uploads`` (default options) and run the LoRA duel on clean vs protected copies."""
+    _check_duel_count(len(uploads), limits)
+    clean, protected = [], []
+    for index, (path, display) in enumerate(uploads):
+        if progress is not None:
+            progress(0.02 + 0.08 * index / len(uploads), f"protecting {display}")
+        try:
+            loaded = load_image(path, max_pixels=max_pixels, name=display)
+        except ImageError as error:
+            raise ImageError(f"{display}: {error}") from None
+        clean.append(loaded.pixels)
+        protected.append(protector.protect(loaded, compute_metrics=False).image.cpu())
+    return _run_duel(pipe, clean, protected, protector, output_dir, steps, progress, **duel)
+
+
+def lora_duel_from_pairs(
+    pipe: Any, pairs: Sequence[tuple[str, str]], protector: Any, output_dir: str | Path, steps: int,
+    progress: ProgressCallback | None = None, *, limits: tuple[int, int] = (4, 8), **duel: Any,
+) -> tuple[Image.Image, dict[str, Any]]:
+    """The duel on an already protected batch: (clean path, protected PNG path) pairs."""
+    if not pairs:
+        raise SpaceInputError("no protected batch yet: protect 4–8 images in the Batch tab first, or upload images here")
+    _check_duel_count(len(pairs), limits)
+    clean = [load_image(path).pixels for path, _ in pairs]
+    protected = [load_image(path).pixels for _, path in pairs]
+    return _run_duel(pipe, clean, protected, protector, output_dir, steps, progress, **duel)
+
+
+def _check_duel_count(count: int, limits: tuple[int, int]) -> None:
+    if not limits[0] <= count <= limits[1]:
+        raise SpaceInputError(f"{count} images given; the duel needs {limits[0]} to {limits[1]}")
+
+
+def _run_duel(pipe, clean, protected, protector, output_dir, steps, progress, *, resolution: int = 512, sample_steps: int = 25) -> tuple[Image.Image, dict[str, Any]]:
+    """``attack.lora.lora_duel`` with its defaults (SD-1.5 at 512²); tests pass a tiny resolution."""
+    from .compare import duel_grid, duel_scores
+    from .lora import LoraSettings, SampleSettings, lora_duel
+
+    settings = LoraSettings(steps=int(steps), resolution=resolution)
+    device = pipe.device
+
+    def report(name: str, step: int, total: int, loss: float) -> None:
+        if progress is not None:
+            base = 0.1 if name == "clean" else 0.5
+            progress(base + 0.4 * step / total, f"training the {name} LoRA: step {step}/{total} (loss {loss:.3f})")
+
+    clean_dev = [image.to(device) for image in clean]
+    protected_dev = [image.to(device) for image in protected]
+    result = lora_duel(pipe, clean_dev, protected_dev, output_dir, settings, SampleSettings(resolution=resolution, steps=sample_steps), progress=report)
+    if progress is not None:
+        progress(0.95, "scoring")
+    grid = duel_grid(clean, protected, result.clean_samples, result.protected_samples)
+    scores: dict[str, Any] = {"seconds": {"clean": round(result.clean.seconds, 1), "protected": round(result.protected.seconds, 1)}}
+    if protector.perceptual is not None:
+        targets = {name: protector.target_images[i : i + 1].cpu() for i, name in enumerate(("low", "mid", "high"))}
+        perceptual = protector.perceptual
+        scores.update(duel_scores(clean, result.clean_samples, result.protected_samples, perceptual, targets))
+    return grid, _json_safe(scores)

@@ -1,0 +1,473 @@
+"""Space-side helpers: everything ``app.py`` needs that is not UI.
+
+Loading the models once with a page-friendly outcome, the app's private temp space (every file
+the Space serves is written below it, and old files are deleted), protecting one upload into a
+downloadable PNG plus the pictures the page shows, the batch ZIP with its per-file report, and
+procedurally generated example images (no third-party pictures, no faces).
+
+Images cross these functions as PIL images or ``1×3×H×W`` float tensors in ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import csv
+import io
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .images import ImageError, LoadedImage, load_image, save_png, to_pil
+
+ProgressCallback = Callable[[float, str], None]
+logger = logging.getLogger(__name__)
+
+# Plain-language scale for the L∞ budget, in 8-bit levels (η = levels / 255).
+STRENGTH_SCALE: tuple[tuple[int, str], ...] = (
+    (2, "very light: invisible, weakest protection"),
+    (4, "light: invisible on almost any image"),
+    (8, "standard (the paper's setting): invisible on most photos"),
+    (12, "strong: faint grain may show on flat areas"),
+    (16, "very strong: visible grain on flat areas"),
+    (32, "maximum: clearly visible"),
+)
+MAX_ETA_LEVELS = 32
+
+
+class SpaceInputError(ValueError):
+    """A visitor's request that cannot be served (empty input, too many files); one readable line."""
+
+
+def strength_label(levels: int) -> str:
+    """Plain-language description of an η of ``levels``/255."""
+    for bound, label in STRENGTH_SCALE:
+        if levels <= bound:
+            return f"{levels}/255 — {label}"
+    return f"{levels}/255"
+
+
+@dataclass(frozen=True)
+class ProtectOptions:
+    """What a visitor chose. ``eta_levels``: the L∞ budget in 8-bit levels (1…32)."""
+
+    eta_levels: int = 8
+    target: str = "auto"
+    adaptive_strength: bool = True
+    refine_steps: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= int(self.eta_levels) <= MAX_ETA_LEVELS:
+            raise SpaceInputError(f"strength must be between 1 and {MAX_ETA_LEVELS} levels (of 255), got {self.eta_levels}")
+        if self.target not in ("auto", "low", "mid", "high"):
+            raise SpaceInputError(f"target must be auto, low, mid or high, got {self.target!r}")
+        if not 0 <= int(self.refine_steps) <= 200:
+            raise SpaceInputError(f"refine steps must be between 0 and 200, got {self.refine_steps}")
+
+    @property
+    def eta(self) -> float:
+        return int(self.eta_levels) / 255
+
+
+# ---------------------------------------------------------------------------------------------
+# the app's temp space
+
+
+class Workspace:
+    """A private ``tempfile.mkdtemp`` folder; each request writes into its own sub-folder.
+
+    ``sweep(max_age_s)`` deletes request folders older than ``max_age_s``; ``close()`` (also run
+    at interpreter exit) deletes the whole folder.
+    """
+
+    def __init__(self, root: str | Path | None = None, *, prefix: str = "fastprotect-space-") -> None:
+        self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix=prefix))
+        self.root.mkdir(parents=True, exist_ok=True)
+        atexit.register(self.close)
+
+    def new_dir(self, kind: str = "request") -> Path:
+        return Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=self.root))
+
+    def sweep(self, max_age_s: float) -> int:
+        """Delete request folders last modified more than ``max_age_s`` ago; returns how many."""
+        cutoff, removed = time.time() - max_age_s, 0
+        for child in self.root.iterdir() if self.root.exists() else ():
+            if child.is_dir() and child.name != "examples" and child.stat().st_mtime < cutoff:
+                shutil.rmtree(child, ignore_errors=True)
+                removed += 1
+        return removed
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def safe_stem(name: str | None, default: str = "image") -> str:
+    """A file-name stem safe to serve: letters, digits, ``._-`` only, at most 80 characters."""
+    stem = Path(str(name or "")).stem
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")[:80]
+    return stem or default
+
+
+# ---------------------------------------------------------------------------------------------
+# loading the models once
+
+
+@dataclass
+class LoadOutcome:
+    """What start-up produced: a Protector, or None with a message the page shows instead."""
+
+    protector: Any | None  # fastprotect.protect.Protector
+    error: str | None = None
+    seconds: float = 0.0
+    details: dict[str, str] = field(default_factory=dict)
+
+
+def load_space_protector(**options: Any) -> LoadOutcome:
+    """``Protector.from_pretrained(**options)`` (environment variables apply), never raising.
+
+    Missing weights (offline, wrong id, empty folder) and malformed checkpoints give a LoadOutcome
+    with ``protector=None`` and a one-paragraph ``error`` for the page.
+    """
+    start = time.perf_counter()
+    try:
+        from .protect import DEFAULT_CHECKPOINT, Protector
+
+        options.setdefault("checkpoint", DEFAULT_CHECKPOINT)
+        protector = Protector.from_pretrained(**options)
+    except Exception as error:  # start-up must survive anything: the page explains instead
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return LoadOutcome(None, f"{type(error).__name__}: {message}", time.perf_counter() - start)
+    details = {
+        "checkpoint": str(options.get("checkpoint")) if protector.mixture is not None else "none (per-image mode)",
+    }
+    return LoadOutcome(protector, None, time.perf_counter() - start, details)
+
+
+def describe_protector(protector: Any, details: dict[str, str] | None = None) -> dict[str, str]:
+    """Which checkpoint, encoder and LPIPS model are loaded, as short strings for the About tab."""
+    autoencoder = protector.autoencoder
+    mixture = protector.mixture
+    described = {
+        "mode": protector.mode,
+        "encoder": f"{getattr(autoencoder, 'kind', type(autoencoder).__name__)} from {getattr(autoencoder, 'source', 'memory')}",
+        "LPIPS": type(protector.perceptual).__name__ if protector.perceptual is not None else "not loaded (adaptive strength off)",
+        "device": str(protector.device),
+    }
+    if mixture is not None:
+        config = mixture.config
+        described["mixture"] = (
+            f"{config.num_targets} targets × {config.num_groups} groups, {config.size}² perturbations, "
+            f"trained at η = {config.eta * 255:.0f}/255 against {config.encoder_kind}"
+        )
+    described.update(details or {})
+    return described
+
+
+# ---------------------------------------------------------------------------------------------
+# one image
+
+
+@dataclass
+class ProtectOutcome:
+    """One protected upload: the PNG on disk and what the page shows."""
+
+    png_path: Path
+    original: Image.Image  # RGB(A), as uploaded (upright)
+    protected: Image.Image  # RGB(A), exactly the PNG's pixels
+    perturbation_view: Image.Image  # RGB, δ amplified so that ±η spans black…white
+    lpips_map_view: Image.Image | None  # RGB heat map of the visibility map, None without LPIPS
+    info: dict[str, Any]
+    loaded: LoadedImage = field(repr=False)
+    protected_pixels: torch.Tensor = field(repr=False)  # 1×3×H×W in [0, 1]
+
+
+def protect_upload(
+    protector: Any,
+    source: str | os.PathLike | bytes | Image.Image,
+    options: ProtectOptions,
+    output_dir: str | Path,
+    *,
+    name: str | None = None,
+    max_pixels: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> ProtectOutcome:
+    """Load, protect and save one image as ``<name>_protected.png`` in ``output_dir``.
+
+    Raises :class:`ImageError` (bad file) or :class:`SpaceInputError` (bad options), both with a
+    one-line message.
+    """
+    loaded = load_image(source, max_pixels=max_pixels, name=name)
+    result = protector.protect(
+        loaded, eta=options.eta, target=options.target, adaptive_strength=options.adaptive_strength,
+        refine_steps=int(options.refine_steps), seed=int(options.seed), progress=progress,
+    )
+    path = Path(output_dir) / f"{safe_stem(loaded.name)}_protected.png"
+    save_png(loaded, result.image, path)
+    info = _json_safe(result.info.as_dict())
+    return ProtectOutcome(
+        png_path=path,
+        original=to_pil(loaded, loaded.pixels),
+        protected=to_pil(loaded, result.image),
+        perturbation_view=perturbation_view(result.perturbation, options.eta),
+        lpips_map_view=heat_map(result.lpips_map) if result.lpips_map is not None else None,
+        info=info,
+        loaded=loaded,
+        protected_pixels=result.image,
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf floats -> None, rounded floats, recursively: the info record as JSON."""
+    if isinstance(value, float):
+        return round(value, 4) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def tensor_to_pil(image: torch.Tensor) -> Image.Image:
+    """``1×3×H×W`` or ``3×H×W`` in [0, 1] -> 8-bit RGB."""
+    pixels = image.reshape(-1, *image.shape[-3:])[0].detach().float().cpu().clamp(0, 1)
+    return Image.fromarray((pixels.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
+
+
+def perturbation_view(perturbation: torch.Tensor, eta: float) -> Image.Image:
+    """δ (``1×3×H×W``, within ±η) amplified for the eye: −η → black, 0 → grey, +η → white."""
+    return tensor_to_pil(0.5 + perturbation / (2 * eta))
+
+
+def heat_map(values: torch.Tensor) -> Image.Image:
+    """A ``1×1×H×W`` map -> RGB heat map (dark blue = low … yellow = high), min-max normalised."""
+    flat = values.detach().float().cpu()[0, 0]
+    low, high = float(flat.min()), float(flat.max())
+    t = ((flat - low) / (high - low)) if high > low else torch.zeros_like(flat)
+    # A three-stop ramp (navy -> magenta -> yellow), readable and colour-blind friendly enough.
+    red = (t * 2).clamp(0, 1)
+    green = (t * 2 - 1).clamp(0, 1)
+    blue = 0.45 + 0.35 * torch.sin(math.pi * t) - 0.45 * (t * 2 - 1).clamp(0, 1)
+    return tensor_to_pil(torch.stack([red, green, blue.clamp(0, 1)]))
+
+
+def info_markdown(info: dict[str, Any]) -> str:
+    """The info record as a short Markdown table for the page."""
+
+    def number(value: Any, fmt: str) -> str:
+        return "n/a" if value is None else format(value, fmt)
+
+    rows = [
+        ("mode", info.get("mode")),
+        ("target pattern", info.get("target")),
+        ("group", "n/a (per-image mode)" if info.get("group") is None else info.get("group")),
+        ("L∞ (8-bit levels)", f"{info.get('linf_levels')} of a budget of {info.get('eta_levels')}"),
+        ("PSNR", f"{number(info.get('psnr_db'), '.2f')} dB"),
+        ("SSIM", number(info.get("ssim"), ".4f")),
+        ("LPIPS", number(info.get("lpips"), ".4f")),
+        ("size", f"{info.get('width')}×{info.get('height')}"),
+    ]
+    timings = info.get("timings_s") or {}
+    rows += [(f"time: {stage}", f"{seconds:.3f} s") for stage, seconds in timings.items()]
+    lines = ["| measure | value |", "|---|---|", *(f"| {key} | {value} |" for key, value in rows)]
+    notes = info.get("notes") or []
+    if notes:
+        lines += ["", *(f"- {note}" for note in notes)]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# batch
+
+
+@dataclass
+class BatchOutcome:
+    zip_path: Path
+    rows: list[dict[str, Any]]  # one per input file, in order: file, status, ... (see REPORT_FIELDS)
+    protected: list[tuple[Path, Path]]  # (clean source, protected PNG) for every good file
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        return [row for row in self.rows if row["status"] != "ok"]
+
+
+REPORT_FIELDS = ("file", "status", "output", "width", "height", "target", "linf_levels", "psnr_db", "lpips", "seconds", "message")
+
+
+def protect_batch(
+    protector: Any,
+    files: Sequence[tuple[str | Path, str]],
+    options: ProtectOptions,
+    output_dir: str | Path,
+    *,
+    max_files: int,
+    max_pixels: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> BatchOutcome:
+    """Protect ``files`` ((path, display name) pairs) into ``output_dir/protected.zip``.
+
+    Bad files are listed in the report (``status`` "error" with the reason) and skipped; good ones
+    are kept. The ZIP holds one ``<name>_protected.png`` per good file plus ``report.csv`` and
+    ``report.json``. Raises :class:`SpaceInputError` for no files or more than ``max_files``.
+    """
+    if not files:
+        raise SpaceInputError("no files given: upload one or more images")
+    if len(files) > max_files:
+        raise SpaceInputError(f"{len(files)} files given; at most {max_files} per batch")
+    output_dir = Path(output_dir)
+    images_dir = output_dir / "protected"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    protected: list[tuple[Path, Path]] = []
+    used: set[str] = set()
+    for index, (path, display) in enumerate(files):
+        if progress is not None:
+            progress(index / len(files), f"{display} ({index + 1}/{len(files)})")
+        row: dict[str, Any] = dict.fromkeys(REPORT_FIELDS, None) | {"file": display}
+        start = time.perf_counter()
+        try:
+            name = _unique(safe_stem(display), used)
+            outcome = protect_upload(protector, path, options, images_dir, name=name, max_pixels=max_pixels)
+        except ImageError as error:
+            row.update(status="error", message=str(error))
+        except Exception as error:  # a library failure on one file must not cost the others
+            logger.exception("protecting %r failed", display)
+            row.update(status="error", message=f"protection failed ({type(error).__name__}); the file was skipped")
+        else:
+            info = outcome.info
+            row.update(
+                status="ok", output=outcome.png_path.name, width=info["width"], height=info["height"], target=info["target"],
+                linf_levels=info["linf_levels"], psnr_db=info["psnr_db"], lpips=info["lpips"], message="; ".join(info["notes"]),
+            )
+            protected.append((Path(path), outcome.png_path))
+        row["seconds"] = round(time.perf_counter() - start, 3)
+        rows.append(row)
+    zip_path = output_dir / "protected.zip"
+    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
+        for _, png in protected:
+            archive.write(png, png.name)
+        archive.writestr("report.csv", report_csv(rows))
+        archive.writestr("report.json", json.dumps(rows, indent=2, ensure_ascii=False))
+    if progress is not None:
+        progress(1.0, "done")
+    return BatchOutcome(zip_path, rows, protected)
+
+
+def _unique(stem: str, used: set[str]) -> str:
+    candidate, counter = stem, 1
+    while candidate.lower() in used:
+        counter += 1
+        candidate = f"{stem}_{counter}"
+    used.add(candidate.lower())
+    return candidate
+
+
+def report_csv(rows: Sequence[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=REPORT_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def report_table(rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    """Rows for a ``gr.Dataframe`` with headers :data:`REPORT_FIELDS`."""
+    return [[row.get(key) for key in REPORT_FIELDS] for row in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# examples: generated here, so their licence is ours (CC0) and no face is ever shown
+
+
+def make_example_images(directory: str | Path, size: int = 384) -> list[Path]:
+    """Write three procedural PNGs (landscape, tiles, marble) into ``directory``; returns paths.
+
+    Drawn by this function from fixed formulas (no randomness from outside, no third-party
+    pictures), so the Space may show and redistribute them: CC0.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    pictures = {
+        "sunset_hills": _landscape(x, y),
+        "mosaic_tiles": _tiles(x, y),
+        "blue_marble": _marble(x, y),
+    }
+    paths = []
+    for name, array in pictures.items():
+        path = directory / f"{name}.png"
+        Image.fromarray((np.clip(array, 0, 1) * 255).round().astype(np.uint8)).save(path, format="PNG")
+        paths.append(path)
+    return paths
+
+
+def _landscape(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    sky = np.stack([0.95 - 0.3 * y, 0.55 + 0.2 * y, 0.35 + 0.5 * y], axis=-1)
+    sun = np.exp(-((x - 0.7) ** 2 + (y - 0.3) ** 2) / 0.004)[..., None] * np.array([1.0, 0.8, 0.3])
+    far = y > 0.55 + 0.08 * np.sin(9 * x) + 0.03 * np.sin(23 * x + 1)
+    near = y > 0.7 + 0.06 * np.sin(5 * x + 2) + 0.02 * np.sin(31 * x)
+    image = sky + sun
+    image[far] = np.array([0.35, 0.3, 0.45]) + 0.1 * y[far, None]
+    image[near] = np.array([0.15, 0.35, 0.18]) + 0.15 * np.sin(60 * x[near] + 40 * y[near])[:, None] * 0.3
+    return image
+
+
+def _tiles(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    cells = 6
+    cx, cy = np.floor(x * cells), np.floor(y * cells)
+    hue = ((cx * 0.37 + cy * 0.61) % 1.0)[..., None]
+    base = 0.5 + 0.45 * np.cos(2 * np.pi * (hue + np.array([0.0, 0.33, 0.67])))
+    u, v = (x * cells) % 1.0, (y * cells) % 1.0
+    grout = ((u < 0.06) | (v < 0.06))[..., None]
+    disc = (((u - 0.5) ** 2 + (v - 0.5) ** 2) < 0.08)[..., None]
+    return np.where(grout, 0.9, np.where(disc, 1.0 - base, base))
+
+
+def _marble(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    turbulence = sum(np.sin((2**k) * 7 * (x + 0.3 * y) + k * 1.7) / 2**k for k in range(5))
+    veins = 0.5 + 0.5 * np.sin(12 * x + 6 * y + 3 * turbulence)
+    return np.stack([0.2 + 0.5 * veins, 0.35 + 0.5 * veins, 0.6 + 0.4 * veins], axis=-1)
+
+
+EXAMPLE_CREDIT = "Example images: drawn procedurally by FastProtect at start-up (CC0); no photographs, no faces."
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU
+
+
+def gpu_decorator(duration: int) -> Callable[[Callable], Callable]:
+    """``spaces.GPU(duration=...)`` on Hugging Face (ZeroGPU) when ``spaces`` imports, else a no-op."""
+    try:
+        import spaces  # type: ignore[import-not-found]
+    except ImportError:
+        return lambda function: function
+    return spaces.GPU(duration=duration)
+
+
+def uploaded_path(payload: Any) -> tuple[str, str] | None:
+    """(server path, original file name) of a Gradio file payload (dict, FileData, str), or None."""
+    if payload is None:
+        return None
+    if isinstance(payload, (str, os.PathLike)):
+        return str(payload), Path(payload).name
+    if isinstance(payload, dict):
+        path, name = payload.get("path"), payload.get("orig_name")
+    else:
+        path, name = getattr(payload, "path", None), getattr(payload, "orig_name", None)
+    if not path:
+        return None
+    return str(path), str(name or Path(str(path)).name)

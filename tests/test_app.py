@@ -1,0 +1,195 @@
+"""The Space through its public API (gradio_client against a live server) and its helpers.
+
+Tiny random models (tests/launch_tiny_app.py): these tests check plumbing, limits and file
+handling, never protection strength.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+
+import app  # noqa: E402
+from attack import views  # noqa: E402
+from fastprotect import space  # noqa: E402
+from tests.launch_tiny_app import build_tiny_demo, build_tiny_protector, shared_lpips_backbone  # noqa: E402
+
+ETA_LEVELS = 8
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rgba_png(path: Path, width: int = 48, height: int = 40, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    alpha = np.tile(np.linspace(0, 255, width, dtype=np.uint8), (height, 1))
+    alpha[:5] = 0  # fully transparent rows: their colour must survive too
+    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    workspace = space.Workspace(tmp_path_factory.mktemp("space"))
+    demo = build_tiny_demo(workspace=workspace, lpips_backbone=shared_lpips_backbone())  # LPIPS: real when present
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, max_file_size=app.MAX_FILE_SIZE, allowed_paths=[], ssr_mode=False)
+    yield f"http://127.0.0.1:{port}/", workspace
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server[0], verbose=False)
+
+
+def test_protect_endpoint_returns_png_of_input_size_with_alpha_and_budget(client, tmp_path):
+    source = rgba_png(tmp_path / "my photo.png")
+    png, slider, perturbation, lpips_map, info, info_md = client.predict(
+        handle_file(str(source)), ETA_LEVELS, "auto", True, 0, api_name="/protect"
+    )
+    assert Path(png).name == "my_photo_protected.png"
+    assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # a real PNG, not WebP/JPEG renamed
+    with Image.open(source) as original, Image.open(png) as protected:
+        assert protected.format == "PNG" and protected.mode == "RGBA" and protected.size == original.size
+        before, after = np.asarray(original), np.asarray(protected)
+    assert np.array_equal(before[..., 3], after[..., 3])  # alpha bit-identical
+    assert np.abs(before[..., :3].astype(int) - after[..., :3].astype(int)).max() <= ETA_LEVELS
+    for shown in (*slider, perturbation):  # every image the page shows is PNG too
+        assert Image.open(shown).format == "PNG"
+    if shared_lpips_backbone() is not None:  # real LPIPS: adaptive strength ran, its map is shown
+        assert Image.open(lpips_map).format == "PNG" and info["lpips"] is not None and info["adaptive_strength"]
+    assert info["width"] == 48 and info["height"] == 40 and info["linf_levels"] <= ETA_LEVELS
+    assert {"target", "group", "psnr_db", "ssim", "timings_s"} <= set(info) and "PSNR" in info_md
+
+
+def test_protect_endpoint_reports_bad_input_and_keeps_serving(client, tmp_path, monkeypatch):
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    with pytest.raises(Exception, match="not an image"):
+        client.predict(handle_file(str(text)), ETA_LEVELS, "auto", True, 0, api_name="/protect")
+    with pytest.raises(Exception, match="Upload an image first"):
+        client.predict(None, ETA_LEVELS, "auto", True, 0, api_name="/protect")
+    corrupt = tmp_path / "cut.png"
+    corrupt.write_bytes(rgba_png(tmp_path / "whole.png").read_bytes()[:100])
+    with pytest.raises(Exception, match="cut.png"):
+        client.predict(handle_file(str(corrupt)), ETA_LEVELS, "auto", True, 0, api_name="/protect")
+    with monkeypatch.context() as patch:
+        patch.setattr(app, "MAX_PIXELS", 1000)  # read per request: the server runs in this process
+        with pytest.raises(Exception, match="MP limit"):
+            client.predict(handle_file(str(rgba_png(tmp_path / "big.png"))), ETA_LEVELS, "auto", True, 0, api_name="/protect")
+    png = client.predict(handle_file(str(rgba_png(tmp_path / "ok.png"))), ETA_LEVELS, "high", False, 1, api_name="/protect")[0]
+    assert Image.open(png).size == (48, 40)
+
+
+def test_batch_endpoint_keeps_good_files_and_reports_bad_ones(client, tmp_path):
+    good = [rgba_png(tmp_path / f"good{i}.png", 64 + 8 * i, 48, seed=i) for i in range(2)]
+    corrupt = tmp_path / "broken.png"
+    corrupt.write_bytes(good[0].read_bytes()[:60])  # truncated PNG
+    zip_path, report = client.predict(
+        [handle_file(str(path)) for path in (good[0], corrupt, good[1])], ETA_LEVELS, "auto", True, api_name="/batch"
+    )
+    with zipfile.ZipFile(zip_path) as archive:
+        names = set(archive.namelist())
+        assert {"good0_protected.png", "good1_protected.png", "report.csv", "report.json"} == names
+        assert Image.open(io.BytesIO(archive.read("good1_protected.png"))).size == (72, 48)
+        rows = json.loads(archive.read("report.json"))
+    assert [row["status"] for row in rows] == ["ok", "error", "ok"]
+    assert rows[1]["file"] == "broken.png" and rows[1]["message"]
+    shown = report["data"] if isinstance(report, dict) else report
+    assert any("broken.png" in map(str, row) and "error" in row for row in shown)
+
+
+def test_batch_refuses_empty_and_too_many(client, tmp_path, monkeypatch):
+    with pytest.raises(Exception, match="no files"):
+        client.predict([], ETA_LEVELS, "auto", True, api_name="/batch")
+    monkeypatch.setattr(app, "MAX_BATCH_FILES", 2)  # read per request: the server is in this process
+    files = [handle_file(str(rgba_png(tmp_path / f"f{i}.png", seed=i))) for i in range(3)]
+    with pytest.raises(Exception, match="at most 2"):
+        client.predict(files, ETA_LEVELS, "auto", True, api_name="/batch")
+
+
+def test_round_trip_after_protect_in_one_session(server, tmp_path):
+    session = Client(server[0], verbose=False)
+    with pytest.raises(Exception, match="Protect an image"):
+        session.predict(api_name="/round_trip")
+    session.predict(handle_file(str(rgba_png(tmp_path / "a.png"))), ETA_LEVELS, "auto", True, 0, api_name="/protect")
+    clean, protected, _ = session.predict(api_name="/round_trip")
+    assert Image.open(clean).size == Image.open(protected).size == (48, 40)
+
+
+def test_gpu_features_refuse_cleanly_without_gpu(client):
+    with pytest.raises(Exception, match="needs a GPU"):
+        client.predict([], False, 100, api_name="/lora_duel")
+
+
+def test_only_the_apps_own_files_are_served(server):
+    import httpx
+
+    for path in ("/etc/passwd", str(Path(app.__file__).resolve())):
+        response = httpx.get(f"{server[0]}gradio_api/file={path}")
+        assert response.status_code in (403, 404), path
+
+
+def test_offline_start_shows_a_message_not_a_trace():
+    demo = build_tiny_demo(unavailable=True)
+    texts = [str(block.get_config().get("value", "")) for block in demo.blocks.values()]
+    assert any("Protection is unavailable" in text and "WeightsUnavailableError" in text for text in texts)
+
+
+def test_per_image_mode_is_announced_and_works(tmp_path):
+    protector = build_tiny_protector(per_image=True)
+    assert "per-image" in app._status_markdown(space.LoadOutcome(protector))
+    outcome = space.protect_upload(protector, rgba_png(tmp_path / "p.png"), space.ProtectOptions(), tmp_path)
+    assert outcome.info["mode"] == "per-image" and outcome.info["linf_levels"] <= 8
+
+
+def test_space_helpers(tmp_path):
+    assert space.safe_stem("../../etc/my photo (1).JPG") == "my_photo_1"
+    assert space.safe_stem("") == "image"
+    with pytest.raises(space.SpaceInputError):
+        space.ProtectOptions(eta_levels=0)
+    with pytest.raises(space.SpaceInputError):
+        space.ProtectOptions(target="medium")
+    assert "standard" in space.strength_label(8)
+    paths = space.make_example_images(tmp_path, size=64)
+    assert len(paths) == 3 and all(Image.open(path).size == (64, 64) for path in paths)
+    workspace = space.Workspace(tmp_path / "ws")
+    old = workspace.new_dir()
+    assert workspace.sweep(-1) == 1 and not old.exists()
+    workspace.close()
+    assert not (tmp_path / "ws").exists()
+
+
+@pytest.mark.slow  # ~1–2 min on 2 busy CPU cores: diffusers pipelines, LoRA save/load
+def test_attack_glue_runs_on_the_tiny_diffusion_stack(tmp_path):
+    """img2img and the LoRA duel wiring, on attack.tiny's random SD stack on CPU (plumbing only)."""
+    from attack.tiny import build_tiny_pipeline
+
+    pipe, protector = build_tiny_pipeline(0), build_tiny_protector()
+    pairs = []
+    for i in range(4):
+        clean = rgba_png(tmp_path / f"c{i}.png", 64, 48, seed=i)
+        pairs.append((str(clean), str(space.protect_upload(protector, clean, space.ProtectOptions(), tmp_path).png_path)))
+    clean_view, protected_view = views.mimic_img2img(pipe, space.load_image(pairs[0][0]), space.load_image(pairs[0][1]), "a photo", 0.5, steps=2)
+    assert clean_view.size == protected_view.size == (64, 48)
+    stages = []
+    grid, scores = views.lora_duel_from_pairs(pipe, pairs, protector, tmp_path / "duel", 2, lambda f, s: stages.append(s), resolution=32, sample_steps=2)
+    assert grid.size[1] == 4 * 128 and set(scores["seconds"]) == {"clean", "protected"}
+    assert any("clean LoRA" in stage for stage in stages) and any("protected LoRA" in stage for stage in stages)
+    with pytest.raises(space.SpaceInputError, match="4 to 8"):
+        views.lora_duel_from_pairs(pipe, pairs[:2], protector, tmp_path / "duel2", 2)
