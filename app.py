@@ -13,13 +13,17 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import gradio as gr
-import torch
+# Before torch is imported: idle OpenMP threads sleep instead of spinning, which keeps latency sane
+# when a Space's vCPUs are shared (docs/BENCHMARKS.md, "OMP_WAIT_POLICY").
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from attack import views
-from fastprotect import space
-from fastprotect.images import ImageError, load_image
-from fastprotect.targets import TARGET_NAMES, target_patterns
+import gradio as gr  # noqa: E402
+import torch  # noqa: E402
+
+from attack import views  # noqa: E402
+from fastprotect import space  # noqa: E402
+from fastprotect.images import ImageError, load_image  # noqa: E402
+from fastprotect.targets import TARGET_NAMES, target_patterns  # noqa: E402
 
 logger = logging.getLogger("fastprotect.app")
 TITLE = "FastProtect: near zero-cost protection against diffusion mimicry"

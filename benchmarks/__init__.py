@@ -1,0 +1,1 @@
+"""Latency and speed-ablation benchmarks (scripts that print tables; not timed tests). See docs/BENCHMARKS.md."""

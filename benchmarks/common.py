@@ -1,0 +1,361 @@
+"""Shared pieces of the benchmarks: machine description, models, test images, timing, memory.
+
+Nothing here is timed by itself; ``latency.py`` and ``ablate_speed.py`` build on it. Models:
+
+* ``taef2``: the real TAEF2 tiny autoencoder from a local folder (``--weights``);
+* ``sd-vae-random``: an SD-1.5-sized ``AutoencoderKL`` (block_out_channels 128/256/512/512,
+  2 layers per block, 4 latent channels, 32 norm groups) with random weights: the speed of the
+  real SD VAE without its download (latency does not depend on the weight values);
+* ``tiny``: a two-block toy VAE and a random-trunk LPIPS, for the smoke test only.
+
+The mixture is the checkpoint given with ``--checkpoint`` when it loads, else a random mixture of
+the trained one's shape (size 256, assign size 128): latency does not depend on its values either,
+but efficacy does, so efficacy numbers say which mixture they used.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python benchmarks/latency.py` from the project root
+    sys.path.insert(0, str(ROOT))
+
+from fastprotect.encoders import (
+    Autoencoder,
+    SDVAEDecoder,
+    SDVAEEncoder,
+    load_autoencoder,
+)
+from fastprotect.mixture import MixtureConfig, MixtureOfPerturbations
+from fastprotect.protect import Protector
+
+SHARED = Path(os.environ.get("FASTPROTECT_SHARED", ROOT.parent / "shared"))
+DEFAULT_WEIGHTS = SHARED / "weights"
+DEFAULT_IMAGES = SHARED / "data" / "images"
+DEFAULT_CHECKPOINT = ROOT / "checkpoints" / "taef2-mixture"
+ENCODERS = ("taef2", "sd-vae-random", "tiny")
+# PhotoGuard's encoder attack as its official demo runs it (MadryLab/photoguard demo/app.py,
+# immunize_fn: pgd(..., eps=0.12, step_size=0.01, iters=200) on [-1, 1] images, i.e. 200 signed
+# gradient steps; its pgd() helper's own default is 40).
+PHOTOGUARD_STEPS = 200
+# Table 2 of the FastProtect paper (512² image): seconds on an A100 GPU / on CPU.
+PAPER_TABLE2 = {
+    "FastProtect": (0.04, 2.9),
+    "PhotoGuard": (7.0, 370.0),
+    "Mist": (40.0, 1440.0),
+    "Anti-DreamBooth": (225.0, 7278.0),
+}
+
+
+# ------------------------------------------------------------------------------- the machine
+def machine_info(device: str) -> dict:
+    """CPU model, cores, memory, torch version/threads, accelerator, current load average."""
+    import psutil
+
+    cpu_model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu_model": cpu_model,
+        "logical_cores": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+        "load_average": load_average(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def machine_line(info: dict) -> str:
+    gpu = f", GPU {info['gpu']}" if "gpu" in info else ""
+    return (f"{info['cpu_model']}, {info['logical_cores']} logical cores, {info['memory_gb']} GB RAM, torch {info['torch']} "
+            f"({info['torch_threads']} threads, OMP_WAIT_POLICY={info.get('omp_wait_policy')}), device {info['device']}{gpu}, load average {info['load_average']}")
+
+
+# ---------------------------------------------------------------------------------- models
+def sd15_random_vae(seed: int = 0):
+    """An AutoencoderKL with the SD-1.5 VAE configuration and random weights."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    blocks = 4
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+        down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
+        norm_num_groups=32, sample_size=512, act_fn="silu",
+    ).eval()
+
+
+def tiny_vae(seed: int = 0):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=4, sample_size=32,
+    ).eval()
+
+
+def build_autoencoder(kind: str, weights: Path, device: str) -> Autoencoder:
+    if kind == "taef2":
+        return load_autoencoder("taef2", weights, with_decoder=True, device=device)
+    if kind in ("sd-vae-random", "tiny"):
+        vae = sd15_random_vae() if kind == "sd-vae-random" else tiny_vae()
+        auto = Autoencoder(encoder=SDVAEEncoder.from_vae(vae), decoder=SDVAEDecoder.from_vae(vae), kind="sd-vae", source=kind)
+        auto.encoder.to(device)
+        auto.decoder.to(device)
+        return auto
+    raise ValueError(f"unknown encoder {kind!r}; expected one of {ENCODERS}")
+
+
+def build_perceptual(kind: str, weights: Path, device: str):
+    """Real LPIPS AlexNet from ``weights`` (a random trunk for ``tiny``: the heads ship with lpips)."""
+    from fastprotect.perceptual import PerceptualDistance, load_perceptual
+
+    if kind == "tiny":
+        import warnings
+
+        import lpips
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            model = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+        return PerceptualDistance(model, "alex").to(device)
+    return load_perceptual("alex", weights / "alexnet_lpips_features.safetensors", device=device)
+
+
+def random_mixture(latent_channels: int, encoder_kind: str, *, size: int = 256, assign_size: int = 128, seed: int = 0) -> MixtureOfPerturbations:
+    """A mixture of the trained one's shape with random ±η/2 perturbations and routing data."""
+    config = MixtureConfig(size=size, encoder_kind=encoder_kind, latent_channels=latent_channels, assign_size=assign_size,
+                           encoder_source="random", encoder_subfolder=None)
+    mixture = MixtureOfPerturbations(config)
+    generator = torch.Generator().manual_seed(seed)
+    half = config.eta / 2
+    with torch.no_grad():
+        for p in (mixture.global_perturbations, mixture.group_perturbations):
+            p.copy_((torch.rand(p.shape, generator=generator) * 2 - 1) * half)
+        mixture.centroids.normal_(generator=generator)
+        mixture.target_signatures.uniform_(generator=generator)
+    return mixture.eval()
+
+
+@dataclass
+class Models:
+    autoencoder: Autoencoder
+    perceptual: object
+    mixture: MixtureOfPerturbations
+    mixture_source: str  # "checkpoint <path>" or "random (...)"
+    trained: bool
+
+
+def build_models(encoder: str, checkpoint: str | Path | None, *, weights: Path = DEFAULT_WEIGHTS, device: str = "cpu",
+                 half: bool = False) -> Models:
+    """Encoder (+ decoder), LPIPS and the mixture. ``half``: fp16 encoder and LPIPS (GPU only)."""
+    autoencoder = build_autoencoder(encoder, Path(weights), device)
+    perceptual = build_perceptual(encoder, Path(weights), device)
+    mixture, source, trained = None, "", False
+    if checkpoint is not None and Path(checkpoint).is_dir() and (Path(checkpoint) / "config.json").exists():
+        mixture = MixtureOfPerturbations.from_pretrained(checkpoint)
+        if mixture.config.latent_channels != autoencoder.encoder.latent_channels:
+            print(f"note: checkpoint {checkpoint} was trained for {mixture.config.encoder_kind}; using a random mixture for {encoder}")
+            mixture = None
+        else:
+            source, trained = f"checkpoint {checkpoint}", True
+    if mixture is None:
+        kind = "taef2" if encoder == "taef2" else "sd-vae"
+        size, assign = (32, 32) if encoder == "tiny" else (256, 128)
+        mixture = random_mixture(autoencoder.encoder.latent_channels, kind, size=size, assign_size=assign)
+        source = f"random (size {size}, assign size {assign}; same shape as the trained mixture)"
+    if half:
+        autoencoder.encoder.half()
+        perceptual.half()
+    return Models(autoencoder, perceptual, mixture.to(device), source, trained)
+
+
+def make_protector(models: Models, device: str, **options) -> Protector:
+    return Protector(models.autoencoder, mixture=models.mixture, perceptual=models.perceptual, device=device, **options)
+
+
+# ---------------------------------------------------------------------------------- images
+def real_image_paths(images: Path = DEFAULT_IMAGES) -> list[Path]:
+    if not images.is_dir():
+        return []
+    return sorted(p for p in images.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"})
+
+
+def test_image_bytes(width: int, height: int, *, images: Path = DEFAULT_IMAGES, quality: int = 95, seed: int = 0) -> bytes:
+    """A photo (the first shared image, resized bicubic to width×height) as JPEG bytes, like an upload.
+
+    Without the shared images: smooth random colour fields (so JPEG and PNG behave like on a photo).
+    """
+    from PIL import Image
+
+    paths = real_image_paths(images)
+    if paths:
+        with Image.open(paths[0]) as source:
+            picture = source.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
+    else:
+        generator = torch.Generator().manual_seed(seed)
+        coarse = torch.rand(1, 3, max(2, height // 64), max(2, width // 64), generator=generator)
+        fine = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)
+        array = (fine[0] * 255).round().byte().permute(1, 2, 0).contiguous().numpy()
+        picture = Image.fromarray(array)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'512' -> (512, 512); '4096x3072' -> (4096, 3072) as (width, height)."""
+    text = text.lower().replace("×", "x")
+    if "x" in text:
+        w, h = text.split("x", 1)
+        return int(w), int(h)
+    return int(text), int(text)
+
+
+def size_label(width: int, height: int) -> str:
+    return f"{width}²" if width == height else f"{width}×{height}"
+
+
+# ------------------------------------------------------------------------------ timing/memory
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+@contextmanager
+def synced_stage_timer(device: str) -> Iterator[None]:
+    """On a GPU, make Protector's per-stage timers synchronise, so each stage gets its own kernels.
+
+    ``fastprotect.protect._timed`` reads the clock around each stage without synchronising, which
+    on CUDA would charge queued kernels to whichever stage happens to wait. Patched only inside this
+    context and only on CUDA.
+    """
+    if not device.startswith("cuda"):
+        yield
+        return
+    import fastprotect.protect as protect_module
+
+    original = protect_module._timed
+
+    @contextmanager
+    def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            torch.cuda.synchronize()
+            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+    protect_module._timed = timed
+    try:
+        yield
+    finally:
+        protect_module._timed = original
+
+
+class PeakMemory:
+    """Peak resident memory (CPU, bytes) or peak allocated CUDA memory between reset() and read().
+
+    CPU: Linux's VmHWM, reset through /proc/self/clear_refs ("5"); elsewhere the process peak
+    (ru_maxrss), which cannot be reset and is marked as such.
+    """
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.resettable = True
+
+    def reset(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+            return
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            self.resettable = False
+
+    def read(self) -> int:
+        if self.device.startswith("cuda"):
+            return int(torch.cuda.max_memory_allocated())
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        import resource
+
+        self.resettable = False
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def time_call(function: Callable[[], object], *, runs: int, warmup: int = 1, device: str = "cpu") -> list[float]:
+    """Wall seconds of ``runs`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        function()
+    synchronize(device)
+    out = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        function()
+        synchronize(device)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1, default=str) + "\n")
+
+
+def fmt_s(seconds: float | None) -> str:
+    if seconds is None or math.isnan(seconds):
+        return "–"
+    if seconds >= 100:
+        return f"{seconds:.0f}"
+    if seconds >= 1:
+        return f"{seconds:.2f}"
+    if seconds >= 0.01:
+        return f"{seconds:.3f}"
+    return f"{seconds:.4f}"
