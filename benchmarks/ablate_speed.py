@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from benchmarks.common import (
     DEFAULT_CHECKPOINT, DEFAULT_IMAGES, DEFAULT_WEIGHTS, ENCODERS, build_models, fmt_s, load_average, machine_info,
-    machine_line, make_protector, median, parse_size, size_label, test_image_bytes, time_call, write_json,
+    machine_line, make_protector, median, parse_size, size_label, test_image_bytes, time_call, emit_report,
 )
 from benchmarks.efficacy import Efficacy, heldout_paths, load_heldout, protect_and_measure
 from benchmarks.latency import run_once
@@ -350,14 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         args.per_domain, args.runs = 1, 1
     args.size = parse_size(args.size or ("512" if args.quick else "2048"))
     results = run(args)
-    write_json(args.out, results)
-    report = markdown(results)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(report + "\n")
-    print(report)
-    print(f"\nJSON: {args.out}  (wall time {results['wall_s']:.0f} s)")
-    return 0
+    return emit_report(results, markdown(results), args.out, args.markdown)
 
 
 if __name__ == "__main__":

@@ -359,3 +359,14 @@ def fmt_s(seconds: float | None) -> str:
     if seconds >= 0.01:
         return f"{seconds:.3f}"
     return f"{seconds:.4f}"
+
+
+def emit_report(results: dict, report: str, out: Path, markdown_path: Path | None) -> int:
+    """Write the JSON (and the markdown, if asked), print the tables; the scripts' exit status."""
+    write_json(out, results)
+    if markdown_path:
+        markdown_path.parent.mkdir(parents=True, exist_ok=True)
+        markdown_path.write_text(report + "\n")
+    print(report)
+    print(f"\nJSON: {out}  (wall time {results['wall_s']:.0f} s)")
+    return 0

@@ -36,7 +36,7 @@ import torch
 from benchmarks.common import (
     DEFAULT_CHECKPOINT, DEFAULT_IMAGES, DEFAULT_WEIGHTS, ENCODERS, PAPER_TABLE2, PHOTOGUARD_STEPS, PeakMemory, build_models,
     fmt_s, load_average, machine_info, machine_line, make_protector, median, parse_size, size_label, synced_stage_timer,
-    synchronize, test_image_bytes, write_json,
+    synchronize, test_image_bytes, emit_report,
 )
 from fastprotect.images import load_image, png_bytes
 
@@ -310,14 +310,7 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results = run(args)
-    write_json(args.out, results)
-    report = markdown(results)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(report + "\n")
-    print(report)
-    print(f"\nJSON: {args.out}  (wall time {results['wall_s']:.0f} s)")
-    return 0
+    return emit_report(results, markdown(results), args.out, args.markdown)
 
 
 if __name__ == "__main__":
