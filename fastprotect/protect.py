@@ -161,7 +161,18 @@ class Protector:
         source = source or os.environ.get(SOURCE_ENV_VARS[kind]) or (mixture.config.encoder_source if mixture is not None else None)
         if source is not None and is_local(source) and not (subfolder and (Path(source) / subfolder).is_dir()):
             subfolder = None  # a local folder that holds the weights directly
-        autoencoder = load_autoencoder(kind, source, subfolder=subfolder, with_decoder=True, device=device)
+        try:
+            autoencoder = load_autoencoder(kind, source, subfolder=subfolder, with_decoder=True, device=device)
+        except WeightsUnavailableError as error:
+            # The mixture is useless without the encoder it was trained against. Rather than no
+            # protection at all, fall back to per-image PGD on the per-image encoder (by default
+            # the SD VAE from the Hub), and say so.
+            if mixture is None or not allow_per_image:
+                raise
+            fallback_kind = encoder_kind or os.environ.get("FASTPROTECT_ENCODER_KIND", "sd-vae")
+            notes.append(f"The mixture's {kind} encoder is unavailable ({error}); running per-image protection on {fallback_kind} (slower).")
+            mixture = None
+            autoencoder = load_autoencoder(fallback_kind, os.environ.get(SOURCE_ENV_VARS[fallback_kind]), with_decoder=True, device=device)
         from .perceptual import load_perceptual  # lazy: lpips pulls torchvision
 
         perceptual = load_perceptual(lpips_net, lpips_backbone, device=device)

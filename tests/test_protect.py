@@ -163,3 +163,28 @@ def test_smallest_images_work_with_real_lpips(real_perceptual, size):
     result = protector.protect(pixels)
     assert result.image.shape == pixels.shape
     assert result.info.lpips is not None and result.info.linf_levels <= 8
+
+
+def test_from_pretrained_falls_back_to_per_image_when_the_mixtures_encoder_is_missing(tmp_path, monkeypatch):
+    """A checkpoint whose encoder weights cannot be reached still protects (per-image mode), and says why."""
+    import fastprotect.protect as protect_module
+    from fastprotect.hub import WeightsUnavailableError
+    from tiny_models import tiny_autoencoder, tiny_mixture
+
+    tiny_mixture().save_pretrained(tmp_path / "ckpt")  # names encoder kind sd-vae, source "tiny"
+    calls = []
+
+    def fake_load(kind, source=None, **kwargs):
+        calls.append((kind, source))
+        if source == "tiny":
+            raise WeightsUnavailableError("no such weights offline")
+        return tiny_autoencoder()
+
+    monkeypatch.setattr(protect_module, "load_autoencoder", fake_load)
+    monkeypatch.setattr("fastprotect.perceptual.load_perceptual", lambda *args, **kwargs: None)
+    protector = protect_module.Protector.from_pretrained(tmp_path / "ckpt", per_image_steps=2)
+    assert protector.mode == "per-image"
+    assert any("unavailable" in note for note in protector.notes)
+    assert calls[0] == ("sd-vae", "tiny") and len(calls) == 2
+    with pytest.raises(WeightsUnavailableError):
+        protect_module.Protector.from_pretrained(tmp_path / "ckpt", allow_per_image=False)
