@@ -189,7 +189,7 @@ class ProtectOutcome:
     original: Image.Image  # RGB(A), as uploaded (upright)
     protected: Image.Image  # RGB(A), exactly the PNG's pixels
     perturbation_view: Image.Image  # RGB, δ amplified so that ±η spans black…white
-    lpips_map_view: Image.Image | None  # RGB heat map of the visibility map, None without LPIPS
+    lpips_map_view: Image.Image  # RGB heat map of the visibility map (flat grey without LPIPS)
     info: dict[str, Any]
     loaded: LoadedImage = field(repr=False)
     protected_pixels: torch.Tensor = field(repr=False)  # 1×3×H×W in [0, 1]
@@ -223,7 +223,8 @@ def protect_upload(
         original=to_pil(loaded, loaded.pixels),
         protected=to_pil(loaded, result.image),
         perturbation_view=perturbation_view(result.perturbation, options.eta),
-        lpips_map_view=heat_map(result.lpips_map) if result.lpips_map is not None else None,
+        # Never None: Gradio's lazily cached examples cannot read back an empty image output.
+        lpips_map_view=heat_map(result.lpips_map) if result.lpips_map is not None else _no_map(result.image),
         info=info,
         loaded=loaded,
         protected_pixels=result.image,
@@ -250,6 +251,13 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
 def perturbation_view(perturbation: torch.Tensor, eta: float) -> Image.Image:
     """δ (``1×3×H×W``, within ±η) amplified for the eye: −η → black, 0 → grey, +η → white."""
     return tensor_to_pil(0.5 + perturbation / (2 * eta))
+
+
+def _no_map(image: torch.Tensor) -> Image.Image:
+    """Flat grey in place of the visibility map when no LPIPS model is loaded (the info says why)."""
+    height, width = image.shape[-2:]
+    scale = min(1.0, 512 / max(height, width))
+    return Image.new("RGB", (max(1, round(width * scale)), max(1, round(height * scale))), (128, 128, 128))
 
 
 def heat_map(values: torch.Tensor) -> Image.Image:

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -56,7 +57,11 @@ def app_url():
                 break
         else:
             pytest.fail("the tiny app did not start in 120 s:\n" + "".join(lines))
+        # Keep reading the app's output: a full pipe would block the server mid-request.
+        threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
         yield f"http://127.0.0.1:{port}/"
+        if process.poll() is None:
+            print("".join(lines[-40:]))  # the app's log tail, shown with -s or on failure
     finally:
         process.terminate()
         try:
