@@ -172,7 +172,11 @@ class Protector:
             fallback_kind = encoder_kind or os.environ.get("FASTPROTECT_ENCODER_KIND", "sd-vae")
             notes.append(f"The mixture's {kind} encoder is unavailable ({error}); running per-image protection on {fallback_kind} (slower).")
             mixture = None
-            autoencoder = load_autoencoder(fallback_kind, os.environ.get(SOURCE_ENV_VARS[fallback_kind]), with_decoder=True, device=device)
+            try:
+                autoencoder = load_autoencoder(fallback_kind, os.environ.get(SOURCE_ENV_VARS[fallback_kind]), with_decoder=True, device=device)
+            except WeightsUnavailableError as fallback_error:  # name both problems: the first is the one to fix
+                raise WeightsUnavailableError(f"The checkpoint's {kind} encoder is unavailable: {error} "
+                                              f"The per-image fallback ({fallback_kind}) failed too: {fallback_error}") from fallback_error
         from .perceptual import load_perceptual  # lazy: lpips pulls torchvision
 
         perceptual = load_perceptual(lpips_net, lpips_backbone, device=device)
