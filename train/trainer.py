@@ -23,15 +23,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from fastprotect.encoders import DEFAULT_SOURCES, DEFAULT_SUBFOLDERS
 from fastprotect.hub import is_local
 from fastprotect.mixture import MixtureConfig, MixtureOfPerturbations
 from fastprotect.targets import TARGET_NAMES, entropy_signature
 
 from . import checkpoints, data
 from .card import write_card
-
-DEFAULT_SOURCES = {"sd-vae": "stable-diffusion-v1-5/stable-diffusion-v1-5", "taesd": "madebyollin/taesd", "taef2": "madebyollin/taef2"}
-
 
 def load_encoder(kind: str, source: str | None, subfolder: str | None, device: str):
     """The frozen autoencoder (encoder only). Tests monkeypatch this to prove bad runs stop earlier."""
@@ -42,15 +40,11 @@ def load_encoder(kind: str, source: str | None, subfolder: str | None, device: s
 
 def resolve_encoder(args: Namespace) -> tuple[str, str | None, str]:
     """(source to load, subfolder, source written into config.json)."""
-    try:
-        from fastprotect.encoders import DEFAULT_SOURCES as library_sources
-    except ImportError:
-        library_sources = {}
-    default = library_sources.get(args.encoder_kind, DEFAULT_SOURCES[args.encoder_kind])
+    default = DEFAULT_SOURCES[args.encoder_kind]
     source = args.encoder_source or default
     subfolder = args.encoder_subfolder
-    if subfolder is None and args.encoder_kind == "sd-vae" and args.encoder_source is None:
-        subfolder = "vae"
+    if subfolder is None and args.encoder_source is None:
+        subfolder = DEFAULT_SUBFOLDERS.get(args.encoder_kind)  # "vae" inside the SD-1.5 repo
     publish = args.publish_encoder_source or (default if is_local(source) else source)
     return source, subfolder, publish
 
