@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
 
 from fastprotect.hub import WeightsUnavailableError, is_local
+from fastprotect.images import resize_tensor
 
 DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 BASE_HINT = (
@@ -106,7 +106,7 @@ def resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Antialiased bilinear resize of B×3×H×W [0, 1] images, kept in [0, 1]."""
     if tuple(images.shape[-2:]) == (height, width):
         return images
-    return F.interpolate(images.float(), size=(height, width), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return resize_tensor(images.float(), height, width).clamp(0, 1)
 
 
 def multiple_of(size: int, multiple: int) -> int:

@@ -107,6 +107,17 @@ def uint8_to_pixels(array: np.ndarray) -> torch.Tensor:
 # loading
 
 
+def resize_tensor(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bilinear resize of B×C×H×W (antialiased when shrinking); the same tensor at the same size.
+
+    The one resize of the project: training encodes its assignment copies and the Protector its
+    routing copy with this function, so an image is routed at inference exactly as in training."""
+    if tuple(images.shape[-2:]) == (height, width):
+        return images
+    shrinking = height < images.shape[-2] or width < images.shape[-1]
+    return torch.nn.functional.interpolate(images, size=(height, width), mode="bilinear", align_corners=False, antialias=shrinking)
+
+
 def _max_pixels(max_pixels: int | None) -> int:
     if max_pixels is None:
         raw = os.environ.get(MAX_PIXELS_ENV)

@@ -25,6 +25,8 @@ from .targets import TARGET_NAMES, entropy_signature, target_patterns
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
+# K-means descriptors of a latent (MixtureConfig.descriptor): name -> number of values per latent channel.
+DESCRIPTORS = {"channel-mean-std": 2, "layout-4x4": 16}
 WEIGHTS_NAME = "model.safetensors"
 
 
@@ -50,9 +52,13 @@ class MixtureConfig:
     signature: str = "value-and-spectral-entropy"  # see fastprotect.targets.entropy_signature
     feature_weight: float = 1.0  # λ of the multi-layer loss used in training (informational)
 
+    def __post_init__(self) -> None:
+        if self.descriptor not in DESCRIPTORS:
+            raise CheckpointError(f"unknown descriptor {self.descriptor!r}; known: {', '.join(DESCRIPTORS)}")
+
     @property
     def descriptor_dim(self) -> int:
-        return 2 * self.latent_channels
+        return DESCRIPTORS[self.descriptor] * self.latent_channels
 
     @property
     def signature_dim(self) -> int:
@@ -79,11 +85,15 @@ class MixtureOfPerturbations(nn.Module, PyTorchModelHubMixin, library_name="fast
         self.register_buffer("target_images", (target_patterns(s) * 255).round().to(torch.uint8))
 
     # ----------------------------------------------------------------------------- routing
-    @staticmethod
-    def descriptor(latent: torch.Tensor) -> torch.Tensor:
-        """K-means descriptor of a B×C×h×w latent: per-channel spatial mean and std, B×2C."""
-        flat = latent.detach().float().flatten(2)
-        return torch.cat([flat.mean(-1), flat.std(-1)], dim=1)
+    def descriptor(self, latent: torch.Tensor) -> torch.Tensor:
+        """K-means descriptor of a B×C×h×w latent, B×descriptor_dim (``config.descriptor``).
+
+        ``channel-mean-std``: per-channel spatial mean and std (2C): colour and texture statistics,
+        blind to where things are. ``layout-4x4``: per-channel means over a 4×4 grid (16C): the
+        coarse spatial layout, so that a group gathers images whose content sits in the same
+        places, the only thing a fixed, spatially aligned perturbation could exploit per group.
+        """
+        return latent_descriptor(latent, self.config.descriptor)
 
     def assign(self, latent: torch.Tensor) -> torch.Tensor:
         """Group index (B, long) of each latent: the nearest centroid in standardised descriptor space."""
@@ -150,6 +160,17 @@ class MixtureOfPerturbations(nn.Module, PyTorchModelHubMixin, library_name="fast
         return model.eval()
 
 
+def latent_descriptor(latent: torch.Tensor, kind: str) -> torch.Tensor:
+    """The descriptor ``kind`` (a key of DESCRIPTORS) of a B×C×h×w latent, float32."""
+    z = latent.detach().float()
+    if kind == "channel-mean-std":
+        flat = z.flatten(2)
+        return torch.cat([flat.mean(-1), flat.std(-1)], dim=1)
+    if kind == "layout-4x4":
+        return torch.nn.functional.adaptive_avg_pool2d(z, 4).flatten(1)
+    raise CheckpointError(f"unknown descriptor {kind!r}; known: {', '.join(DESCRIPTORS)}")
+
+
 def _read_config(path: Path) -> MixtureConfig:
     try:
         raw = json.loads(Path(path).read_text())
@@ -161,7 +182,10 @@ def _read_config(path: Path) -> MixtureConfig:
         raise CheckpointError(f"{path}: config fields do not match this fastprotect version: missing {missing}, unexpected {unexpected}")
     if raw["format_version"] != FORMAT_VERSION:
         raise CheckpointError(f"{path}: format_version {raw['format_version']} is not supported (this fastprotect reads {FORMAT_VERSION})")
-    return MixtureConfig(**raw)
+    try:
+        return MixtureConfig(**raw)
+    except CheckpointError as error:
+        raise CheckpointError(f"{path}: {error}") from error
 
 
 __all__ = ["CheckpointError", "MixtureConfig", "MixtureOfPerturbations", "FORMAT_VERSION", "WeightsUnavailableError"]

@@ -3,7 +3,7 @@
 Pre-trained mode (a mixture checkpoint is loaded), no optimisation:
   1. z = E(x resized to assign_size²); k = nearest K-means centroid; t = entropy-closest target
      (or the target the caller forces).
-  2. δ = bilinear_resize(δ_g^t + Δ_k^t, H×W) · η / η_train: any size, any aspect ratio.
+  2. δ = bilinearresize_tensor(δ_g^t + Δ_k^t, H×W) · η / η_train: any size, any aspect ratio.
   3. M = spatial LPIPS(x, x + δ) on a reduced copy, upsampled; δ ← S(1 − M)·δ (strength.py).
   4. project to the caller's L∞ budget η, then quantise to 8 bits with the budget still holding.
   5. optional refine: N PGD steps on the multi-layer loss, starting from step 4.
@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import torch
-import torch.nn.functional as F
 
 from . import metrics
 from .encoders import SOURCE_ENV_VARS, Autoencoder, AutoencoderKind, load_autoencoder
 from .hub import WeightsUnavailableError, is_local
-from .images import LoadedImage, load_image
+from .images import LoadedImage, load_image, resize_tensor
 from .losses import encode_target
 from .mixture import MixtureOfPerturbations
 from .pgd import pgd_perturb
@@ -221,7 +220,7 @@ class Protector:
         with torch.no_grad():
             report(0.05, "assignment")
             with _timed(timings, "assign"):
-                small = _resize(x, self.assign_size, self.assign_size)
+                small = resize_tensor(x, self.assign_size, self.assign_size)
                 latent = self.encoder.encode(small)
             with _timed(timings, "select"):
                 target_index = self._select_target(latent, target)
@@ -232,7 +231,7 @@ class Protector:
                 with _timed(timings, "resize"):
                     scale = eta / self.mixture.config.eta
                     base = self.mixture.perturbation(torch.tensor([target_index], device=self.device), torch.tensor([group], device=self.device))
-                    delta = _resize(base, height, width) * scale
+                    delta = resize_tensor(base, height, width) * scale
             else:
                 delta = torch.zeros_like(x)
 
@@ -290,7 +289,7 @@ class Protector:
         if self.mixture is not None:
             return int(self.mixture.select_target(latent)[0])
         if self._target_signatures is None:  # per-image mode: signatures of the patterns themselves
-            patterns = _resize(self._target_images, self.assign_size, self.assign_size)
+            patterns = resize_tensor(self._target_images, self.assign_size, self.assign_size)
             self._target_signatures = entropy_signature(self.encoder.encode(patterns))
         distances = torch.cdist(entropy_signature(latent), self._target_signatures, p=1)
         return int(distances.argmin(dim=1)[0])
@@ -303,7 +302,7 @@ class Protector:
         height, width = x.shape[-2:]
         ratio = min(1.0, self.work_size / max(height, width))
         work_h, work_w = max(8, round(height * ratio)), max(8, round(width * ratio))
-        x_work, start = _resize(x, work_h, work_w), _resize(delta, work_h, work_w)
+        x_work, start = resize_tensor(x, work_h, work_w), resize_tensor(delta, work_h, work_w)
         target = encode_target(self.encoder, self._target_images[target_index : target_index + 1], work_h, work_w)
         first, span = (0.75, 0.13) if refine else (0.3, 0.4)
         result = pgd_perturb(
@@ -313,18 +312,18 @@ class Protector:
         )
         if (work_h, work_w) == (height, width):
             return result
-        return delta + _resize(result - start, height, width)
+        return delta + resize_tensor(result - start, height, width)
 
     def _visibility_map(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """Spatial LPIPS of (x, x + δ) on a copy whose long side ≤ map_size, upsampled to H×W."""
         h, w = _working_size(*x.shape[-2:], self.map_size)
-        small_map = self.perceptual.spatial_map(_resize(x, h, w), _resize((x + delta).clamp(0, 1), h, w))
-        return _resize(small_map, *x.shape[-2:])
+        small_map = self.perceptual.spatial_map(resize_tensor(x, h, w), resize_tensor((x + delta).clamp(0, 1), h, w))
+        return resize_tensor(small_map, *x.shape[-2:])
 
     def _fill_metrics(self, info: ProtectionInfo, x: torch.Tensor, protected: torch.Tensor) -> None:
         info.psnr_db = metrics.psnr(protected, x)
         h, w = _working_size(*x.shape[-2:], self.metrics_size)
-        small_x, small_p = _resize(x, h, w), _resize(protected, h, w)
+        small_x, small_p = resize_tensor(x, h, w), resize_tensor(protected, h, w)
         info.ssim = metrics.ssim(small_p, small_x)
         if self.perceptual is not None:
             info.lpips = float(self.perceptual(small_p, small_x)[0])
@@ -338,14 +337,6 @@ def _working_size(height: int, width: int, long_side: int) -> tuple[int, int]:
     """Size of the copy LPIPS/SSIM run on: long side ≤ ``long_side``, short side ≥ 64 (upsampled if need be)."""
     ratio = min(1.0, long_side / max(height, width))
     return max(_LPIPS_MIN_SIDE, round(height * ratio)), max(_LPIPS_MIN_SIDE, round(width * ratio))
-
-
-def _resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Bilinear resize (antialiased when shrinking) of B×C×H×W; a no-op at the same size."""
-    if images.shape[-2:] == (height, width):
-        return images
-    shrinking = height < images.shape[-2] or width < images.shape[-1]
-    return F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False, antialias=shrinking)
 
 
 @contextmanager

@@ -41,6 +41,27 @@ def test_assign_picks_the_nearest_centroid():
     assert mixture.assign(latents[:4]).tolist() == [0, 1, 2, 3]
 
 
+def test_layout_descriptor_reads_where_content_sits_and_channel_stats_do_not():
+    left, right = torch.zeros(1, 4, 8, 8), torch.zeros(1, 4, 8, 8)
+    left[..., :4], right[..., 4:] = 1.0, 1.0  # same values, mirrored placement
+    layout = MixtureOfPerturbations(MixtureConfig(latent_channels=4, descriptor="layout-4x4"))
+    stats = MixtureOfPerturbations(MixtureConfig(latent_channels=4))
+    assert layout.descriptor(left).shape == (1, layout.config.descriptor_dim) == (1, 64)
+    assert not torch.equal(layout.descriptor(left), layout.descriptor(right))
+    assert torch.equal(stats.descriptor(left), stats.descriptor(right))
+    assert layout.centroids.shape == (4, 64)
+
+
+def test_unknown_descriptor_is_refused_at_config_and_load_time(tmp_path):
+    with pytest.raises(CheckpointError, match="unknown descriptor"):
+        MixtureConfig(descriptor="pixels")
+    _mixture().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(config | {"descriptor": "pixels"}))
+    with pytest.raises(CheckpointError, match="config.json: unknown descriptor"):
+        MixtureOfPerturbations.from_pretrained(tmp_path)
+
+
 def test_round_trip_through_save_pretrained(tmp_path):
     mixture = _mixture()
     mixture.save_pretrained(tmp_path)

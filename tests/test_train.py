@@ -121,7 +121,7 @@ def test_sd_vae_path_end_to_end_with_the_real_loader(image_root: Path, tmp_path:
     vae_dir = tmp_path / "tiny-vae"
     tiny_vae().save_pretrained(vae_dir)
     run = tmp_path / "run"
-    args = base_args(image_root, run, "--no-assignment", "--feature-weight", "0.5", "--layers", "0,2")
+    args = base_args(image_root, run, "--no-assignment", "--feature-weight", "0.5", "--layers", "0,2", "--descriptor", "layout-4x4")
     args[args.index("--encoder-source") + 1] = str(vae_dir)
     args.remove("--publish-encoder-source"), args.remove("tiny")
     assert cli.main(args) == 0
@@ -129,12 +129,14 @@ def test_sd_vae_path_end_to_end_with_the_real_loader(image_root: Path, tmp_path:
     # a local source is not written into the shipped config: the kind's Hub id is
     assert mixture.config.encoder_source == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     assert mixture.config.feature_weight == 0.5 and mixture.global_perturbations.dtype == torch.float32
+    assert mixture.config.descriptor == "layout-4x4" and mixture.centroids.shape[1] == 16 * mixture.config.latent_channels
     protector = Protector(tiny_autoencoder(), mixture=mixture, map_size=32)
     assert protector.protect(torch.rand(1, 3, 32, 32), adaptive_strength=False, compute_metrics=False).info.group in (0, 1)
     info = json.loads((run / "train_info.json").read_text())
     assert info["steps"] == 3 and info["args"]["no_assignment"] is True
     card = (run / "final" / "README.md").read_text()
     assert "proxy" not in card and "posterior mean" in card
+    assert "stored as fp16" in card and "4×4 grid means" in card and "per group, by domain" in card
 
 
 def test_evaluation_runs_on_tiny_models(image_root, tmp_path, tiny_loader, shared_weights, monkeypatch) -> None:
@@ -157,3 +159,41 @@ def test_evaluation_runs_on_tiny_models(image_root, tmp_path, tiny_loader, share
     assert set(results["robustness"]["UAP"]) == set(evaluate.TRANSFORMS)
     assert results["comparisons"][0]["domains"] == 2 and "curves" not in results
     assert "| PGD 2 steps |" in (run / "final" / "README.md").read_text()  # the card got the table
+    with pytest.raises(SystemExit):  # a mistyped split is a one-line usage error, not a traceback
+        evaluate.parse_args(["--checkpoint", str(run / "final"), "--data", str(image_root), "--split", "missing.json", "--out", str(out)])
+
+
+def test_headroom_scores_a_shared_step_against_each_images_own_best_step() -> None:
+    from train.headroom import captured_fraction, shared_directions
+
+    g = torch.tensor([[1.0, -2.0, 3.0], [1.0, 1.0, 1.0]])
+    assert captured_fraction(g, g).tolist() == [1.0, 1.0]  # own direction: the per-image optimum
+    assert captured_fraction(g, -g).tolist() == [-1.0, -1.0]  # opposite direction: harmful
+    # first row with the sign pattern (+, +, +): (1 - 2 + 3) / 6
+    assert captured_fraction(g[:1], torch.ones(1, 3)).item() == pytest.approx(2 / 6)
+    train = torch.tensor([[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]])
+    sums, fallbacks = shared_directions(train, [(0, "a"), (0, "a"), 1], [(0, "a"), (1, "b")], [0, 1])
+    assert sums.tolist() == [[1.0, 1.0], [5.0, 5.0]] and fallbacks == 1  # (1, "b") unseen: its target's sum
+
+
+def test_headroom_runs_on_tiny_models(image_root, tmp_path, tiny_loader, monkeypatch, capsys) -> None:
+    from train import headroom
+
+    run = tmp_path / "run"
+    assert cli.main(base_args(image_root, run)) == 0
+    monkeypatch.setattr("fastprotect.encoders.load_autoencoder", lambda *a, **k: tiny_autoencoder())
+    out, cached = tmp_path / "headroom.json", tmp_path / "grads.pt"
+    args = ["--checkpoint", str(run / "final"), "--data", str(image_root), "--split", str(run / "split.json"), "--size", "32",
+            "--out", str(out), "--cache", str(cached)]
+    assert headroom.main(args) == 0
+    results = json.loads(out.read_text())
+    assert set(results["rows"]) == set(headroom.GROUPINGS) and cached.is_file()
+    assert headroom.main(args) == 0 and json.loads(out.read_text())["rows"] == results["rows"]  # the cache gives the same answer
+    with pytest.raises(SystemExit, match="another setting"):  # gradients of λ = 1 are not reused for λ = 0
+        headroom.main([*args, "--feature-weight", "0"])
+    assert results["rows"]["image"]["all"] == pytest.approx(1.0)
+    for name in ("target", "K-means", "domain"):
+        assert -1.0 <= results["rows"][name]["all"] <= 1.0
+    assert "| K-means |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no such file"):
+        headroom.main(["--checkpoint", str(run / "final"), "--data", str(image_root), "--split", str(tmp_path / "missing.json")])

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from fastprotect.mixture import DESCRIPTORS
 from fastprotect.targets import TARGET_NAMES
 
 ENCODER_KINDS = ("sd-vae", "taesd", "taef2")
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fixed-target", choices=TARGET_NAMES, default=None, help="ablation: every image uses this target (no entropy selection)")
     p.add_argument("--target-anchors", choices=("images", "patterns"), default="images",
                    help="target routing anchors: entropy terciles of the training images (default) or the patterns' own signatures")
+    p.add_argument("--descriptor", choices=tuple(DESCRIPTORS), default="channel-mean-std",
+                   help="K-means descriptor of the assignment latent (fastprotect.mixture.latent_descriptor)")
     p.add_argument("--kmeans-init", type=int, default=10, help="k-means++ restarts (n_init)")
     # loss and optimiser
     p.add_argument("--feature-weight", type=float, default=1.0, help="λ of the multi-layer loss (0 = latent only)")

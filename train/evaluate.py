@@ -74,6 +74,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--pgd-steps, --pgd-report and --curve-etas are comma-separated numbers")
     if not set(args.pgd_report) <= set(args.pgd_steps):
         parser.error("--pgd-report step counts must be among --pgd-steps")
+    if not args.split.is_file():
+        parser.error(f"--split {args.split}: no such file")
     rows = []
     for spec in args.row:
         label, _, rest = spec.partition("=")

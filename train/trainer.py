@@ -21,10 +21,10 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from fastprotect.encoders import DEFAULT_SOURCES, DEFAULT_SUBFOLDERS
 from fastprotect.hub import is_local
+from fastprotect.images import resize_tensor
 from fastprotect.mixture import MixtureConfig, MixtureOfPerturbations
 from fastprotect.targets import TARGET_NAMES, entropy_signature
 
@@ -49,18 +49,12 @@ def resolve_encoder(args: Namespace) -> tuple[str, str | None, str]:
     return source, subfolder, publish
 
 
-def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-
-
 @torch.no_grad()
 def encode_all(encoder, images_u8: torch.Tensor, size: int, device, batch: int = 16) -> torch.Tensor:
     """Latents of N uint8 images resized to size²: N×C×h×w (float32, CPU)."""
     out = []
     for start in range(0, len(images_u8), batch):
-        x = resize(images_u8[start : start + batch].to(device).float() / 255, size)
+        x = resize_tensor(images_u8[start : start + batch].to(device).float() / 255, size, size)
         out.append(encoder.encode(x).float().cpu())
     return torch.cat(out)
 
@@ -72,14 +66,14 @@ def fit_routing(mixture: MixtureOfPerturbations, encoder, images_u8: torch.Tenso
 
     cfg = mixture.config
     latents = encode_all(encoder, images_u8, cfg.assign_size, device)
-    descriptors = MixtureOfPerturbations.descriptor(latents)
+    descriptors = mixture.descriptor(latents)
     mean, std = descriptors.mean(0), descriptors.std(0).clamp_min(1e-6)
     standard = ((descriptors - mean) / std).double().numpy()
     kmeans = KMeans(n_clusters=cfg.num_groups, init="k-means++", n_init=args.kmeans_init, random_state=args.seed).fit(standard)
     mixture.descriptor_mean.copy_(mean)
     mixture.descriptor_std.copy_(std)
     mixture.centroids.copy_(torch.from_numpy(kmeans.cluster_centers_).float())
-    targets_small = resize(mixture.target_images_float().to(device), cfg.assign_size)
+    targets_small = resize_tensor(mixture.target_images_float().to(device), cfg.assign_size, cfg.assign_size)
     signatures = entropy_signature(latents)
     mixture.target_signatures.copy_(target_anchors(signatures, entropy_signature(encoder.encode(targets_small)).cpu(), args.target_anchors))
     if args.fixed_target is not None:
@@ -112,6 +106,14 @@ def target_anchors(image_signatures: torch.Tensor, pattern_signatures: torch.Ten
     order = image_signatures.mean(1).argsort()
     thirds = torch.tensor_split(order, len(TARGET_NAMES))
     return torch.stack([image_signatures[part].mean(0) for part in thirds])
+
+
+def group_domains(groups: torch.Tensor, entries: list, num_groups: int) -> list[dict[str, int]]:
+    """How many training images of each domain fell in each group: shows what K-means separated."""
+    table: list[dict[str, int]] = [{} for _ in range(num_groups)]
+    for group, entry in zip(groups.tolist(), entries):
+        table[group][entry.domain] = table[group].get(entry.domain, 0) + 1
+    return table
 
 
 class BatchSampler:
@@ -196,7 +198,7 @@ def train(args: Namespace) -> Path:
     config = MixtureConfig(
         num_groups=args.num_groups, size=args.size, eta=args.eta / 255, encoder_kind=args.encoder_kind,
         encoder_source=publish, encoder_subfolder=subfolder, latent_channels=probe.shape[1],
-        assign_size=args.assign_size, feature_weight=args.feature_weight,
+        assign_size=args.assign_size, feature_weight=args.feature_weight, descriptor=args.descriptor,
     )
     start_step, elapsed_before = 0, 0.0
     if args.resume is not None:
@@ -216,6 +218,7 @@ def train(args: Namespace) -> Path:
     counts = torch.bincount(routing["targets"] * args.num_groups + routing["groups"], minlength=3 * args.num_groups)
     print(f"{len(images)} training images, {len(heldout)} held out ({grouping}); images per (target, group):\n"
           f"{counts.reshape(3, args.num_groups).tolist()}", flush=True)
+    print(f"domains per group: {group_domains(routing['groups'], train_entries, args.num_groups)}", flush=True)
 
     # ---- targets at the training resolution, encoded once
     with torch.no_grad():
@@ -274,9 +277,10 @@ def train(args: Namespace) -> Path:
         export = export.half()  # floating tensors only: target_images stay uint8
     export.save_pretrained(final)
     info = {
-        "steps": step, "batch_size": args.batch_size, "wall_time_s": round(elapsed, 1), "hardware": hardware(),
+        "steps": step, "batch_size": args.batch_size, "wall_time_s": round(elapsed, 1), "hardware": hardware(), "dtype": args.final_dtype,
         "train_images": len(images), "heldout_images": len(heldout), "grouping": grouping,
         "domains": sorted({e.domain for e in train_entries}), "counts": counts.reshape(3, args.num_groups).tolist(),
+        "group_domains": group_domains(routing["groups"], train_entries, args.num_groups),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "data"} | {"data": [str(d) for d in args.data]},
     }
     (run / "train_info.json").write_text(json.dumps(info, indent=1) + "\n")
