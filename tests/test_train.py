@@ -151,13 +151,14 @@ def test_evaluation_runs_on_tiny_models(image_root, tmp_path, tiny_loader, share
         "--split", str(run / "split.json"), "--out", str(out), "--size", "32", "--per-domain", "1",
         "--pgd-steps", "1,2", "--pgd-report", "1,2",
         "--lpips-backbone", str(shared_weights / "alexnet_lpips_features.safetensors"),
-        "--compare", "full (final),UAP", "--card", str(run / "final" / "README.md"), "--no-curves",
+        "--compare", "full (final),UAP", "--card", str(run / "final" / "README.md"), "--curve-etas", "4,8",
     ])
     assert code == 0
     results = json.loads(out.read_text())
     assert {"UAP", "full (final)", "full (final) + adaptive strength", "PGD 1 steps", "PGD 2 steps"} <= set(results["rows"])
     assert set(results["robustness"]["UAP"]) == set(evaluate.TRANSFORMS)
-    assert results["comparisons"][0]["domains"] == 2 and "curves" not in results
+    assert results["comparisons"][0]["domains"] == 2 and len(results["curves"]["UAP"]) == 2
+    assert [c["b"] for c in results["equal_lpips_by_domain"]] == ["UAP", "UAP"]
     assert "| PGD 2 steps |" in (run / "final" / "README.md").read_text()  # the card got the table
     with pytest.raises(SystemExit):  # a mistyped split is a one-line usage error, not a traceback
         evaluate.parse_args(["--checkpoint", str(run / "final"), "--data", str(image_root), "--split", "missing.json", "--out", str(out)])
@@ -197,3 +198,21 @@ def test_headroom_runs_on_tiny_models(image_root, tmp_path, tiny_loader, monkeyp
     assert "| K-means |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no such file"):
         headroom.main(["--checkpoint", str(run / "final"), "--data", str(image_root), "--split", str(tmp_path / "missing.json")])
+
+
+def test_per_domain_comparison_is_made_at_equal_lpips_not_equal_eta() -> None:
+    from train.evaluate import equal_lpips_by_domain
+
+    def point(eta, face, paint):
+        return {"eta_levels": eta, "by_domain": {"face": dict(zip(("lpips", "damage"), face)), "painting": dict(zip(("lpips", "damage"), paint))}}
+
+    # A is less visible at η = 8 than B; on faces it is more damaging than B *at A's LPIPS*, though
+    # less damaging than B at η = 8; on paintings its LPIPS lies outside B's curve
+    curves = {
+        "full": [point(4, (0.05, 0.05), (0.01, 0.01)), point(8, (0.10, 0.09), (0.02, 0.02))],
+        "UAP": [point(4, (0.06, 0.04), (0.05, 0.05)), point(8, (0.14, 0.12), (0.10, 0.10))],
+    }
+    result = equal_lpips_by_domain(curves, "full", "UAP", 8)
+    face = result["per_domain"]["face"]
+    assert face["lpips"] == 0.10 and face["damage"][1] == pytest.approx(0.08) and face["win"] is True
+    assert result["per_domain"]["painting"]["win"] is None and result["domains_won"] == 1

@@ -321,11 +321,17 @@ def evaluate(args: argparse.Namespace) -> dict:
             for levels in args.curve_etas:
                 protected, targets, seconds = run_mixture(protector_for(path), images, eta=levels / 255, target="auto", adaptive=adaptive)
                 per_image = bench.invisibility(protected) | bench.efficacy(protected, targets)
-                s = summarise(per_image, domains)["all"]
-                points.append({"eta_levels": levels, "lpips": s["lpips"], "damage": s["damage"], "pull": s["pull"], "psnr": s["psnr"]})
+                summary = summarise(per_image, domains)
+                s = summary["all"]
+                points.append({"eta_levels": levels, "lpips": s["lpips"], "damage": s["damage"], "pull": s["pull"], "psnr": s["psnr"],
+                               "by_domain": {d: {"lpips": v["lpips"], "damage": v["damage"]} for d, v in summary.items() if d != "all"}})
             results["curves"][key] = points
             print(f"[{time.perf_counter() - wall:6.0f}s] curve {key} done", flush=True)
         results["equal_lpips"] = equal_lpips(results["curves"])
+        if args.rows:
+            results["equal_lpips_by_domain"] = [
+                equal_lpips_by_domain(results["curves"], key, args.rows[0]["label"], args.eta) for key in ("full", "full + adaptive strength")
+            ]
     results["comparisons"] = [compare(results["rows"], a, b) for a, b in args.compare]
     results["wall_time_s"] = time.perf_counter() - wall
     results["threads"] = torch.get_num_threads()
@@ -363,6 +369,21 @@ def equal_lpips(curves: dict[str, list[dict]]) -> list[dict]:
         if sum(v is not None for k, v in entry.items() if k != "lpips") >= 2:
             out.append(entry)
     return out
+
+
+def equal_lpips_by_domain(curves: dict[str, list[dict]], a: str, b: str, eta_levels: float) -> dict:
+    """Per domain: curve A's damage at its η = ``eta_levels`` point vs curve B's damage interpolated
+    at the same LPIPS (the done-when comparison at *equal* LPIPS rather than equal η); A wins a
+    domain when its damage is higher. None where that LPIPS is outside B's curve."""
+    point = next(p for p in curves[a] if p["eta_levels"] == eta_levels)
+    per_domain = {}
+    for domain, at in point["by_domain"].items():
+        other = [{"lpips": p["by_domain"][domain]["lpips"], "damage": p["by_domain"][domain]["damage"]} for p in curves[b]]
+        theirs = _interpolate(other, at["lpips"])
+        per_domain[domain] = {"lpips": at["lpips"], "damage": [at["damage"], theirs],
+                              "win": None if theirs is None else at["damage"] > theirs}
+    won = sum(bool(v["win"]) for v in per_domain.values())
+    return {"a": a, "b": b, "eta_levels": eta_levels, "per_domain": per_domain, "domains_won": won, "domains": len(per_domain)}
 
 
 # ---------------------------------------------------------------------------------- reports
@@ -407,6 +428,17 @@ def markdown(results: dict) -> str:
                   "| LPIPS | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
         for entry in results["equal_lpips"]:
             lines.append(f"| {entry['lpips']:.4f} | " + " | ".join("–" if entry[k] is None else f"{entry[k]:.4f}" for k in keys) + " |")
+    for c in results.get("equal_lpips_by_domain", []):
+        names = sorted(c["per_domain"])
+        lines += ["", f"Per domain at equal LPIPS: **{c['a']}** at η = {c['eta_levels']:g} vs **{c['b']}** interpolated to the same LPIPS "
+                  f"(damage A / B; A higher in {c['domains_won']} of {c['domains']} domains):", "",
+                  "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        cells = []
+        for d in names:
+            v = c["per_domain"][d]
+            theirs = "–" if v["damage"][1] is None else f"{v['damage'][1]:.4f}"
+            cells.append(f"LPIPS {v['lpips']:.3f}: {v['damage'][0]:.4f} / {theirs}")
+        lines.append("| damage | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
