@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm import tqdm
 
     from .hub import WeightsUnavailableError
-    from .images import ImageError, load_image, save_png
+    from .images import ImageError, load_image, save_png, unique_stem
     from .protect import DEFAULT_CHECKPOINT, Protector
 
     files = collect_inputs(args.inputs, args.recursive)
@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 loaded, eta=args.eta / 255, target=args.target, adaptive_strength=args.adaptive_strength,
                 refine_steps=args.refine_steps, seed=args.seed,
             )
-            destination = _unique(args.output / f"{loaded.name}_protected.png", used)
+            destination = args.output / f"{unique_stem(loaded.name, used)}_protected.png"
             save_png(loaded, result.image, destination)
             report.append({"input": str(path), "output": str(destination), "ok": True, **result.info.as_dict()})
         except (ImageError, OSError, ValueError) as error:
@@ -106,12 +106,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(files) - failed} protected, {failed} failed -> {args.output}")
     return 1 if failed else 0
 
-
-def _unique(path: Path, used: set[Path]) -> Path:
-    """Two inputs with one stem (a.jpg, a.png) in one run get a-1; a rerun overwrites its own outputs."""
-    candidate, counter = path, 1
-    while candidate in used:
-        candidate = path.with_name(f"{path.stem}-{counter}{path.suffix}")
-        counter += 1
-    used.add(candidate)
-    return candidate

@@ -118,6 +118,19 @@ def resize_tensor(images: torch.Tensor, height: int, width: int) -> torch.Tensor
     return torch.nn.functional.interpolate(images, size=(height, width), mode="bilinear", align_corners=False, antialias=shrinking)
 
 
+def unique_stem(stem: str, used: set[str]) -> str:
+    """``stem``, or ``stem_2``, ``stem_3``, … if a case-insensitive equal one is in ``used`` (then added).
+
+    Outputs of one batch (CLI folder or Space ZIP) never overwrite each other, also on
+    case-insensitive file systems and ZIP extractors (``A.jpg`` and ``a.png`` both give ``a…``)."""
+    candidate, counter = stem, 1
+    while candidate.lower() in used:
+        counter += 1
+        candidate = f"{stem}_{counter}"
+    used.add(candidate.lower())
+    return candidate
+
+
 def _max_pixels(max_pixels: int | None) -> int:
     if max_pixels is None:
         raw = os.environ.get(MAX_PIXELS_ENV)

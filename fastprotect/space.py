@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .images import ImageError, LoadedImage, load_image, save_png, to_pil
+from .images import ImageError, LoadedImage, load_image, save_png, to_pil, unique_stem
 
 ProgressCallback = Callable[[float, str], None]
 logger = logging.getLogger(__name__)
@@ -347,7 +347,7 @@ def protect_batch(
         row: dict[str, Any] = dict.fromkeys(REPORT_FIELDS, None) | {"file": display}
         start = time.perf_counter()
         try:
-            name = _unique(safe_stem(display), used)
+            name = unique_stem(safe_stem(display), used)
             outcome = protect_upload(protector, path, options, images_dir, name=name, max_pixels=max_pixels)
         except ImageError as error:
             row.update(status="error", message=str(error))
@@ -372,15 +372,6 @@ def protect_batch(
     if progress is not None:
         progress(1.0, "done")
     return BatchOutcome(zip_path, rows, protected)
-
-
-def _unique(stem: str, used: set[str]) -> str:
-    candidate, counter = stem, 1
-    while candidate.lower() in used:
-        counter += 1
-        candidate = f"{stem}_{counter}"
-    used.add(candidate.lower())
-    return candidate
 
 
 def report_csv(rows: Sequence[dict[str, Any]]) -> str:

@@ -48,6 +48,18 @@ def test_folder_with_a_corrupt_file(tmp_path, patched_protector, capsys):
     assert "Traceback" not in err
 
 
+def test_inputs_with_one_name_up_to_case_get_distinct_outputs(tmp_path, patched_protector):
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(inputs / "photo.png")
+    Image.new("RGB", (16, 16), (10, 10, 200)).save(inputs / "Photo.jpg", quality=95)
+    assert cli.main([str(inputs / "photo.png"), str(inputs / "Photo.jpg"), "-o", str(outputs)]) == 0
+    written = sorted(p.name.lower() for p in outputs.iterdir())
+    assert written == ["photo_2_protected.png", "photo_protected.png"]  # distinct also where case is ignored
+    red = np.asarray(Image.open(outputs / "photo_protected.png"), dtype=int)
+    assert abs(red[..., 0].mean() - 200) < 10  # the first input kept the plain name
+
+
 def test_all_good_files_exit_zero(tmp_path, patched_protector):
     inputs = tmp_path / "in"
     inputs.mkdir()

@@ -438,3 +438,10 @@ def test_loaded_image_validates_and_to_pil_carries_metadata():
     image = to_pil(original, torch.ones(1, 3, 8, 9))
     assert image.mode == "RGBA" and image.getpixel((0, 0)) == (255, 255, 255, 7)
     assert image.info == {"icc_profile": b"icc", "exif": b"exif"}
+
+
+def test_unique_stem_numbers_names_that_clash_ignoring_case():
+    from fastprotect.images import unique_stem
+
+    used: set[str] = set()
+    assert [unique_stem(s, used) for s in ("cat", "Cat", "dog", "CAT", "cat_2")] == ["cat", "Cat_2", "dog", "CAT_3", "cat_2_2"]
