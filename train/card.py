@@ -25,6 +25,10 @@ PROXY_NOTE = {
 DESCRIPTOR_WORDS = {"channel-mean-std": "per-channel mean/std", "layout-4x4": "per-channel 4×4 grid means (layout)"}
 
 
+def _group_table(groups: list[dict[str, int]]) -> str:
+    return "; ".join(f"group {k}: " + ", ".join(f"{d} {n}" for d, n in sorted(g.items())) for k, g in enumerate(groups))
+
+
 def write_card(folder: Path, config: MixtureConfig, info: dict, evaluation: str | None = None) -> Path:
     args = info.get("args", {})
     lines = [
@@ -61,7 +65,7 @@ def write_card(folder: Path, config: MixtureConfig, info: dict, evaluation: str 
         f"each within ±η/2 with η = {round(config.eta * 255)}/255; stored as {info.get('dtype', 'fp16')}.",
         f"- assignment: K-means++ (K = {config.num_groups}) on the {DESCRIPTOR_WORDS[config.descriptor]} of the latent of a "
         f"{config.assign_size}² copy (standardised); target choice: L1 distance of latent entropy signatures.",
-        *([f"- training images per group, by domain: {info['group_domains']}"] if info.get("group_domains") else []),
+        *([f"- training images per group, by domain: {_group_table(info['group_domains'])}"] if info.get("group_domains") else []),
         f"- loss: relative squared error of the latent + λ·mean over encoder feature maps of the same, λ = {config.feature_weight}.",
         f"- data: {info.get('train_images')} training images from domains {', '.join(info.get('domains', []))}; "
         f"{info.get('heldout_images')} held out (split by {info.get('grouping')}). Face images (CelebA-HQ / VGGFace2, "

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -21,7 +22,9 @@ from PIL import Image
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "images"
+# Screenshots go to a scratch folder unless FASTPROTECT_SCREENSHOTS names one (docs/images to refresh the
+# documentation), so that a test run never leaves the committed pictures modified.
+SCREENSHOTS = Path(os.environ.get("FASTPROTECT_SCREENSHOTS", Path(tempfile.gettempdir()) / "fastprotect-screenshots"))
 ETA_LEVELS = 8
 TABS = {"protect": "Protect", "mimic": "What a mimic sees", "duel": "LoRA duel", "batch": "Batch", "about": "About"}
 
