@@ -22,6 +22,7 @@ import torch  # noqa: E402
 
 from attack import views  # noqa: E402
 from fastprotect import space  # noqa: E402
+from fastprotect.examples import EXAMPLE_CREDIT, make_example_images  # noqa: E402
 from fastprotect.images import ImageError, load_image  # noqa: E402
 from fastprotect.targets import TARGET_NAMES, target_patterns  # noqa: E402
 
@@ -215,8 +216,8 @@ def build_demo(
             eta_in.change(space.strength_label, eta_in, eta_help, api_visibility="private", queue=False)
             protect_button.click(protect, [image_in, eta_in, target_in, adaptive_in, refine_in], [*outputs, last_protected], api_name="protect", concurrency_limit=CONCURRENCY_LIMIT, preprocess=False)
             if examples and protector is not None:
-                paths = space.make_example_images(ctx.workspace.root / "examples")
-                gr.Examples([[str(path)] for path in paths], inputs=[image_in], outputs=outputs, fn=protect_example, cache_examples=True, cache_mode="lazy", label=space.EXAMPLE_CREDIT)
+                paths = make_example_images(ctx.workspace.root / "examples")
+                gr.Examples([[str(path)] for path in paths], inputs=[image_in], outputs=outputs, fn=protect_example, cache_examples=True, cache_mode="lazy", label=EXAMPLE_CREDIT)
 
         with gr.Tab("What a mimic sees", id="mimic"):
             gr.Markdown("Every fine-tune and every img2img edit starts by encoding the image with the VAE. Below: the VAE's view (encode, then decode) of your last protected image and of its clean original. A protected image's view should show the target pattern.")

@@ -21,7 +21,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 import app  # noqa: E402
 from attack import views  # noqa: E402
-from fastprotect import space  # noqa: E402
+from fastprotect import examples, space  # noqa: E402
 from tests.launch_tiny_app import build_tiny_demo, build_tiny_protector, shared_lpips_backbone  # noqa: E402
 
 ETA_LEVELS = 8
@@ -166,7 +166,7 @@ def test_space_helpers(tmp_path):
     with pytest.raises(space.SpaceInputError):
         space.ProtectOptions(target="medium")
     assert "standard" in space.strength_label(8)
-    paths = space.make_example_images(tmp_path, size=64)
+    paths = examples.make_example_images(tmp_path, size=64)
     assert len(paths) == 3 and all(Image.open(path).size == (64, 64) for path in paths)
     workspace = space.Workspace(tmp_path / "ws")
     old = workspace.new_dir()

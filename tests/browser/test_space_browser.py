@@ -141,7 +141,7 @@ def test_protect_download_and_recover_from_a_text_file(page, tmp_path):
         close.click()
     if page.get_by_label("Remove Image").count():
         page.get_by_label("Remove Image").first.click()
-    from fastprotect.space import make_example_images  # a picture worth a screenshot (procedural, CC0)
+    from fastprotect.examples import make_example_images  # a picture worth a screenshot (procedural, CC0)
 
     landscape = make_example_images(tmp_path / "examples", size=320)[0]
     _upload_and_protect(page, landscape)
