@@ -256,6 +256,11 @@ def eff(row: dict) -> str:
     return f"{e['pull']:.3f} / {e['damage']:.4f} / {e['lpips']:.4f}" if e else "–"
 
 
+def table_block(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    """A caption, a markdown table and a blank line, as report lines."""
+    return [title, "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|", *("| " + " | ".join(r) + " |" for r in rows), ""]
+
+
 def markdown(results: dict) -> str:
     a = results["ablations"]
     lines = [f"Machine: {machine_line(results['machine'])}.", (f"Encoder {results['encoder']}; mixture: {results['mixture']}; "
@@ -264,19 +269,18 @@ def markdown(results: dict) -> str:
         lines += ["**Efficacy columns are empty: the mixture is random (no trained checkpoint), so there is no efficacy to lose.**", ""]
     if "assign_size" in a:
         s = a["assign_size"]
-        lines += [(f"**{s['name']}** (encode time at {s['timed_at']} photo; agreement with the full-size assignment; efficacy pull ↓ / damage ↑ / LPIPS ↓; "
-                   f"cost vs {s['reference']}). Default: {s['default']}²."), "",
-                  "| assign size | encode s | target agree | group agree | both | pull / damage / LPIPS | damage cost |", "|---|---|---|---|---|---|---|"]
-        for side, row in s["rows"].items():
-            lines.append(f"| {side}² | {fmt_s(row['seconds'])} | {row['target_agreement']:.0%} | {row['group_agreement']:.0%} | {row['both_agreement']:.0%} | {eff(row)} | {pct(row['damage_cost'])} |")
-        lines.append("")
+        lines += table_block(
+            f"**{s['name']}** (encode time at {s['timed_at']} photo; agreement with the full-size assignment; efficacy pull ↓ / damage ↑ / LPIPS ↓; "
+            f"cost vs {s['reference']}). Default: {s['default']}².",
+            ["assign size", "encode s", "target agree", "group agree", "both", "pull / damage / LPIPS", "damage cost"],
+            [[f"{side}²", fmt_s(row["seconds"]), f"{row['target_agreement']:.0%}", f"{row['group_agreement']:.0%}", f"{row['both_agreement']:.0%}",
+              eff(row), pct(row["damage_cost"])] for side, row in s["rows"].items()])
     if "map_size" in a:
         m = a["map_size"]
-        lines += [f"**{m['name']}** (lpips_map stage at {m['timed_at']}; cost vs {m['reference']}). Default: {m['default']}.", "",
-                  "| map long side | lpips_map s | pull / damage / LPIPS | damage cost |", "|---|---|---|---|"]
-        for side, row in m["rows"].items():
-            lines.append(f"| {side} | {fmt_s(row['seconds'])} | {eff(row)} | {pct(row['damage_cost'])} |")
-        lines.append("")
+        lines += table_block(
+            f"**{m['name']}** (lpips_map stage at {m['timed_at']}; cost vs {m['reference']}). Default: {m['default']}.",
+            ["map long side", "lpips_map s", "pull / damage / LPIPS", "damage cost"],
+            [[str(side), fmt_s(row["seconds"]), eff(row), pct(row["damage_cost"])] for side, row in m["rows"].items()])
     if "grad_mode" in a:
         g = a["grad_mode"]
         lines.append(f"**{g['name']}** (assign encode + LPIPS map; identical output: {g['identical_output']}): "

@@ -134,13 +134,6 @@ def run(args: argparse.Namespace) -> dict:
     roots = [Path(r) for r in args.data]
     mixture = MixtureOfPerturbations.from_pretrained(args.checkpoint)
     cfg = mixture.config
-    encoder = load_autoencoder(cfg.encoder_kind, args.encoder_source or cfg.encoder_source, subfolder=cfg.encoder_subfolder, with_decoder=False).encoder
-    encoder = encoder.eval().requires_grad_(False)
-    targets_out = encode_target(encoder, mixture.target_images_float(), args.size, args.size)
-
-    def load(entries):
-        return data.load_entries(roots, entries, args.size).float() / 255
-
     weight = cfg.feature_weight if args.feature_weight is None else args.feature_weight
     setting = {"checkpoint": str(args.checkpoint), "split": str(args.split), "at": args.at, "size": args.size,
                "feature_weight": weight, "layers": args.layers, "train_images": len(train_entries)}
@@ -149,7 +142,14 @@ def run(args: argparse.Namespace) -> dict:
         if cached["setting"] != setting:
             raise SystemExit(f"--cache {args.cache} holds gradients of another setting: {cached['setting']}")
         g_train, t_train, k_train, g_held, t_held, k_held = cached["tensors"]
-    else:
+    else:  # the encoder is loaded only when the gradients are not cached
+        encoder = load_autoencoder(cfg.encoder_kind, args.encoder_source or cfg.encoder_source, subfolder=cfg.encoder_subfolder, with_decoder=False).encoder
+        encoder = encoder.eval().requires_grad_(False)
+        targets_out = encode_target(encoder, mixture.target_images_float(), args.size, args.size)
+
+        def load(entries):
+            return data.load_entries(roots, entries, args.size).float() / 255
+
         loss_args = (args.at, args.batch_size, weight, args.layers)
         g_train, t_train, k_train = gradients(encoder, mixture, load(train_entries), targets_out, *loss_args)
         g_held, t_held, k_held = gradients(encoder, mixture, load(heldout), targets_out, *loss_args)

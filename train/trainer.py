@@ -218,7 +218,8 @@ def train(args: Namespace) -> Path:
     counts = torch.bincount(routing["targets"] * args.num_groups + routing["groups"], minlength=3 * args.num_groups)
     print(f"{len(images)} training images, {len(heldout)} held out ({grouping}); images per (target, group):\n"
           f"{counts.reshape(3, args.num_groups).tolist()}", flush=True)
-    print(f"domains per group: {group_domains(routing['groups'], train_entries, args.num_groups)}", flush=True)
+    domains_per_group = group_domains(routing["groups"], train_entries, args.num_groups)
+    print(f"domains per group: {domains_per_group}", flush=True)
 
     # ---- targets at the training resolution, encoded once
     with torch.no_grad():
@@ -280,7 +281,7 @@ def train(args: Namespace) -> Path:
         "steps": step, "batch_size": args.batch_size, "wall_time_s": round(elapsed, 1), "hardware": hardware(), "dtype": args.final_dtype,
         "train_images": len(images), "heldout_images": len(heldout), "grouping": grouping,
         "domains": sorted({e.domain for e in train_entries}), "counts": counts.reshape(3, args.num_groups).tolist(),
-        "group_domains": group_domains(routing["groups"], train_entries, args.num_groups),
+        "group_domains": domains_per_group,
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "data"} | {"data": [str(d) for d in args.data]},
     }
     (run / "train_info.json").write_text(json.dumps(info, indent=1) + "\n")
