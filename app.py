@@ -21,20 +21,21 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
 from attack import views  # noqa: E402
-from fastprotect import space  # noqa: E402
+from fastprotect import environment, space  # noqa: E402
 from fastprotect.examples import EXAMPLE_CREDIT, make_example_images  # noqa: E402
 from fastprotect.images import ImageError, load_image  # noqa: E402
-from fastprotect.targets import TARGET_NAMES, target_patterns  # noqa: E402
+from fastprotect.targets import target_patterns  # noqa: E402
+from fastprotect.vocabulary import AUTOENCODER_DISPLAY_NAMES, DEFAULT_ETA_LEVELS, MAX_ETA_LEVELS, MAX_REFINE_STEPS, TARGET_CHOICES, TARGET_NAMES  # noqa: E402
 
 logger = logging.getLogger("fastprotect.app")
 TITLE = "FastProtect: near zero-cost protection against diffusion mimicry"
 PAPER_URL = "https://arxiv.org/abs/2412.11423"
-MAX_FILE_SIZE = os.environ.get("FASTPROTECT_MAX_FILE_SIZE", "25mb")  # per uploaded file, enforced by Gradio
-MAX_PIXELS = int(os.environ.get("FASTPROTECT_SPACE_MAX_PIXELS", 24_000_000))  # decoded size, enforced by the library
-MAX_BATCH_FILES = int(os.environ.get("FASTPROTECT_MAX_BATCH_FILES", 20))
+MAX_FILE_SIZE = environment.get("FASTPROTECT_MAX_FILE_SIZE") or "25mb"  # per uploaded file, enforced by Gradio
+MAX_PIXELS = environment.get_int("FASTPROTECT_SPACE_MAX_PIXELS", 24_000_000)  # decoded size, enforced by the library
+MAX_BATCH_FILES = environment.get_int("FASTPROTECT_MAX_BATCH_FILES", 20)
 DUEL_IMAGES = (4, 8)
-CONCURRENCY_LIMIT = int(os.environ.get("FASTPROTECT_CONCURRENCY", 2))  # per event; CPU-bound work
-QUEUE_SIZE = int(os.environ.get("FASTPROTECT_QUEUE_SIZE", 32))
+CONCURRENCY_LIMIT = environment.get_int("FASTPROTECT_CONCURRENCY", 2)  # per event; CPU-bound work
+QUEUE_SIZE = environment.get_int("FASTPROTECT_QUEUE_SIZE", 32)
 DELETE_CACHE = (1800, 3600)  # Gradio's own cache: every 30 min, files older than 1 h
 WORKSPACE_MAX_AGE_S = 3600
 ROUND_TRIP_MAX_SIDE = 512  # the "instant" check: long side of the copy the VAE round trip runs on
@@ -42,7 +43,7 @@ ROUND_TRIP_MAX_SIDE = 512  # the "instant" check: long side of the copy the VAE 
 # 20 s on a 2-core CPU with TAEF2 instead of minutes at full size.
 PER_IMAGE_OPTIONS = {"work_size": 256, "per_image_steps": 20}
 GPU_SECONDS = {"protect": 30, "batch": 120, "img2img": 60, "duel": 300}  # ZeroGPU reservations
-SD_BASE = os.environ.get("FASTPROTECT_SD_BASE", "stable-diffusion-v1-5/stable-diffusion-v1-5")
+SD_BASE = environment.get("FASTPROTECT_MIMIC_BASE") or "stable-diffusion-v1-5/stable-diffusion-v1-5"
 NO_GPU = (
     "**Disabled here: this machine has no GPU.** On a GPU Space this runs Stable Diffusion 1.5 on "
     "your clean and protected images with the same seed, side by side. On a CPU it would take "
@@ -129,7 +130,7 @@ def build_demo(
         )
 
     def protect_example(image):
-        return protect(image, 8, "auto", True, 0)[:-1]
+        return protect(image, DEFAULT_ETA_LEVELS, "auto", True, 0)[:-1]
 
     def batch(files, eta_levels, target, adaptive, progress=gr.Progress()):
         """Protect many files into a ZIP of PNGs plus a per-file report; bad files are listed."""
@@ -187,7 +188,7 @@ def build_demo(
 
     # ----------------------------------------------------------------------------- layout
     with gr.Blocks(title="FastProtect", delete_cache=DELETE_CACHE) as demo:
-        gr.Markdown(f"# {TITLE}\nAn invisible perturbation that makes the image hard to mimic with LoRA / DreamBooth fine-tuning and img2img. [Paper]({PAPER_URL}) · see the About tab for what it can and cannot do.")
+        gr.Markdown(f"# {TITLE}\nA small perturbation (at most η per pixel, measured and shown with every result) that makes the image hard to mimic with LoRA / DreamBooth fine-tuning and img2img. [Paper]({PAPER_URL}) · see the About tab for what it can and cannot do.")
         gr.Markdown(_status_markdown(loaded), elem_id="status")
         last_protected = gr.State(None)
         batch_pairs = gr.State([])
@@ -196,12 +197,12 @@ def build_demo(
             with gr.Row():
                 with gr.Column():
                     image_in = gr.Image(label="Your image (PNG, JPEG, WebP, ...; transparency and metadata are kept)", type="filepath", image_mode=None, sources=["upload", "clipboard"], elem_id="protect-input")
-                    eta_in = gr.Slider(1, space.MAX_ETA_LEVELS, value=8, step=1, label="Strength η (of 255 levels per pixel)", info="; ".join(f"{bound}: {text.split(':')[0]}" for bound, text in space.STRENGTH_SCALE))
-                    eta_help = gr.Markdown(space.strength_label(8))
-                    target_in = gr.Radio(["auto", *TARGET_NAMES], value="auto", label="Target pattern", info="auto picks the pattern closest to your image (least change needed)")
+                    eta_in = gr.Slider(1, MAX_ETA_LEVELS, value=DEFAULT_ETA_LEVELS, step=1, label="Strength η (of 255 levels per pixel)", info="; ".join(f"{bound}: {text.split(':')[0]}" for bound, text in space.STRENGTH_SCALE))
+                    eta_help = gr.Markdown(space.strength_label(DEFAULT_ETA_LEVELS))
+                    target_in = gr.Radio(list(TARGET_CHOICES), value="auto", label="Target pattern", info="auto picks the pattern closest to your image (least change needed)")
                     gr.Gallery(_target_gallery(protector), label="The three target patterns (low / mid / high repetition)", columns=3, height=170, format="png", elem_id="targets", interactive=False, allow_preview=False)
                     adaptive_in = gr.Checkbox(True, label="Adaptive strength (less perturbation where the eye would notice it; needs LPIPS)")
-                    refine_in = gr.Slider(0, 50, value=0, step=1, label="Refine steps (PGD after the one-shot protection: stronger, slower)")
+                    refine_in = gr.Slider(0, MAX_REFINE_STEPS, value=0, step=1, label="Refine steps (PGD after the one-shot protection: stronger, slower)")
                     protect_button = gr.Button("Protect", variant="primary", elem_id="protect-button")
                 with gr.Column():
                     file_out = gr.File(label="Protected PNG (full resolution)", elem_id="protected-file")
@@ -255,8 +256,8 @@ def build_demo(
             gr.Markdown(f"Up to {MAX_BATCH_FILES} images in, one ZIP of protected PNGs out, with a report (also inside the ZIP). Files that cannot be read are listed and skipped; the others are kept.")
             batch_in = gr.File(label="Images", file_count="multiple", elem_id="batch-input")
             with gr.Row():
-                batch_eta = gr.Slider(1, space.MAX_ETA_LEVELS, value=8, step=1, label="Strength η (of 255)")
-                batch_target = gr.Radio(["auto", *TARGET_NAMES], value="auto", label="Target pattern")
+                batch_eta = gr.Slider(1, MAX_ETA_LEVELS, value=DEFAULT_ETA_LEVELS, step=1, label="Strength η (of 255)")
+                batch_target = gr.Radio(list(TARGET_CHOICES), value="auto", label="Target pattern")
                 batch_adaptive = gr.Checkbox(True, label="Adaptive strength")
             batch_button = gr.Button("Protect all", variant="primary", elem_id="batch-button")
             zip_out = gr.File(label="protected.zip", elem_id="batch-zip")
@@ -293,10 +294,13 @@ def _about_markdown(loaded: space.LoadOutcome) -> str:
         models = "\n".join(f"- **{key}**: {value}" for key, value in described.items())
     else:
         models = f"- nothing loaded: `{loaded.error}`"
+    kind = loaded.protector.autoencoder.kind if loaded.protector is not None else "taef2"
+    encoder = AUTOENCODER_DISPLAY_NAMES.get(kind, kind)
     return f"""
 ## What protection does
-It adds a perturbation of at most η per pixel (8/255 by default: invisible on most photos) that pulls
-the image's latent, as the Stable Diffusion VAE encoder sees it, towards a *target pattern*. A LoRA or
+It adds a perturbation of at most η per pixel (8/255 by default; how visible it is on your image is
+measured and shown with each result) that pulls the image's latent, as {encoder} sees it, towards a
+*target pattern*. A LoRA or
 DreamBooth fine-tune, or an img2img edit, then works from the pattern instead of your subject or
 style, and its outputs show the pattern.
 

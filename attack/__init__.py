@@ -4,7 +4,6 @@
 * :mod:`attack.img2img` — SDEdit with ``StableDiffusionImg2ImgPipeline``.
 * :mod:`attack.lora` — a quick DreamBooth-style LoRA (diffusers + peft) and the clean-vs-protected duel.
 * :mod:`attack.compare` — the comparison grid and its numbers.
-* :mod:`attack.tiny` — a random-weight tiny SD stack for tests (plumbing, not efficacy).
 
 Importing this package (or any module in it) builds no model and downloads nothing.
 """

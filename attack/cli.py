@@ -1,6 +1,6 @@
 """Command line: ``python -m attack {roundtrip,img2img,lora,compare} ...``.
 
-Every sub-command writes its pictures and numbers under ``--out``. ``--tiny`` swaps SD-1.5 for
+Every sub-command writes its pictures and numbers under ``--out``. ``--dummy`` swaps SD-1.5 for
 the random-weight stack (plumbing only). Protected images come from ``--protected`` files or, if
 absent, are made on the fly with the library's :class:`fastprotect.protect.Protector`.
 """
@@ -21,7 +21,9 @@ from tqdm.auto import tqdm
 from fastprotect.hub import WeightsUnavailableError
 from fastprotect.images import load_image
 from fastprotect.perceptual import load_perceptual
-from fastprotect.protect import DEFAULT_CHECKPOINT, Protector
+from fastprotect.argparsing import OneLineArgumentParser
+from fastprotect.protect import Protector
+from fastprotect.vocabulary import AUTOENCODER_KINDS, DEFAULT_ETA_LEVELS, MAX_ETA_LEVELS, eta_from_levels, is_image_name
 
 from .compare import comparison_grid, duel_grid, duel_scores, target_images, to_pil
 from .img2img import Img2ImgSettings, img2img
@@ -29,11 +31,10 @@ from .lora import LoraSettings, SampleSettings, generate_samples, lora_duel, sav
 from .pipeline import DEFAULT_BASE, load_pipeline, resolve_device
 from .roundtrip import load_round_tripper, roundtrip_report
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m attack", description="Mimicry attacks on clean vs protected images.")
+    parser = OneLineArgumentParser(prog="python -m attack", description="Mimicry attacks on clean vs protected images.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", type=Path, default=Path("attack_out"), help="output folder (created)")
     common.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -41,11 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     protect = argparse.ArgumentParser(add_help=False)
     protect.add_argument("--protected", nargs="+", type=Path, help="protected copies of the inputs (files or folders), same order")
     protect.add_argument("--checkpoint", help="Protector checkpoint used when --protected is not given (default: the library's)")
-    protect.add_argument("--eta", type=int, default=8, help="protection budget in 8-bit levels when protecting here")
+    protect.add_argument("--eta", type=int, default=DEFAULT_ETA_LEVELS, help=f"protection budget in 8-bit levels (1–{MAX_ETA_LEVELS}) when protecting here")
     protect.add_argument("--lpips-backbone", help="local LPIPS AlexNet backbone file (offline machines)")
     model = argparse.ArgumentParser(add_help=False)
     model.add_argument("--base", default=DEFAULT_BASE, help="SD-1.5 Hub id or local diffusers folder")
-    model.add_argument("--tiny", action="store_true", help="random-weight tiny SD stack (checks plumbing, not efficacy)")
+    model.add_argument("--dummy", action="store_true", help="random-weight dummy SD-1.5 stack (checks plumbing, not efficacy)")
     lora = argparse.ArgumentParser(add_help=False)
     defaults, sample_defaults, edit = LoraSettings(), SampleSettings(), Img2ImgSettings()
     lora.add_argument("--prompt", default=defaults.instance_prompt, help="instance prompt (training and sampling)")
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     roundtrip = commands.add_parser("roundtrip", parents=[common, protect], help="VAE round trip of clean vs protected")
     roundtrip.add_argument("images", nargs="+", type=Path, help="image files or folders")
-    roundtrip.add_argument("--autoencoder", choices=["sd-vae", "taesd", "taef2"], default="sd-vae")
+    roundtrip.add_argument("--autoencoder", choices=AUTOENCODER_KINDS, default="sd-vae")
     roundtrip.add_argument("--source", help="autoencoder Hub id or local folder (default: the library's, e.g. SD-1.5's VAE)")
     img2img = commands.add_parser("img2img", parents=[common, protect, model], help="SDEdit of clean vs protected")
     img2img.add_argument("images", nargs="+", type=Path)
@@ -88,7 +89,7 @@ def _image_paths(paths: Sequence[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+            files.extend(sorted(p for p in path.iterdir() if is_image_name(p.name)))
         else:
             files.append(path)
     if not files:
@@ -107,8 +108,8 @@ def _protected(args: argparse.Namespace, clean: list[torch.Tensor]) -> list[torc
         if len(protected) != len(clean) or any(p.shape != c.shape for p, c in zip(protected, clean)):
             raise SystemExit("--protected must list one image of the same size per clean image, in the same order")
         return protected
-    protector = Protector.from_pretrained(args.checkpoint or DEFAULT_CHECKPOINT, lpips_backbone=args.lpips_backbone, device=resolve_device(args.device))
-    return [protector.protect(image, eta=args.eta / 255, seed=args.seed).image.cpu() for image in tqdm(clean, desc="protect")]
+    protector = Protector.from_pretrained(args.checkpoint, lpips_backbone=args.lpips_backbone, device=resolve_device(args.device))
+    return [protector.protect(image, eta=eta_from_levels(args.eta), seed=args.seed).image.cpu() for image in tqdm(clean, desc="protect")]
 
 
 def _perceptual(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
@@ -116,7 +117,7 @@ def _perceptual(args: argparse.Namespace, device: torch.device) -> torch.nn.Modu
 
 
 def _pipe(args: argparse.Namespace) -> StableDiffusionPipeline:
-    return load_pipeline(args.base, tiny=args.tiny, device=args.device, seed=args.seed)
+    return load_pipeline(args.base, dummy=args.dummy, device=args.device, seed=args.seed)
 
 
 def _write_json(path: Path, record: dict) -> None:

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from fastprotect.targets import TARGET_NAMES, target_pattern
+from fastprotect.targets import target_pattern
+from fastprotect.vocabulary import TARGET_NAMES
 
 from .pipeline import center_square, module_device, stack_images
 

@@ -1,7 +1,7 @@
 """Loading the base diffusion model and the small image/device helpers every attack shares.
 
 The base is SD-1.5 by Hub id (:data:`DEFAULT_BASE`), a local diffusers folder, or the random
-tiny stack (:func:`attack.tiny.build_tiny_pipeline`). Images cross this module's functions as
+dummy stack (:func:`fastprotect.dummy.dummy_sd15_pipeline`). Images cross this module's functions as
 B×3×H×W float tensors in [0, 1]; the conversion to diffusers' [-1, 1] happens inside the
 pipelines (``VaeImageProcessor``) or right at a VAE call, never in the caller.
 """
@@ -17,13 +17,13 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from fastprotect.hub import WeightsUnavailableError, is_local
-from fastprotect.images import resize_tensor
+from fastprotect.images import fit_within, resize_tensor
 
 DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 BASE_HINT = (
     "Point --base (or the `base` argument) at a local diffusers folder of Stable Diffusion 1.5 "
     "(the layout `save_pretrained` writes: model_index.json, unet/, vae/, text_encoder/, tokenizer/, "
-    "scheduler/), or use --tiny for the random-weight stack that only checks the plumbing."
+    "scheduler/), or use --dummy for the random-weight stack that only checks the plumbing."
 )
 DeviceSpec = str | torch.device
 Precision = Literal["auto", "no", "fp16", "bf16"]
@@ -50,21 +50,21 @@ def seeded_generator(seed: int) -> torch.Generator:
 def load_pipeline(
     base: str | Path = DEFAULT_BASE,
     *,
-    tiny: bool = False,
+    dummy: bool = False,
     device: DeviceSpec = "auto",
     dtype: torch.dtype | None = None,
     seed: int = 0,
 ) -> StableDiffusionPipeline:
     """The base text-to-image pipeline on ``device`` (``dtype`` defaults by device), progress bars off.
 
-    ``tiny=True`` ignores ``base`` and builds the random stack from ``seed`` (float32). A Hub id that
+    ``dummy=True`` ignores ``base`` and builds the random stack from ``seed`` (float32). A Hub id that
     cannot be fetched (offline, unknown) raises :class:`fastprotect.hub.WeightsUnavailableError`.
     """
     target = resolve_device(device)
-    if tiny:
-        from .tiny import build_tiny_pipeline
+    if dummy:
+        from fastprotect.dummy import dummy_sd15_pipeline
 
-        return build_tiny_pipeline(seed).to(target)
+        return dummy_sd15_pipeline(seed).to(target)
     dtype = dtype or default_dtype(target)
     try:
         pipe = StableDiffusionPipeline.from_pretrained(str(base), torch_dtype=dtype)
@@ -109,16 +109,10 @@ def resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return resize_tensor(images.float(), height, width).clamp(0, 1)
 
 
-def multiple_of(size: int, multiple: int) -> int:
-    """Nearest positive multiple of ``multiple`` (SD needs sides divisible by the VAE's 8)."""
-    return max(multiple, int(round(size / multiple)) * multiple)
-
-
 def working_size(height: int, width: int, *, multiple: int = 8, max_side: int | None = None) -> tuple[int, int]:
-    """The H×W a pipeline runs at for an H×W input: scaled so the long side is at most ``max_side``
-    (aspect kept), then each side rounded to a multiple of ``multiple``."""
-    scale = min(1.0, max_side / max(height, width)) if max_side else 1.0
-    return multiple_of(round(height * scale), multiple), multiple_of(round(width * scale), multiple)
+    """The H×W a pipeline runs at for an H×W input: long side at most ``max_side`` (aspect kept),
+    each side a multiple of ``multiple`` (SD needs sides divisible by the VAE's 8)."""
+    return fit_within(height, width, max_side, multiple=multiple)
 
 
 def center_square(image: torch.Tensor, size: int) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Speed optimisations, each measured before/after in the same run, with its efficacy cost.
 
-    python benchmarks/ablate_speed.py --checkpoint checkpoints/taef2-mixture
-    python benchmarks/ablate_speed.py --quick        # smoke run
+    python -m benchmarks.ablate_speed --checkpoint checkpoints/taef2-mixture
+    python -m benchmarks.ablate_speed --quick        # smoke run
 
 Each row compares the library's default with an alternative on the same machine in the same run:
 time of the stage it affects, and, where the output can change, efficacy on held-out images at their
@@ -14,25 +14,21 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import fastprotect  # noqa: F401, I001  (before torch: it sets OMP_WAIT_POLICY, read when torch loads OpenMP)
 import torch
-import torch.nn.functional as F
 
 from benchmarks.common import (
     DEFAULT_CHECKPOINT, DEFAULT_IMAGES, DEFAULT_WEIGHTS, ENCODERS, build_models, fmt_s, load_average, machine_info,
     machine_line, make_protector, median, parse_size, size_label, test_image_bytes, time_call, emit_report,
 )
-from benchmarks.efficacy import Efficacy, heldout_paths, load_heldout, protect_and_measure
+from benchmarks.efficacy import heldout_paths, load_heldout, make_harness, protect_and_measure
 from benchmarks.latency import run_once
-from fastprotect.images import load_image, to_pil
+from fastprotect.images import load_image, resize_tensor, to_pil
 
 MAX_DAMAGE_COST = 0.05
 
@@ -64,7 +60,7 @@ def cost(reference: dict, variant: dict) -> float | None:
 
 
 # ------------------------------------------------------------------------------ ablations
-def ablate_assign_size(models, args, images, efficacy) -> dict:
+def ablate_assign_size(models, args, images, harness) -> dict:
     """Assignment (group + target) on an s×s copy vs on the full-size image."""
     encoder, mixture = models.autoencoder.encoder, models.mixture
     with torch.no_grad():
@@ -73,19 +69,17 @@ def ablate_assign_size(models, args, images, efficacy) -> dict:
     rows = {}
     full_side = max(max(x.shape[-2:]) for x in images)
     for side in (64, 128, 256, full_side):
-        small = F.interpolate(photo, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
         with torch.no_grad():
             def encode(side: int = side) -> torch.Tensor:
-                return encoder.encode(F.interpolate(photo, size=(side, side), mode="bilinear", antialias=True, align_corners=False))
+                return encoder.encode(resize_tensor(photo, side, side))
 
             seconds = median(time_call(encode, runs=args.runs, device=args.device))
             picks = []
             for x in images:
-                z = encoder.encode(F.interpolate(x.to(args.device), size=(side, side), mode="bilinear", antialias=True, align_corners=False))
+                z = encoder.encode(resize_tensor(x.to(args.device), side, side))
                 picks.append((int(mixture.select_target(z)[0]), int(mixture.assign(z)[0])))
-        del small
         protector = make_protector(models, args.device, assign_size=side)
-        quality, _, _ = protect_and_measure(protector, efficacy, images) if models.trained else ({}, None, None)
+        quality, _, _ = protect_and_measure(protector, harness, images) if models.trained else ({}, None, None)
         rows[side] = {"seconds": seconds, "target_agreement": sum(p[0] == f[0] for p, f in zip(picks, full)) / len(full),
                       "group_agreement": sum(p[1] == f[1] for p, f in zip(picks, full)) / len(full),
                       "both_agreement": sum(p == f for p, f in zip(picks, full)) / len(full), "efficacy": quality}
@@ -96,7 +90,7 @@ def ablate_assign_size(models, args, images, efficacy) -> dict:
             "default": models.mixture.config.assign_size, "timed_at": size_label(*args.size), "rows": rows}
 
 
-def ablate_map_size(models, args, images, efficacy) -> dict:
+def ablate_map_size(models, args, images, harness) -> dict:
     """LPIPS visibility map on a copy with long side ≤ s, upsampled, vs at full resolution."""
     photo_bytes = test_image_bytes(*args.size, images=args.images)
     rows = {}
@@ -105,7 +99,7 @@ def ablate_map_size(models, args, images, efficacy) -> dict:
         timings = []
         for _ in range(args.runs + 1):
             timings.append(protector.protect(load_image(photo_bytes), compute_metrics=False).info.timings_s["lpips_map"])
-        quality, _, _ = protect_and_measure(protector, efficacy, images) if models.trained else ({}, None, None)
+        quality, _, _ = protect_and_measure(protector, harness, images) if models.trained else ({}, None, None)
         rows["full" if side == 100_000 else side] = {"seconds": median(timings[1:]), "efficacy": quality}
     for row in rows.values():
         row["damage_cost"] = cost(rows["full"]["efficacy"], row["efficacy"])
@@ -116,10 +110,10 @@ def ablate_map_size(models, args, images, efficacy) -> dict:
 def ablate_grad_mode(models, args) -> dict:
     """The network stages (assignment encode at 128², LPIPS map at 256²) under no_grad vs inference_mode."""
     encoder, perceptual = models.autoencoder.encoder, models.perceptual
-    side = 64 if args.encoder == "tiny" else 256
+    side = 64 if args.encoder == "dummy" else 256
     x = load_image(test_image_bytes(side, side, images=args.images)).pixels.to(args.device)
     y = (x + 4 / 255).clamp(0, 1)
-    small = F.interpolate(x, size=(side // 2, side // 2), mode="bilinear", antialias=True, align_corners=False)
+    small = resize_tensor(x, side // 2, side // 2)
 
     def work() -> torch.Tensor:
         return encoder.encode(small).float().sum() + perceptual.spatial_map(x, y).float().sum()
@@ -151,7 +145,7 @@ def ablate_channels_last(models, args) -> dict:
             "max_output_difference_levels": levels}
 
 
-def ablate_half(models, args, images, efficacy) -> dict | None:
+def ablate_half(models, args, images, harness) -> dict | None:
     """fp16 encoder and LPIPS on the GPU vs fp32 (skipped on CPU)."""
     if not args.device.startswith("cuda"):
         return {"name": "half precision (GPU)", "skipped": "CPU run: fp16 is a GPU option (unmeasured here)"}
@@ -163,7 +157,7 @@ def ablate_half(models, args, images, efficacy) -> dict | None:
             models.perceptual.half()
         protector = make_protector(models, args.device)
         runs = [run_once(protector, data, args.device) for _ in range(args.runs + 1)][1:]
-        quality, _, _ = protect_and_measure(protector, efficacy, images) if models.trained else ({}, None, None)
+        quality, _, _ = protect_and_measure(protector, harness, images) if models.trained else ({}, None, None)
         rows[name] = {"seconds": median([r["total"] for r in runs]), "efficacy": quality}
     models.autoencoder.encoder.float()
     models.perceptual.float()
@@ -175,10 +169,10 @@ def ablate_batching(models, args, batch: int = 8) -> dict:
     """The network stages for ``batch`` images: one batch vs one image at a time (seconds per image)."""
     encoder, perceptual = models.autoencoder.encoder, models.perceptual
     generator = torch.Generator().manual_seed(0)
-    side = 64 if args.encoder == "tiny" else 256
+    side = 64 if args.encoder == "dummy" else 256
     xs = torch.rand(batch, 3, side, side, generator=generator).to(args.device)
     ys = (xs + 4 / 255).clamp(0, 1)
-    small = F.interpolate(xs, size=(side // 2, side // 2), mode="bilinear", antialias=True, align_corners=False)
+    small = resize_tensor(xs, side // 2, side // 2)
 
     def one_by_one() -> None:
         for i in range(batch):
@@ -324,17 +318,17 @@ def run(args: argparse.Namespace) -> dict:
     warmup = ablate_warmup(args) if not only or "warmup" in only else None  # first: the process's first protection is the cold one
     models = build_models(args.encoder, args.checkpoint, weights=args.weights, device=args.device)
     paths, origin = heldout_paths(args.checkpoint, args.per_domain, images=args.images)
-    images = load_heldout(paths, long_side=64 if args.encoder == "tiny" else args.heldout_side)
+    images = load_heldout(paths, long_side=64 if args.encoder == "dummy" else args.heldout_side)
     if not images:  # no shared images on this machine: one synthetic photo
         images, origin = [load_image(test_image_bytes(64, 64, images=args.images)).pixels], "one synthetic image"
-    efficacy = Efficacy(models.autoencoder, models.perceptual, models.mixture.target_images_float(), args.device)
+    harness = make_harness(models, args.device)
     results = {"machine": machine, "encoder": args.encoder, "mixture": models.mixture_source, "trained": models.trained,
                "heldout": {"count": len(images), "origin": origin, "files": [str(p) for p in paths]}, "ablations": {"warmup": warmup} if warmup else {}}
-    steps = [("assign_size", lambda: ablate_assign_size(models, args, images, efficacy)),
-             ("map_size", lambda: ablate_map_size(models, args, images, efficacy)),
+    steps = [("assign_size", lambda: ablate_assign_size(models, args, images, harness)),
+             ("map_size", lambda: ablate_map_size(models, args, images, harness)),
              ("grad_mode", lambda: ablate_grad_mode(models, args)),
              ("channels_last", lambda: ablate_channels_last(models, args)),
-             ("half", lambda: ablate_half(models, args, images, efficacy)),
+             ("half", lambda: ablate_half(models, args, images, harness)),
              ("batching", lambda: ablate_batching(models, args)),
              ("png", lambda: ablate_png(models, args)),
              ("threads", lambda: ablate_threads(models, args))]

@@ -3,10 +3,10 @@
 Nothing here is timed by itself; ``latency.py`` and ``ablate_speed.py`` build on it. Models:
 
 * ``taef2``: the real TAEF2 tiny autoencoder from a local folder (``--weights``);
-* ``sd-vae-random``: an SD-1.5-sized ``AutoencoderKL`` (block_out_channels 128/256/512/512,
-  2 layers per block, 4 latent channels, 32 norm groups) with random weights: the speed of the
-  real SD VAE without its download (latency does not depend on the weight values);
-* ``tiny``: a two-block toy VAE and a random-trunk LPIPS, for the smoke test only.
+* ``sd-vae-random``: an ``AutoencoderKL`` with the SD-1.5 VAE's architecture and random weights
+  (``fastprotect.dummy.dummy_sd_vae(sd15_sized=True)``): the speed of the real SD VAE without its
+  download (latency does not depend on the weight values);
+* ``dummy``: ``fastprotect.dummy``'s small random SD-VAE and random-trunk LPIPS, for the smoke test only.
 
 The mixture is the checkpoint given with ``--checkpoint`` when it loads, else a random mixture of
 the trained one's shape (size 256, assign size 128): latency does not depend on its values either,
@@ -21,33 +21,27 @@ import math
 import os
 import platform
 import statistics
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `python benchmarks/latency.py` from the project root
-    sys.path.insert(0, str(ROOT))
-
-from fastprotect.encoders import (
-    Autoencoder,
-    SDVAEDecoder,
-    SDVAEEncoder,
-    load_autoencoder,
-)
-from fastprotect.mixture import MixtureConfig, MixtureOfPerturbations
+from fastprotect import environment
+from fastprotect.dummy import dummy_autoencoder, dummy_mixture, dummy_perceptual
+from fastprotect.encoders import Autoencoder, load_autoencoder
+from fastprotect.mixture import MixtureOfPerturbations
 from fastprotect.protect import Protector
+from fastprotect.timing import StageTimer
+from fastprotect.vocabulary import is_image_name
 
-SHARED = Path(os.environ.get("FASTPROTECT_SHARED", ROOT.parent / "shared"))
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(environment.get("FASTPROTECT_SHARED") or ROOT.parent / "shared")
 DEFAULT_WEIGHTS = SHARED / "weights"
 DEFAULT_IMAGES = SHARED / "data" / "images"
 DEFAULT_CHECKPOINT = ROOT / "checkpoints" / "taef2-mixture"
-ENCODERS = ("taef2", "sd-vae-random", "tiny")
+ENCODERS = ("taef2", "sd-vae-random", "dummy")
 # PhotoGuard's encoder attack as its official demo runs it (MadryLab/photoguard demo/app.py,
 # immunize_fn: pgd(..., eps=0.12, step_size=0.01, iters=200) on [-1, 1] images, i.e. 200 signed
 # gradient steps; its pgd() helper's own default is 40).
@@ -107,36 +101,11 @@ def machine_line(info: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------- models
-def sd15_random_vae(seed: int = 0):
-    """An AutoencoderKL with the SD-1.5 VAE configuration and random weights."""
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(seed)
-    blocks = 4
-    return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-        down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
-        norm_num_groups=32, sample_size=512, act_fn="silu",
-    ).eval()
-
-
-def tiny_vae(seed: int = 0):
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(seed)
-    return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        norm_num_groups=4, sample_size=32,
-    ).eval()
-
-
 def build_autoencoder(kind: str, weights: Path, device: str) -> Autoencoder:
     if kind == "taef2":
         return load_autoencoder("taef2", weights, with_decoder=True, device=device)
-    if kind in ("sd-vae-random", "tiny"):
-        vae = sd15_random_vae() if kind == "sd-vae-random" else tiny_vae()
-        auto = Autoencoder(encoder=SDVAEEncoder.from_vae(vae), decoder=SDVAEDecoder.from_vae(vae), kind="sd-vae", source=kind)
+    if kind in ("sd-vae-random", "dummy"):
+        auto = dummy_autoencoder("sd-vae", sd15_sized=kind == "sd-vae-random")
         auto.encoder.to(device)
         auto.decoder.to(device)
         return auto
@@ -144,34 +113,12 @@ def build_autoencoder(kind: str, weights: Path, device: str) -> Autoencoder:
 
 
 def build_perceptual(kind: str, weights: Path, device: str):
-    """Real LPIPS AlexNet from ``weights`` (a random trunk for ``tiny``: the heads ship with lpips)."""
-    from fastprotect.perceptual import PerceptualDistance, load_perceptual
+    """Real LPIPS AlexNet from ``weights`` (a random trunk for ``dummy``: the heads ship with lpips)."""
+    from fastprotect.perceptual import load_perceptual
 
-    if kind == "tiny":
-        import warnings
-
-        import lpips
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            model = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
-        return PerceptualDistance(model, "alex").to(device)
+    if kind == "dummy":
+        return dummy_perceptual().to(device)
     return load_perceptual("alex", weights / "alexnet_lpips_features.safetensors", device=device)
-
-
-def random_mixture(latent_channels: int, encoder_kind: str, *, size: int = 256, assign_size: int = 128, seed: int = 0) -> MixtureOfPerturbations:
-    """A mixture of the trained one's shape with random ±η/2 perturbations and routing data."""
-    config = MixtureConfig(size=size, encoder_kind=encoder_kind, latent_channels=latent_channels, assign_size=assign_size,
-                           encoder_source="random", encoder_subfolder=None)
-    mixture = MixtureOfPerturbations(config)
-    generator = torch.Generator().manual_seed(seed)
-    half = config.eta / 2
-    with torch.no_grad():
-        for p in (mixture.global_perturbations, mixture.group_perturbations):
-            p.copy_((torch.rand(p.shape, generator=generator) * 2 - 1) * half)
-        mixture.centroids.normal_(generator=generator)
-        mixture.target_signatures.uniform_(generator=generator)
-    return mixture.eval()
 
 
 @dataclass
@@ -198,8 +145,8 @@ def build_models(encoder: str, checkpoint: str | Path | None, *, weights: Path =
             source, trained = f"checkpoint {checkpoint}", True
     if mixture is None:
         kind = "taef2" if encoder == "taef2" else "sd-vae"
-        size, assign = (32, 32) if encoder == "tiny" else (256, 128)
-        mixture = random_mixture(autoencoder.encoder.latent_channels, kind, size=size, assign_size=assign)
+        size, assign = (32, 32) if encoder == "dummy" else (256, 128)
+        mixture = dummy_mixture(latent_channels=autoencoder.encoder.latent_channels, encoder_kind=kind, size=size, assign_size=assign)
         source = f"random (size {size}, assign size {assign}; same shape as the trained mixture)"
     if half:
         autoencoder.encoder.half()
@@ -208,14 +155,17 @@ def build_models(encoder: str, checkpoint: str | Path | None, *, weights: Path =
 
 
 def make_protector(models: Models, device: str, **options) -> Protector:
-    return Protector(models.autoencoder, mixture=models.mixture, perceptual=models.perceptual, device=device, **options)
+    """A Protector on ``models`` whose stage timer synchronises the device (on a GPU each stage then
+    gets its own kernels, not whatever was queued before it; no cost on CPU)."""
+    return Protector(models.autoencoder, mixture=models.mixture, perceptual=models.perceptual, device=device,
+                     timer=StageTimer.for_device(device), **options)
 
 
 # ---------------------------------------------------------------------------------- images
 def real_image_paths(images: Path = DEFAULT_IMAGES) -> list[Path]:
     if not images.is_dir():
         return []
-    return sorted(p for p in images.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"})
+    return sorted(p for p in images.rglob("*") if p.is_file() and is_image_name(p.name))
 
 
 def test_image_bytes(width: int, height: int, *, images: Path = DEFAULT_IMAGES, quality: int = 95, seed: int = 0) -> bytes:
@@ -257,38 +207,6 @@ def size_label(width: int, height: int) -> str:
 def synchronize(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-@contextmanager
-def synced_stage_timer(device: str) -> Iterator[None]:
-    """On a GPU, make Protector's per-stage timers synchronise, so each stage gets its own kernels.
-
-    ``fastprotect.protect._timed`` reads the clock around each stage without synchronising, which
-    on CUDA would charge queued kernels to whichever stage happens to wait. Patched only inside this
-    context and only on CUDA.
-    """
-    if not device.startswith("cuda"):
-        yield
-        return
-    import fastprotect.protect as protect_module
-
-    original = protect_module._timed
-
-    @contextmanager
-    def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            torch.cuda.synchronize()
-            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
-
-    protect_module._timed = timed
-    try:
-        yield
-    finally:
-        protect_module._timed = original
 
 
 class PeakMemory:

@@ -1,8 +1,8 @@
 """Protection latency by stage, peak memory, and the per-image PGD baseline on the same encoder.
 
-    python benchmarks/latency.py                      # CPU, TAEF2, 512² … 4096×3072, 5 runs
-    python benchmarks/latency.py --device cuda        # the GPU path (fp16 with --half)
-    python benchmarks/latency.py --quick              # smoke run: small sizes, 1 run
+    python -m benchmarks.latency                      # CPU, TAEF2, 512² … 4096×3072, 5 runs
+    python -m benchmarks.latency --device cuda        # the GPU path (fp16 with --half)
+    python -m benchmarks.latency --quick              # smoke run: small sizes, 1 run
 
 End to end = decode (JPEG bytes -> tensor, ``images.load_image``) + ``Protector.protect`` (its own
 stage timers: assign, select, resize, lpips_map, compose; "other" is what protect spends outside
@@ -13,7 +13,9 @@ allocated CUDA memory (GPU).
 
 The PGD baseline is the library's own encoder attack (``fastprotect.pgd.pgd_perturb``, the code
 per-image mode and refinement run) on the same encoder at ``--pgd-size``²: seconds per step, times
-the step count that matches our efficacy, and times PhotoGuard's default 200 steps.
+the step count that matches our efficacy, and times PhotoGuard's default 200 steps. The matching
+step count comes from ``--pgd-match-steps``, else from the evaluation's JSON (``eval.json`` in or
+above the checkpoint folder, key ``pgd_match``), else from ``--measure-match``.
 """
 
 from __future__ import annotations
@@ -21,24 +23,22 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import re
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import fastprotect  # noqa: F401, I001  (before torch: it sets OMP_WAIT_POLICY, read when torch loads OpenMP)
 import torch
 
 from benchmarks.common import (
     DEFAULT_CHECKPOINT, DEFAULT_IMAGES, DEFAULT_WEIGHTS, ENCODERS, PAPER_TABLE2, PHOTOGUARD_STEPS, PeakMemory, build_models,
-    fmt_s, load_average, machine_info, machine_line, make_protector, median, parse_size, size_label, synced_stage_timer,
+    fmt_s, load_average, machine_info, machine_line, make_protector, median, parse_size, size_label,
     synchronize, test_image_bytes, emit_report,
 )
-from fastprotect.images import load_image, png_bytes
+from fastprotect.images import load_image, png_bytes, resize_tensor
+from fastprotect.vocabulary import DEFAULT_ETA
 
 DEFAULT_SIZES = "512,1024,2048,4096x3072"
 PIPELINE_STAGES = ("assign", "select", "resize", "lpips_map", "compose")
@@ -52,7 +52,7 @@ SPEEDUP_TARGET = 100.0
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--encoder", choices=ENCODERS, default="taef2", help="taef2 (real weights), sd-vae-random (SD-1.5 sized), tiny (tests)")
+    p.add_argument("--encoder", choices=ENCODERS, default="taef2", help="taef2 (real weights), sd-vae-random (SD-1.5 sized), dummy (tests)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--half", action="store_true", help="fp16 encoder and LPIPS (GPU)")
     p.add_argument("--sizes", default=None, help=f"comma-separated, e.g. 512,2048,4096x3072 (default {DEFAULT_SIZES})")
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pgd-size", type=int, default=512, help="side of the square image the PGD baseline attacks")
     p.add_argument("--pgd-steps-timed", type=int, default=None, help="PGD steps timed (default 3; median step time)")
     p.add_argument("--pgd-match-steps", type=int, default=None,
-                   help="PGD step count that matches our efficacy, if known (default: the evaluation's eval.json / docs/EVALUATION.md)")
+                   help="PGD step count that matches our efficacy, if known (default: pgd_match in the evaluation's eval.json)")
     p.add_argument("--measure-match", action="store_true",
                    help="measure the matching step count here on held-out images at 256² (needs a trained checkpoint)")
     p.add_argument("--match-images", type=int, default=1, help="held-out images per domain for --measure-match")
@@ -119,15 +119,14 @@ def run_once(protector, data: bytes, device: str) -> dict[str, float]:
 def measure_size(protector, width: int, height: int, args: argparse.Namespace) -> dict:
     data = test_image_bytes(width, height, images=args.images)
     memory = PeakMemory(args.device)
-    with synced_stage_timer(args.device):
-        for _ in range(args.warmup):
-            run_once(protector, data, args.device)
-        memory.reset()
-        runs = [run_once(protector, data, args.device) for _ in range(args.runs)]
-        peak = memory.read()
-        # the UI's invisibility metrics (PSNR, SSIM and LPIPS on a ≤1024 copy): one run, not in the total
-        loaded = load_image(data)
-        metrics_s = protector.protect(loaded).info.timings_s.get("metrics", float("nan"))
+    for _ in range(args.warmup):
+        run_once(protector, data, args.device)
+    memory.reset()
+    runs = [run_once(protector, data, args.device) for _ in range(args.runs)]
+    peak = memory.read()
+    # the UI's invisibility metrics (PSNR, SSIM and LPIPS on a ≤1024 copy): one run, not in the total
+    loaded = load_image(data)
+    metrics_s = protector.protect(loaded).info.timings_s.get("metrics", float("nan"))
     row = {name: median([r[name] for r in runs]) for name in (*STAGES, "total", "protect", "cpu")}
     return {
         "size": size_label(width, height), "width": width, "height": height, "runs": len(runs),
@@ -149,7 +148,7 @@ def pgd_step_times(models, args: argparse.Namespace) -> list[float]:
     encoder = models.autoencoder.encoder
     target = encode_target(encoder, models.mixture.target_images_float()[1:2].to(args.device), size, size)
     generator = torch.Generator().manual_seed(0)
-    pgd_perturb(encoder, x, target, eta=8 / 255, steps=1, random_start=True, generator=generator)  # warm-up
+    pgd_perturb(encoder, x, target, eta=DEFAULT_ETA, steps=1, random_start=True, generator=generator)  # warm-up
     marks: list[float] = []
 
     def tick(step: int, total: int) -> None:
@@ -158,42 +157,48 @@ def pgd_step_times(models, args: argparse.Namespace) -> list[float]:
 
     synchronize(args.device)
     start = time.perf_counter()
-    pgd_perturb(encoder, x, target, eta=8 / 255, steps=args.pgd_steps_timed, random_start=True, generator=generator, progress=tick)
+    pgd_perturb(encoder, x, target, eta=DEFAULT_ETA, steps=args.pgd_steps_timed, random_start=True, generator=generator, progress=tick)
     edges = [start, *marks]
     return [b - a for a, b in itertools.pairwise(edges)]
 
 
+def evaluation_json(checkpoint: str | None) -> Path | None:
+    """The evaluation results ``python -m train.evaluate --out`` wrote for ``checkpoint`` (in its folder or the one above)."""
+    if not checkpoint:
+        return None
+    return next((p for p in (Path(checkpoint) / "eval.json", Path(checkpoint).parent / "eval.json") if p.is_file()), None)
+
+
 def matched_steps_from_evaluation(checkpoint: str | None) -> tuple[int | None, str]:
-    """The PGD step count that matched the full method's mimic damage (else pull) in the evaluation."""
-    candidates = []
-    if checkpoint:
-        candidates += [Path(checkpoint) / "eval.json", Path(checkpoint).parent / "eval.json"]
-    for path in candidates:
-        if path.is_file():
-            match = json.loads(path.read_text()).get("pgd_match", {})
-            for key in ("steps_matching_damage", "steps_matching_pull"):
-                if match.get(key):
-                    return int(match[key]), f"{path} ({key})"
-    doc = ROOT / "docs" / "EVALUATION.md"
-    if doc.is_file():
-        found = re.search(r"damage matched at (\d+) steps", doc.read_text()) or re.search(r"pull matched at (\d+) steps", doc.read_text())
-        if found:
-            return int(found.group(1)), f"{doc.relative_to(ROOT)}"
-    return None, "no evaluation result found (checkpoint eval.json or docs/EVALUATION.md)"
+    """The PGD step count that matched the full method's mimic damage (else pull) in the evaluation,
+    read from its JSON (``pgd_match``), never from prose; (None, why) when there is none."""
+    path = evaluation_json(checkpoint)
+    if path is None:
+        return None, (f"no evaluation results: no eval.json in or above {checkpoint} (write one with "
+                      "`python -m train.evaluate ... --out CHECKPOINT/eval.json`, or pass --pgd-match-steps / --measure-match)")
+    match = json.loads(path.read_text()).get("pgd_match") or {}
+    for key in ("steps_matching_damage", "steps_matching_pull"):
+        if match.get(key):
+            return int(match[key]), f"{path} ({key})"
+    return None, f"{path}: pgd_match has no step count that matched (PGD never reached the full method at the measured steps)"
 
 
 def measure_match(models, args: argparse.Namespace) -> tuple[int | None, str, dict]:
     """Smallest PGD step count whose mean mimic damage on held-out 256² images reaches ours."""
-    from benchmarks.efficacy import Efficacy, heldout_paths, load_heldout, pgd_curve, protect_and_measure
+    from benchmarks.efficacy import (
+        heldout_paths,
+        load_heldout,
+        make_harness,
+        pgd_curve,
+        protect_and_measure,
+    )
 
     paths, origin = heldout_paths(args.checkpoint, args.match_images, images=args.images)
-    images = [torch.nn.functional.interpolate(x, size=(256, 256), mode="bilinear", antialias=True, align_corners=False)
-              for x in load_heldout(paths)]
-    images = [((x.clamp(0, 1) * 255).round() / 255) for x in images]
+    images = [(resize_tensor(x, 256, 256).clamp(0, 1) * 255).round() / 255 for x in load_heldout(paths)]
     protector = make_protector(models, args.device)
-    efficacy = Efficacy(models.autoencoder, models.perceptual, models.mixture.target_images_float(), args.device)
-    ours, _, targets = protect_and_measure(protector, efficacy, images)
-    curve = pgd_curve(efficacy, images, targets, [1, 2, 3, 5, 10, 20, 50], stop_at_damage=ours["damage"])
+    harness = make_harness(models, args.device)
+    ours, _, targets = protect_and_measure(protector, harness, images)
+    curve = pgd_curve(harness, images, targets, [1, 2, 3, 5, 10, 20, 50], stop_at_damage=ours["damage"])
     steps = next((c for c, row in sorted(curve.items()) if row["damage"] >= ours["damage"]), None)
     return steps, f"measured here on {len(images)} held-out images at 256² ({origin}), matching mimic damage", {"ours": ours, "pgd": curve}
 

@@ -3,16 +3,17 @@
 Every request must succeed (the queue may hold some back: that is queueing, not failure). Prints
 per-request latency percentiles and the wall time. Against a running Space::
 
-    python benchmarks/load_test.py --url http://127.0.0.1:7860/ [--requests 10] [--size 512]
+    python -m benchmarks.load_test --url http://127.0.0.1:7860/ [--requests 10] [--size 512]
 
-Without ``--url`` it starts the tiny-model app (tests/launch_tiny_app.py) in this process first.
+Without ``--url`` it starts the Space on dummy random models (``fastprotect.dummy``) in this
+process first, with the bundled checkpoint's real LPIPS backbone when present.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,8 +21,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -37,13 +36,19 @@ def make_image(path: Path, size: int) -> Path:
     return path
 
 
-def start_tiny_app() -> str:
-    sys.path.insert(0, str(ROOT))
+def start_dummy_app() -> str:
+    """The Space (``app.build_demo``, queued like ``app.main``) on a dummy Protector; its URL."""
     import app
-    from fastprotect.space import Workspace
-    from tests.launch_tiny_app import build_tiny_demo, shared_lpips_backbone
+    from fastprotect import space
+    from fastprotect.bundle import bundled_checkpoint
+    from fastprotect.dummy import dummy_space_protector
+    from fastprotect.sources import LPIPS_BUNDLE_FILE
 
-    demo = build_tiny_demo(lpips_backbone=shared_lpips_backbone(), workspace=Workspace())
+    lpips = bundled_checkpoint() / LPIPS_BUNDLE_FILE
+    workspace = space.Workspace()
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(workspace.root / "cached_examples")
+    loaded = space.LoadOutcome(dummy_space_protector(lpips_backbone=lpips if lpips.is_file() else None))
+    demo = app.build_demo(loaded, workspace=workspace).queue(max_size=app.QUEUE_SIZE, default_concurrency_limit=app.CONCURRENCY_LIMIT)
     demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True, max_file_size=app.MAX_FILE_SIZE, allowed_paths=[], ssr_mode=False)
     return demo.local_url
 
@@ -65,11 +70,11 @@ def one_request(url: str, image: Path, index: int) -> tuple[float, str | None]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="a running Space; default: start the tiny app here")
+    parser.add_argument("--url", help="a running Space; default: start the Space on dummy models here")
     parser.add_argument("--requests", type=int, default=10)
     parser.add_argument("--size", type=int, default=512, help="side of the square test image")
     args = parser.parse_args()
-    url = args.url or start_tiny_app()
+    url = args.url or start_dummy_app()
     with tempfile.TemporaryDirectory() as folder:
         image = make_image(Path(folder) / "load.png", args.size)
         start = time.perf_counter()

@@ -1,6 +1,6 @@
 """OpenMP wait policy × torch threads, end to end at 512² (TAEF2), each policy in a fresh process.
 
-    python benchmarks/omp_policy.py [--runs 4]
+    python -m benchmarks.omp_policy [--runs 4]
 
 OMP_WAIT_POLICY is read when torch loads its OpenMP runtime, so every policy needs its own process.
 "default" imports torch before fastprotect (whose import otherwise sets PASSIVE). Runs with 1 and 2
@@ -17,9 +17,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Run with the repository root as the working directory, so `benchmarks` imports without a path edit.
 CHILD = """
-import sys, json
-sys.path.insert(0, {root!r})
+import json
 import torch  # first: the policy in force is the one in the environment at this point
 from benchmarks.common import build_models, make_protector, test_image_bytes, median, load_average
 from benchmarks.latency import run_once
@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
         if policy != "default":
             env["OMP_WAIT_POLICY"] = policy
-        code = CHILD.format(root=str(ROOT), checkpoint=args.checkpoint, runs=args.runs, policy=policy)
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+        code = CHILD.format(checkpoint=args.checkpoint, runs=args.runs, policy=policy)
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
         print(out.strip().splitlines()[-1], flush=True)
     return 0
 

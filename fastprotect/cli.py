@@ -13,25 +13,30 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+from .argparsing import OneLineArgumentParser
+from .vocabulary import (
+    AUTOENCODER_KINDS, DEFAULT_ETA_LEVELS, MAX_ETA_LEVELS, MAX_REFINE_STEPS, TARGET_CHOICES, check_refine_steps, eta_from_levels, is_image_name,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fastprotect", description="Protect images against diffusion-model mimicry.")
+    parser = OneLineArgumentParser(prog="python -m fastprotect", description="Protect images against diffusion-model mimicry.")
     parser.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder (created if missing)")
     parser.add_argument("--recursive", action="store_true", help="search folders recursively")
-    parser.add_argument("--eta", type=float, default=8.0, help="L∞ budget in 8-bit levels, 1–32 (default 8 = 8/255)")
-    parser.add_argument("--target", choices=["auto", "low", "mid", "high"], default="auto")
+    parser.add_argument("--eta", type=float, default=float(DEFAULT_ETA_LEVELS),
+                        help=f"L∞ budget in 8-bit levels, 1–{MAX_ETA_LEVELS} (default {DEFAULT_ETA_LEVELS} = {DEFAULT_ETA_LEVELS}/255)")
+    parser.add_argument("--target", choices=TARGET_CHOICES, default="auto")
     parser.add_argument("--no-adaptive-strength", dest="adaptive_strength", action="store_false")
-    parser.add_argument("--refine-steps", type=int, default=0, help="extra PGD steps after the pre-trained step")
+    parser.add_argument("--refine-steps", type=int, default=0, help=f"extra PGD steps after the pre-trained step, 0–{MAX_REFINE_STEPS}")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint", default=None, help="mixture checkpoint: Hub id or folder (default: FASTPROTECT_CHECKPOINT or the bundled one)")
+    parser.add_argument("--checkpoint", default=None, help="mixture checkpoint: Hub id or folder (default: FASTPROTECT_CHECKPOINT, else the bundled one)")
     parser.add_argument("--per-image", action="store_true", help="ignore any checkpoint and run per-image PGD")
-    parser.add_argument("--encoder-kind", choices=["sd-vae", "taesd", "taef2"], default=None, help="encoder for per-image mode")
+    parser.add_argument("--encoder-kind", choices=AUTOENCODER_KINDS, default=None, help="encoder for per-image mode")
     parser.add_argument("--encoder-source", default=None, help="local folder/file or Hub id of the encoder weights")
     parser.add_argument("--lpips-backbone", default=None, help="local LPIPS backbone file (offline machines)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--half", action="store_true", help="run the networks in float16 (GPU only: halves memory and time)")
     parser.add_argument("--max-pixels", type=int, default=None, help="refuse images with more pixels than this")
     parser.add_argument("--report", type=Path, default=None, help="write a JSON report of every file here")
     return parser
@@ -40,13 +45,38 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not 1 <= args.eta <= 32:
-        parser.error("--eta is in 8-bit levels and must be between 1 and 32")
-    if args.refine_steps < 0:
-        parser.error("--refine-steps must be >= 0")
+    try:
+        eta_from_levels(args.eta)
+        check_refine_steps(args.refine_steps)
+    except ValueError as error:
+        parser.error(f"--eta / --refine-steps: {error}")
     if args.per_image and args.checkpoint:
         parser.error("--per-image and --checkpoint exclude each other")
+    if args.output.exists() and not args.output.is_dir():
+        parser.error(f"-o/--output {str(args.output)!r} is an existing file; give a folder")
+    if args.half and not args.device.startswith("cuda"):
+        parser.error("--half needs --device cuda (float16 convolutions are slow or missing on CPUs)")
+    device_problem = _device_problem(args.device)
+    if device_problem:
+        parser.error(f"--device {args.device!r}: {device_problem}")
     return args
+
+
+def _device_problem(device: str) -> str | None:
+    """Why ``device`` cannot be used here, or None. Checked before any model loads."""
+    import torch  # the parser itself stays importable without torch's start-up cost
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        return "not a device name (use cpu, cuda or cuda:N)"
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        return "CUDA is not available on this machine"
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        return f"this machine has {torch.cuda.device_count()} CUDA device(s)"
+    if parsed.type not in ("cpu", "cuda", "mps"):
+        return "only cpu, cuda and mps are supported"
+    return None
 
 
 def collect_inputs(inputs: Sequence[Path], recursive: bool) -> list[Path]:
@@ -55,7 +85,7 @@ def collect_inputs(inputs: Sequence[Path], recursive: bool) -> list[Path]:
     for item in inputs:
         if item.is_dir():
             pattern = "**/*" if recursive else "*"
-            files.extend(sorted(p for p in item.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+            files.extend(sorted(p for p in item.glob(pattern) if p.is_file() and is_image_name(p.name)))
         else:
             files.append(item)
     return files
@@ -67,7 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .hub import WeightsUnavailableError
     from .images import ImageError, load_image, save_png, unique_stem
-    from .protect import DEFAULT_CHECKPOINT, Protector
+    import torch
+
+    from .protect import Protector
 
     files = collect_inputs(args.inputs, args.recursive)
     if not files:
@@ -75,12 +107,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         protector = Protector.from_pretrained(
-            None if args.per_image else (args.checkpoint or DEFAULT_CHECKPOINT),
-            encoder_kind=args.encoder_kind, encoder_source=args.encoder_source,
-            lpips_backbone=args.lpips_backbone, device=args.device,
+            args.checkpoint, per_image=args.per_image, encoder_kind=args.encoder_kind,
+            encoder_source=args.encoder_source, lpips_backbone=args.lpips_backbone, device=args.device,
+            dtype=torch.float16 if args.half else torch.float32,
         )
     except (WeightsUnavailableError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_first_line(error)}", file=sys.stderr)
+        return 2
+    except Exception as error:  # e.g. a weights path that holds something else: one line, exit 2
+        print(f"error: could not load the models ({type(error).__name__}: {_first_line(error)})", file=sys.stderr)
         return 2
     for note in protector.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -90,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             loaded = load_image(path, max_pixels=args.max_pixels)
             result = protector.protect(
-                loaded, eta=args.eta / 255, target=args.target, adaptive_strength=args.adaptive_strength,
+                loaded, eta=eta_from_levels(args.eta), target=args.target, adaptive_strength=args.adaptive_strength,
                 refine_steps=args.refine_steps, seed=args.seed,
             )
             destination = args.output / f"{unique_stem(loaded.name, used)}_protected.png"
@@ -98,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report.append({"input": str(path), "output": str(destination), "ok": True, **result.info.as_dict()})
         except (ImageError, OSError, ValueError) as error:
             failed += 1
-            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            message = _first_line(error)
             tqdm.write(f"skipped {path}: {message}", file=sys.stderr)
             report.append({"input": str(path), "ok": False, "error": message})
     if args.report:
@@ -106,3 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(files) - failed} protected, {failed} failed -> {args.output}")
     return 1 if failed else 0
 
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -22,7 +22,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -30,29 +30,11 @@ from torch import nn
 
 from fastprotect import taesd
 from fastprotect.hub import WeightsUnavailableError, is_local, resolve_file
+from fastprotect.sources import KIND_ENV_VARS, encoder_source
+from fastprotect.vocabulary import AUTOENCODER_KINDS, AutoencoderKind
 
 if TYPE_CHECKING:  # diffusers is heavy to import; only the SD loader needs it at run time
     from diffusers import AutoencoderKL
-
-AutoencoderKind = Literal["sd-vae", "taesd", "taef2"]
-
-# sd-vae: the VAE that SD-1.5 fine-tuning (LoRA / DreamBooth) and img2img actually run, so the
-# attack demos share the download. Its encoder is bit-identical to stabilityai/sd-vae-ft-mse
-# (that fine-tune only touched the decoder), which works too with subfolder=None.
-# taef2: TAEF2 is not published on the Hub under a known id; the value below is a placeholder
-# that fails with a message asking for a local folder (or FASTPROTECT_TAEF2).
-DEFAULT_SOURCES: dict[AutoencoderKind, str] = {
-    "sd-vae": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-    "taesd": "madebyollin/taesd",
-    "taef2": "madebyollin/taef2",
-}
-DEFAULT_SUBFOLDERS: dict[AutoencoderKind, str] = {"sd-vae": "vae"}  # used with the default source only
-# Environment variables that override DEFAULT_SOURCES (a local folder or a Hub repo id).
-SOURCE_ENV_VARS: dict[AutoencoderKind, str] = {
-    "sd-vae": "FASTPROTECT_SD_VAE",
-    "taesd": "FASTPROTECT_TAESD",
-    "taef2": "FASTPROTECT_TAEF2",
-}
 
 
 @dataclass
@@ -211,7 +193,7 @@ def _load_sd_vae(source: str, subfolder: str | None, dtype: torch.dtype) -> Auto
     hint = (
         "Without Hub access, pass a local folder holding the VAE's config.json and "
         "diffusion_pytorch_model.safetensors (or a pipeline folder with a vae/ subfolder), "
-        f"or set {SOURCE_ENV_VARS['sd-vae']} to it."
+        f"or set {KIND_ENV_VARS['sd-vae']} to it."
     )
     # Fail fast before importing diffusers (seconds): offline / unknown repo / wrong folder.
     resolve_file(local if local.exists() else source, "config.json", subfolder=subfolder, hint=hint)
@@ -306,22 +288,51 @@ def load_tiny_state_dict(module: nn.Sequential, state: dict[str, torch.Tensor], 
     module.load_state_dict(state, strict=True)  # copy_ converts fp16 files to the module dtype
 
 
-def _resolve_tiny_file(kind: taesd.TinyKind, part: str, source: str, subfolder: str | None) -> Path:
-    """``{kind}_{part}.safetensors``, else ``.pth``, from a folder or Hub repo."""
-    hint = (
-        f"TAEF2 is not on the Hugging Face Hub under a known id: pass a local folder holding "
-        f"taef2_encoder.pth (and taef2_decoder.pth for decoding), or set {SOURCE_ENV_VARS['taef2']} to it."
-        if kind == "taef2"
-        else f"Pass a local folder holding {kind}_{part}.safetensors or .pth, or set {SOURCE_ENV_VARS[kind]}."
-    )
+def _tiny_state_dicts(kind: taesd.TinyKind, source: str, subfolder: str | None, *, with_decoder: bool) -> tuple[dict, dict | None, str]:
+    """Positional (encoder, decoder or None, where) state dicts of a tiny autoencoder.
+
+    Two file layouts: the diffusers single file ``{kind}.safetensors`` (both halves; what the Hub's
+    madebyollin/taef2 and this project's checkpoint bundles hold) and the original pair
+    ``{kind}_encoder`` / ``{kind}_decoder`` (``.safetensors`` or ``.pth``). A local folder may hold
+    either; a Hub repo is asked for exactly one file name per half, so a missing file is one quick
+    miss, not a series of retries.
+    """
+    hint = f"Pass a local folder holding {kind}.safetensors (or {kind}_encoder.pth + {kind}_decoder.pth), or set {KIND_ENV_VARS[kind]} to it."
+    local = Path(source).expanduser()
+    if local.is_file():
+        if local.name == f"{kind}.safetensors" or local.name.endswith(".safetensors") and "encoder" not in local.name:
+            return _split(read_state_dict(local), with_decoder, str(local))
+        local = local.parent  # an original-layout file: its pair sits beside it
+    folder = local / subfolder if subfolder and (local / subfolder).is_dir() else local
+    if folder.is_dir():
+        single = folder / f"{kind}.safetensors"
+        if single.is_file():
+            return _split(read_state_dict(single), with_decoder, str(single))
+        parts = [_local_part(folder, kind, part, hint) for part in (("encoder", "decoder") if with_decoder else ("encoder",))]
+        return read_state_dict(parts[0]), read_state_dict(parts[1]) if with_decoder else None, str(parts[0])
+    if kind == "taef2":  # the Hub repo holds the single file only
+        path = resolve_file(source, f"{kind}.safetensors", subfolder=subfolder, hint=hint)
+        return _split(read_state_dict(path), with_decoder, str(path))
+    paths = [resolve_file(source, f"{kind}_{part}.safetensors", subfolder=subfolder, hint=hint)
+             for part in (("encoder", "decoder") if with_decoder else ("encoder",))]
+    return read_state_dict(paths[0]), read_state_dict(paths[1]) if with_decoder else None, str(paths[0])
+
+
+def _split(state: dict[str, torch.Tensor], with_decoder: bool, where: str) -> tuple[dict, dict | None, str]:
     try:
-        return resolve_file(source, f"{kind}_{part}.safetensors", subfolder=subfolder)
-    except WeightsUnavailableError:
-        pass  # the original repo ships .pth files; the Hub copy of TAESD has .safetensors too
-    try:
-        return resolve_file(source, f"{kind}_{part}.pth", subfolder=subfolder)
-    except WeightsUnavailableError as error:
-        raise WeightsUnavailableError(f"No {kind}_{part}.safetensors nor .pth: {error} {hint}") from error
+        halves = taesd.split_single_file(state)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+    if with_decoder and not halves["decoder"]:
+        raise ValueError(f"{where}: the file holds no decoder (keys 'decoder.layers.<i>.…'); load with with_decoder=False")
+    return halves["encoder"], halves["decoder"] if with_decoder else None, where
+
+
+def _local_part(folder: Path, kind: str, part: str, hint: str) -> Path:
+    for extension in (".safetensors", ".pth"):
+        if (folder / f"{kind}_{part}{extension}").is_file():
+            return folder / f"{kind}_{part}{extension}"
+    raise WeightsUnavailableError(f"No {kind}.safetensors nor {kind}_{part}.safetensors/.pth in local folder {str(folder)!r}. {hint}")
 
 
 # ----------------------------------------------------------------------------- the one loader
@@ -344,11 +355,6 @@ class Autoencoder:
         return decoded[..., : images.shape[-2], : images.shape[-1]]
 
 
-def default_source(kind: AutoencoderKind) -> str:
-    """The source used when none is given: ``$FASTPROTECT_<KIND>`` if set, else DEFAULT_SOURCES."""
-    return os.environ.get(SOURCE_ENV_VARS[kind]) or DEFAULT_SOURCES[kind]
-
-
 def load_autoencoder(
     kind: AutoencoderKind,
     source: str | os.PathLike | None = None,
@@ -361,17 +367,19 @@ def load_autoencoder(
     """Load a frozen autoencoder of ``kind`` from a local folder or a Hugging Face Hub repo id.
 
     ``source``: a folder (for the tiny kinds, a file inside it also works), a Hub repo id, or None
-    for :func:`default_source`. ``subfolder`` defaults to ``"vae"`` for the default SD source.
+    for :func:`fastprotect.sources.encoder_source`'s choice (environment, then the Hub default,
+    with its subfolder: ``vae`` inside the SD-1.5 repo).
     Weights are converted to ``dtype`` (TAEF2 ships fp16; float32 is the default here).
 
     Raises ``WeightsUnavailableError`` when the files cannot be found or fetched (offline) and
     ``ValueError`` when a tiny-autoencoder file does not match the expected layout.
     """
-    if kind not in get_args(AutoencoderKind):
-        raise ValueError(f"unknown autoencoder kind {kind!r}; expected one of {get_args(AutoencoderKind)}")
-    source = str(source) if source is not None else default_source(kind)
-    if subfolder is None and source == DEFAULT_SOURCES[kind]:
-        subfolder = DEFAULT_SUBFOLDERS.get(kind)
+    if kind not in AUTOENCODER_KINDS:
+        raise ValueError(f"unknown autoencoder kind {kind!r}; expected one of {AUTOENCODER_KINDS}")
+    if source is None:  # the one precedence rule: environment, then the Hub default
+        resolved = encoder_source(kind)
+        source, subfolder = resolved.location, subfolder or resolved.subfolder
+    source = str(source)
 
     encoder: ImageEncoder
     decoder: ImageDecoder | None = None
@@ -380,14 +388,12 @@ def load_autoencoder(
         encoder = SDVAEEncoder(vae)
         decoder = SDVAEDecoder(vae) if with_decoder else None
     else:
-        folder = str(Path(source).expanduser().parent) if Path(source).expanduser().is_file() else source
+        encoder_state, decoder_state, where = _tiny_state_dicts(kind, source, subfolder, with_decoder=with_decoder)
         encoder = TinyEncoder(kind).to(dtype)
-        path = _resolve_tiny_file(kind, "encoder", folder, subfolder)
-        load_tiny_state_dict(encoder.net, read_state_dict(path), what=f"{kind} encoder {str(path)!r}")
-        if with_decoder:
+        load_tiny_state_dict(encoder.net, encoder_state, what=f"{kind} encoder {where!r}")
+        if decoder_state is not None:
             decoder = TinyDecoder(kind).to(dtype)
-            path = _resolve_tiny_file(kind, "decoder", folder, subfolder)
-            load_tiny_state_dict(decoder.net, read_state_dict(path), what=f"{kind} decoder {str(path)!r}")
+            load_tiny_state_dict(decoder.net, decoder_state, what=f"{kind} decoder {where!r}")
 
     encoder.to(device)
     if decoder is not None:

@@ -19,11 +19,25 @@ def is_local(source: str | Path) -> bool:
     return Path(source).expanduser().exists()
 
 
-def resolve_file(source: str | Path, filename: str, *, subfolder: str | None = None, hint: str = "") -> Path:
+def resolve_file(
+    source: str | Path,
+    filename: str,
+    *,
+    subfolder: str | None = None,
+    hint: str = "",
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+    force_download: bool = False,
+) -> Path:
     """Return a local path to ``filename`` inside ``source`` (a folder or a Hub repo id).
 
     ``source`` may also be the file itself. ``hint`` is appended to the error message and
     should say how to point the program at a local copy (a flag or environment variable).
+    ``revision``, ``cache_dir``, ``token``, ``local_files_only`` and ``force_download`` go to
+    ``huggingface_hub.hf_hub_download`` for a Hub repo id (same meaning and defaults) and are
+    ignored for a local file or folder.
     """
     local = Path(source).expanduser()
     if local.is_file():
@@ -36,7 +50,10 @@ def resolve_file(source: str | Path, filename: str, *, subfolder: str | None = N
     from huggingface_hub import hf_hub_download  # imported lazily: keeps `import fastprotect` cheap
 
     try:
-        return Path(hf_hub_download(repo_id=str(source), filename=filename, subfolder=subfolder))
+        return Path(hf_hub_download(
+            repo_id=str(source), filename=filename, subfolder=subfolder, revision=revision, cache_dir=cache_dir,
+            token=token, local_files_only=local_files_only, force_download=force_download,
+        ))
     except Exception as error:  # offline, unknown repo, missing file, bad id: all the same to a user
         raise WeightsUnavailableError(
             f"Could not get {filename!r} from Hugging Face Hub repo {str(source)!r} "

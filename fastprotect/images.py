@@ -2,23 +2,31 @@
 
 ``load_image`` turns a file, bytes, a binary file object or a PIL image into a
 ``LoadedImage``: upright RGB pixels as a ``1×3×H×W`` float32 tensor in ``[0, 1]`` (every value
-exactly ``k/255``) plus what must survive protection untouched (alpha, ICC profile, EXIF).
+exactly ``k/255``) plus what must survive protection untouched (alpha, ICC profile, EXIF, the
+rights metadata: text chunks, XMP, IPTC; resolution and PNG colour chunks).
 ``save_png`` writes protected pixels back as an 8-bit PNG of the same size with that side
-information re-attached. Every refusal is an ``ImageError`` whose message is one readable line.
+information re-attached. Every refusal is an ``ImageError`` whose message is one readable line;
+whatever is converted or dropped on the way is said in ``LoadedImage.notes``.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
+import struct
+import unicodedata
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from . import environment
 
 DEFAULT_MAX_PIXELS: int = 40_000_000
 MAX_PIXELS_ENV = "FASTPROTECT_MAX_PIXELS"
@@ -30,6 +38,34 @@ PNG_COMPRESS_LEVEL = 1
 # uploads away from plugins that run external programs (EPS calls Ghostscript).
 FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
 _ORIENTATION = 0x0112  # EXIF tag
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# PNG text (tEXt/zTXt/iTXt) kept per image, decompressed, all chunks together. Pillow refuses the
+# whole file past 1 MB in one chunk; we keep up to this much and drop (with a note) what is beyond,
+# so a zTXt "bomb" costs at most this much memory and never the picture.
+MAX_TEXT_BYTES = 16 * 2**20
+XMP_KEY = "XML:com.adobe.xmp"  # the iTXt keyword XMP lives under in PNG
+IPTC_KEY = "Raw profile type iptc"  # PNG has no IPTC chunk: ImageMagick/ExifTool's zTXt convention
+# Text chunks that carry a copy of the EXIF: it is written re-serialised (eXIf, orientation 1, no
+# thumbnail), so these copies (old orientation, maybe the unprotected thumbnail) are not kept.
+_EXIF_TEXT_KEYS = ("Raw profile type exif", "Raw profile type APP1")
+_IPTC_RESOURCE = 0x0404  # Photoshop image resource holding IPTC-IIM
+_TIFF_IPTC, _TIFF_XMP = 33723, 700
+# From a TIFF's IFD0 only these descriptive tags go into the output's EXIF; the rest describe the
+# TIFF's own layout (StripOffsets, BitsPerSample, Compression, ...) and would be wrong in a PNG.
+_TIFF_DESCRIPTIVE_TAGS = frozenset({
+    0x010D, 0x010E, 0x010F, 0x0110, 0x011A, 0x011B, 0x011D, 0x0128, 0x0131, 0x0132, 0x013B, 0x013C,
+    0x4746, 0x4749, 0x8298, 0x9C9B, 0x9C9C, 0x9C9D, 0x9C9E, 0x9C9F,
+})  # DocumentName ImageDescription Make Model X/YResolution PageName ResolutionUnit Software DateTime
+#     Artist HostComputer Rating RatingPercent Copyright XPTitle XPComment XPAuthor XPKeywords XPSubject
+_EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
+MAX_STEM_CHARS = 120
+# Linux and macOS allow 255 bytes per file name: "<stem>_<n>_protected.png" must still fit.
+MAX_STEM_UTF8_BYTES = 200
+_IMAGE_SUFFIXES = frozenset({
+    ".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".jif", ".mpo", ".webp", ".gif", ".bmp", ".dib",
+    ".tif", ".tiff", ".avif", ".avifs", ".heic", ".heif",
+})
+_WINDOWS_FORBIDDEN = frozenset('<>:"|?*/\\')
 
 
 class ImageError(ValueError):
@@ -46,14 +82,29 @@ class LoadedImage:
     pixels: ``1×3×H×W`` float32 in ``[0, 1]``, upright (EXIF orientation applied), values ``k/255``.
     alpha: the original alpha channel (mode ``"L"``, size ``W×H``), or None; never modified.
     icc_profile / exif: raw bytes written back into the PNG (EXIF orientation reset to 1).
-    name: stem of the source file name, ``"image"`` if unknown.
-    notes: conversions a user should know about, e.g. ``"CMYK converted to RGB"``.
+    text: PNG text chunks to write (keyword -> value; ``PngImagePlugin.iTXt`` values keep their
+        language tag), plus a JPEG/GIF comment as ``"Comment"``.
+    xmp: the XMP packet (UTF-8 bytes, kept byte for byte unless its ``tiff:Orientation`` had to be
+        reset to 1), written as iTXt ``XML:com.adobe.xmp``.
+    iptc: IPTC-IIM records (from JPEG APP13 or a TIFF's IPTC tag), written as a zTXt
+        ``Raw profile type iptc`` holding a Photoshop resource block, as ExifTool and ImageMagick do.
+    dpi: the resolution in dots per inch, written as pHYs; None if the source had none.
+    png_colour: raw PNG ``cICP``/``gAMA``/``cHRM``/``sRGB`` chunk data, written back unchanged
+        (dropped when the colours were converted to sRGB through an ICC profile).
+    name: a safe stem of the source file name (``safe_stem``), ``"image"`` if unknown.
+    notes: conversions a user should know about, e.g. ``"CMYK converted to RGB"``, and anything
+        that could not be kept.
     """
 
     pixels: torch.Tensor = field(repr=False)
     alpha: Image.Image | None = field(default=None, repr=False)
     icc_profile: bytes | None = field(default=None, repr=False)
     exif: bytes | None = field(default=None, repr=False)
+    text: dict[str, str] = field(default_factory=dict, repr=False)
+    xmp: bytes | None = field(default=None, repr=False)
+    iptc: bytes | None = field(default=None, repr=False)
+    dpi: tuple[float, float] | None = None
+    png_colour: dict[str, bytes] = field(default_factory=dict, repr=False)
     name: str = "image"
     notes: list[str] = field(default_factory=list)
 
@@ -118,28 +169,99 @@ def resize_tensor(images: torch.Tensor, height: int, width: int) -> torch.Tensor
     return torch.nn.functional.interpolate(images, size=(height, width), mode="bilinear", align_corners=False, antialias=shrinking)
 
 
+def fit_within(height: int, width: int, long_side: int | None, *, min_side: int = 1, multiple: int = 1) -> tuple[int, int]:
+    """The size of a working copy of an H×W image: scaled down (never up) so that its long side is
+    at most ``long_side`` (None: no limit), aspect kept; then each side rounded to a multiple of
+    ``multiple`` and raised to at least ``min_side``.
+
+    The one "working size" rule of the project: LPIPS/SSIM copies (min_side 64, the LPIPS trunks'
+    smallest useful input), PGD working copies, evaluation copies and diffusion pipelines (multiple 8).
+    """
+    scale = min(1.0, long_side / max(height, width)) if long_side else 1.0
+
+    def side(value: int) -> int:
+        return max(min_side, multiple, int(round(value * scale / multiple)) * multiple)
+
+    return side(height), side(width)
+
+
 def unique_stem(stem: str, used: set[str]) -> str:
-    """``stem``, or ``stem_2``, ``stem_3``, … if a case-insensitive equal one is in ``used`` (then added).
+    """``stem``, or ``stem_2``, ``stem_3``, … if an equal one ignoring case is in ``used`` (then added).
 
     Outputs of one batch (CLI folder or Space ZIP) never overwrite each other, also on
-    case-insensitive file systems and ZIP extractors (``A.jpg`` and ``a.png`` both give ``a…``)."""
+    case-insensitive file systems and ZIP extractors (``A.jpg`` and ``a.png`` both give ``a…``).
+    "Equal" is Unicode-aware: NFC then ``str.casefold`` (``Straße``/``STRASSE``, and a decomposed
+    ``café`` as macOS stores it, clash)."""
+
+    def key(text: str) -> str:
+        return unicodedata.normalize("NFC", text).casefold()
+
     candidate, counter = stem, 1
-    while candidate.lower() in used:
+    while key(candidate) in used:
         counter += 1
         candidate = f"{stem}_{counter}"
-    used.add(candidate.lower())
+    used.add(key(candidate))
     return candidate
+
+
+def _unsafe_char(char: str) -> bool:
+    if char in "\u200c\u200d":  # zero-width (non-)joiners: part of Persian, Indic and emoji spellings
+        return False
+    return char in _WINDOWS_FORBIDDEN or unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp")
+
+
+def _extends_previous(char: str) -> bool:
+    """True for characters that belong to the one before (combining marks, variation selectors, ZWJ)."""
+    return unicodedata.category(char) in ("Mn", "Mc", "Me") or char == "\u200d"
+
+
+def _cut(stem: str, max_chars: int, max_bytes: int) -> str:
+    """At most ``max_chars`` characters and ``max_bytes`` UTF-8 bytes, never splitting a base
+    character from its combining marks (nor the two halves of a flag or a ZWJ sequence)."""
+    end, size = 0, 0
+    while end < len(stem) and end < max_chars and size + len(stem[end].encode("utf-8", "surrogatepass")) <= max_bytes:
+        size += len(stem[end].encode("utf-8", "surrogatepass"))
+        end += 1
+    if end == len(stem):
+        return stem
+    while end > 0 and (_extends_previous(stem[end]) or stem[end - 1] == "\u200d"):
+        end -= 1  # the cut fell inside a cluster: drop the whole cluster
+    flags = 0
+    while end - flags > 0 and "\U0001f1e6" <= stem[end - flags - 1] <= "\U0001f1ff":
+        flags += 1
+    return stem[: end - (flags % 2)]  # regional indicators pair into flags
+
+
+def safe_stem(name: str | os.PathLike | None, default: str = "image") -> str:
+    """A file-name stem that is safe to write and serve, and still the user's name.
+
+    Takes the last path component (at ``/`` or ``\\``, so ``../`` never escapes a folder), drops
+    an image extension (``.jpg``, ``.PNG``, …: other dotted parts are part of the name), normalises
+    to NFC, replaces control and format characters (Unicode Cc/Cf, line separators; NUL, newlines,
+    bidi overrides; the zero-width joiners are kept) and the characters Windows forbids
+    (``<>:"|?*``) by ``_``, strips leading and trailing dots and spaces, and cuts at
+    ``MAX_STEM_CHARS`` characters / ``MAX_STEM_UTF8_BYTES`` UTF-8 bytes (file systems allow 255
+    bytes a name) without splitting a character from its combining marks. ``default`` if nothing is
+    left. Letters of every script, spaces, brackets and emoji are kept:
+    ``"café 東京 (1).JPG"`` -> ``"café 東京 (1)"``.
+    """
+    text = os.fspath(name) if name is not None else ""
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    text = re.split(r"[/\\]", text)[-1]
+    base, dot, suffix = text.rpartition(".")
+    if dot and base and f".{suffix}".lower() in _IMAGE_SUFFIXES:
+        text = base
+    text = unicodedata.normalize("NFC", text)
+    text = "".join("_" if _unsafe_char(char) else char for char in text)
+    text = text.strip(". ")
+    text = _cut(text, MAX_STEM_CHARS, MAX_STEM_UTF8_BYTES).rstrip(". ")
+    return text or default
 
 
 def _max_pixels(max_pixels: int | None) -> int:
     if max_pixels is None:
-        raw = os.environ.get(MAX_PIXELS_ENV)
-        if raw is None:
-            return DEFAULT_MAX_PIXELS
-        try:
-            max_pixels = int(raw)
-        except ValueError:
-            raise ValueError(f"{MAX_PIXELS_ENV} must be a positive integer, got {raw!r}") from None
+        return environment.get_int(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS)
     if max_pixels <= 0:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
     return max_pixels
@@ -150,9 +272,142 @@ def _available_formats() -> list[str]:
     return [f for f in FORMATS if f in Image.OPEN]
 
 
-def _open(source: str | os.PathLike | bytes | BinaryIO, limit: int) -> tuple[Image.Image, str | None]:
-    """Open lazily (header only) -> (image, the source's file name without its folder, if any)."""
+@dataclass
+class _PngText:
+    """A PNG's text chunks as read by ``_scan_png_text``, within ``MAX_TEXT_BYTES``."""
+
+    text: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    cicp: bytes | None = None  # the cICP chunk (colour primaries / transfer, e.g. HDR): Pillow does not read it
+    hide_from_pillow: bool = False  # Pillow would refuse the file over one of them: decode a copy without any
+
+
+def _text_note(keyword: str, why: str) -> str:
+    return f"PNG text chunk {keyword[:40]!r} dropped: {why}"
+
+
+def _decode_text_chunk(kind: bytes, data: bytes, budget: int) -> tuple[str, str | None, str | None]:
+    """-> (keyword, value or None, why it was dropped or None). ``budget``: decompressed bytes allowed."""
+    keyword_bytes, _, rest = data.partition(b"\0")
+    keyword = keyword_bytes.decode("latin-1")
+    compressed, lang, tkey = kind == b"zTXt", "", ""
+    if kind == b"zTXt":
+        method, rest = rest[:1], rest[1:]
+        if method not in (b"\0", b""):
+            return keyword, None, "unknown compression method"
+    elif kind == b"iTXt":
+        if len(rest) < 2:
+            return keyword, None, "malformed"
+        flag, method, rest = rest[0], rest[1], rest[2:]
+        lang_bytes, _, rest = rest.partition(b"\0")
+        tkey_bytes, _, rest = rest.partition(b"\0")
+        compressed = flag != 0
+        if compressed and method != 0:
+            return keyword, None, "unknown compression method"
+        try:
+            lang, tkey = lang_bytes.decode("utf-8"), tkey_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            return keyword, None, "not UTF-8"
+    if compressed:
+        inflater = zlib.decompressobj()
+        try:
+            rest = inflater.decompress(rest, budget + 1)  # bounded: a zTXt bomb stops here
+        except zlib.error:
+            return keyword, None, "damaged compressed data"
+        if len(rest) > budget or inflater.unconsumed_tail:
+            return keyword, None, f"over the {MAX_TEXT_BYTES // 2**20} MB limit for text metadata"
+    if len(rest) > budget:
+        return keyword, None, f"over the {MAX_TEXT_BYTES // 2**20} MB limit for text metadata"
+    if kind != b"iTXt":
+        return keyword, rest.decode("latin-1"), None
+    try:
+        return keyword, PngImagePlugin.iTXt(rest.decode("utf-8"), lang, tkey), None
+    except UnicodeDecodeError:
+        return keyword, None, "not UTF-8"
+
+
+def _scan_png_text(fp: BinaryIO) -> _PngText | None:
+    """Read every text chunk of a PNG ourselves, bounded, from ``fp``'s position (restored after).
+
+    None if ``fp`` does not hold a PNG. Pillow refuses a whole image when one text chunk inflates
+    past 1 MB or has a bad CRC; we keep each chunk we can (up to ``MAX_TEXT_BYTES`` in all) and drop
+    the others with a note, and then Pillow decodes the pixels from a copy without text chunks.
+    """
+    start = fp.tell()
+    try:
+        if fp.read(8) != PNG_SIGNATURE:
+            return None
+        scan, budget = _PngText(), MAX_TEXT_BYTES
+        while True:
+            header = fp.read(8)
+            if len(header) < 8:
+                break  # truncated: Pillow says so when it decodes
+            length, kind = struct.unpack(">I4s", header)
+            if kind == b"IEND":
+                break
+            if kind == b"cICP" and length == 4:
+                scan.cicp = fp.read(4)
+                fp.seek(4, io.SEEK_CUR)
+                continue
+            if kind not in (b"tEXt", b"zTXt", b"iTXt"):
+                fp.seek(length + 4, io.SEEK_CUR)
+                continue
+            if length > budget:  # bigger than all that is left, even before inflating: not read at all
+                fp.seek(length + 4, io.SEEK_CUR)
+                peek = f"{kind.decode()} chunk"
+                scan.notes.append(_text_note(peek, f"over the {MAX_TEXT_BYTES // 2**20} MB limit for text metadata"))
+                scan.hide_from_pillow = True
+                continue
+            data = fp.read(length)
+            crc = fp.read(4)
+            if len(data) < length or len(crc) < 4:
+                break
+            if zlib.crc32(kind + data) != struct.unpack(">I", crc)[0]:
+                keyword, value, why = data.partition(b"\0")[0].decode("latin-1"), None, "damaged (bad checksum)"
+            else:
+                keyword, value, why = _decode_text_chunk(kind, data, budget)
+            if value is None or not keyword:
+                scan.notes.append(_text_note(keyword, why or "no keyword"))
+                scan.hide_from_pillow = True
+                continue
+            if keyword in scan.text:
+                scan.notes.append(f"PNG text chunk {keyword[:40]!r} appears more than once: only the last is kept")
+            size = len(value.encode("utf-8"))
+            budget -= size
+            scan.text[keyword] = value
+            if size > PngImagePlugin.MAX_TEXT_CHUNK // 2 or budget < MAX_TEXT_BYTES // 4:
+                scan.hide_from_pillow = True  # near or past Pillow's own limits (per chunk, in all)
+        return scan
+    finally:
+        fp.seek(start)
+
+
+def _png_without_text(fp: BinaryIO) -> io.BytesIO:
+    """A copy of the PNG at ``fp``'s position without its tEXt/zTXt/iTXt chunks (already read by us)."""
+    out = io.BytesIO()
+    out.write(fp.read(8))
+    while True:
+        header = fp.read(8)
+        if len(header) < 8:
+            out.write(header)
+            break
+        length, kind = struct.unpack(">I4s", header)
+        if kind in (b"tEXt", b"zTXt", b"iTXt"):
+            fp.seek(length + 4, io.SEEK_CUR)
+            continue
+        out.write(header)
+        out.write(fp.read(length + 4))
+        if kind == b"IEND":
+            break
+    out.seek(0)
+    return out
+
+
+def _open(source: str | os.PathLike | bytes | BinaryIO, limit: int) -> tuple[Image.Image, str | None, _PngText | None]:
+    """Open lazily (header only) -> (image, the source's file name without its folder if any, the
+    text chunks if it is a PNG)."""
     file_name: str | None = None
+    png_text: _PngText | None = None
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         file_name = path.name
@@ -161,6 +416,10 @@ def _open(source: str | os.PathLike | bytes | BinaryIO, limit: int) -> tuple[Ima
         if path.stat().st_size == 0:
             raise ImageError(f"empty file: {file_name!r}")
         fp: Path | BinaryIO = path
+        with open(path, "rb") as handle:
+            png_text = _scan_png_text(handle)
+            if png_text is not None and png_text.hide_from_pillow:
+                fp = _png_without_text(handle)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageError("empty file: no image data")
@@ -168,12 +427,20 @@ def _open(source: str | os.PathLike | bytes | BinaryIO, limit: int) -> tuple[Ima
     elif hasattr(source, "read"):
         file_name = Path(str(getattr(source, "name", ""))).name or None
         fp = source
+        try:
+            fp.seek(fp.tell())
+        except (AttributeError, OSError, ValueError):  # not seekable (a pipe, a socket): read it all
+            fp = io.BytesIO(source.read())
     else:
         raise TypeError(f"cannot load an image from {type(source).__name__}")
+    if not isinstance(fp, Path) and png_text is None:
+        png_text = _scan_png_text(fp)
+        if png_text is not None and png_text.hide_from_pillow:
+            fp = _png_without_text(fp)
     label = repr(file_name) if file_name else "(uploaded data)"  # never a full path: it may be a server's
     formats = _available_formats()
     try:
-        return Image.open(fp, formats=formats), file_name
+        return Image.open(fp, formats=formats), file_name, png_text
     except UnidentifiedImageError:
         raise ImageError(f"not an image: cannot identify image file {label} (supported: {', '.join(formats)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -212,16 +479,46 @@ def _check_frames(image: Image.Image, notes: list[str]) -> None:
 
 
 def _is_16_bit(image: Image.Image) -> bool:
-    """True for 16-bit sources. Pillow decodes 16-bit RGB(A) PNGs straight to 8-bit "RGB"/"RGBA"
-    (keeping the high byte); only the pending decoder tile (rawmode "RGB;16B") still tells us."""
-    return image.mode.startswith("I") or any(";16" in str(tile.args) for tile in getattr(image, "tile", []))
+    """True for 16-bit RGB(A) sources: Pillow decodes them straight to 8-bit "RGB"/"RGBA" (keeping
+    the high byte); only the pending decoder tile (rawmode "RGB;16B") still tells us. Integer
+    greyscale modes ("I;16", "I") are reduced by ``_reduce_integer``, which says so itself."""
+    if image.mode.startswith("I") or image.mode == "F":
+        return False
+    return any(";16" in str(tile.args) for tile in getattr(image, "tile", []))
+
+
+@dataclass(frozen=True)
+class _Depth:
+    """What an integer greyscale image's values mean: ``bits`` per sample, ``signed``; ``known``
+    False when the file does not say (an "I" image in memory, a PNG) and the values decide."""
+
+    bits: int
+    signed: bool
+    known: bool = True
+
+
+def _integer_depth(image: Image.Image) -> _Depth | None:
+    """The sample depth of an "I*" image, read before decoding (TIFF tags are gone after transposing)."""
+    if not image.mode.startswith("I"):
+        return None
+    tags = getattr(image, "tag_v2", None)
+    if tags is not None:  # TIFF: BitsPerSample and SampleFormat (1 unsigned, 2 signed) say it
+        bits, sample_format = tags.get(258, (None,)), tags.get(339, (1,))
+        bits = bits[0] if isinstance(bits, tuple) else bits
+        sample_format = sample_format[0] if isinstance(sample_format, tuple) else sample_format
+        if isinstance(bits, int) and 1 <= bits <= 32:
+            return _Depth(bits, sample_format == 2)
+    if image.mode.startswith("I;16"):
+        return _Depth(16, image.mode.endswith("S"))
+    return None
 
 
 def _upright(image: Image.Image, notes: list[str]) -> tuple[Image.Image, bytes | None]:
     """-> (new upright image, EXIF bytes to write back). Never modifies ``image``.
 
     EXIF is always re-serialised by Pillow: orientation becomes 1 (pixels are upright now) and
-    the IFD1 thumbnail, an unprotected copy of the picture, is left out.
+    the IFD1 thumbnail, an unprotected copy of the picture, is left out. From a TIFF only the
+    descriptive tags of IFD0 and the EXIF and GPS sub-IFDs are kept (the rest is TIFF layout).
     """
     try:
         exif = image.getexif()
@@ -232,24 +529,32 @@ def _upright(image: Image.Image, notes: list[str]) -> tuple[Image.Image, bytes |
                 notes.append("unreadable EXIF metadata dropped")
             return upright, None
         fresh = Image.Exif()  # a copy, so the caller's cached Exif object stays as it was
-        fresh.load(exif.tobytes())
-        if _ORIENTATION in fresh:
-            fresh[_ORIENTATION] = 1
+        if image.format == "TIFF":
+            for tag, value in exif.items():
+                if tag in _TIFF_DESCRIPTIVE_TAGS:
+                    fresh[tag] = value
+            for tag in (_EXIF_IFD, _GPS_IFD):
+                if tag in exif and (ifd := exif.get_ifd(tag)):
+                    fresh[tag] = dict(ifd)
+        else:
+            fresh.load(exif.tobytes())
+            if _ORIENTATION in fresh:
+                fresh[_ORIENTATION] = 1
         if orientation in range(2, 9):
             notes.append(f"EXIF orientation applied (tag value {orientation}); the result is saved upright")
-        return upright, fresh.tobytes()
+        return upright, (fresh.tobytes() if len(fresh) else None)
     except Exception:  # corrupt metadata should not cost the user their picture
         notes.append("unreadable EXIF metadata dropped")
         return image.copy(), None
 
 
-def _split_alpha(image: Image.Image, notes: list[str]) -> tuple[Image.Image, Image.Image | None]:
+def _split_alpha(image: Image.Image, depth: _Depth | None, notes: list[str]) -> tuple[Image.Image, Image.Image | None]:
     """-> (colour image without alpha, in L/RGB/CMYK/...; alpha as mode "L" or None)."""
     mode, colour_key = image.mode, "transparency" in image.info
     if mode.startswith("I"):
-        return _reduce_16_bit(image)
+        return _reduce_integer(image, depth, notes)
     if mode == "F":
-        raise ImageError("32-bit floating-point image: not supported, save it as 8- or 16-bit")
+        return _reduce_float(image, notes), None
     if mode in ("P", "PA"):
         transparent = mode == "PA" or colour_key or (image.palette is not None and image.palette.mode == "RGBA")
         image = image.convert("RGBA" if transparent else "RGB")
@@ -266,28 +571,70 @@ def _split_alpha(image: Image.Image, notes: list[str]) -> tuple[Image.Image, Ima
     return image.convert(image.mode[:-1]), image.getchannel("A")  # LA -> L, RGBA -> RGB
 
 
-def _reduce_16_bit(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
-    """I;16* / I greyscale -> (L, alpha). Rounds v/257 so 8-bit data stored as 16-bit (k·257)
-    comes back exactly; Pillow's own convert("L") would clip everything above 255 to white."""
-    values = np.asarray(image).astype(np.int64)  # "I" is treated as 16-bit: clipped to 0..65535
-    grey = ((np.clip(values, 0, 65535) + 128) // 257).astype(np.uint8)
+def _reduce_integer(image: Image.Image, depth: _Depth | None, notes: list[str]) -> tuple[Image.Image, Image.Image | None]:
+    """I;16* / I greyscale -> (L, alpha), scaled by the full range of the sample depth and rounded,
+    so 8-bit data stored as 16-bit (k·257) comes back exactly. Pillow's own convert("L") would clip
+    everything above 255 to white.
+
+    The depth comes from the file (TIFF BitsPerSample/SampleFormat; "I;16" modes). Pillow reads
+    unsigned 32-bit TIFF samples as signed "I": they are reinterpreted. Without a stated depth (an
+    "I" image in memory) values within 0..65535 are taken as 16-bit, larger ones as signed 32-bit.
+    Negative values of signed images become black.
+    """
+    values = np.asarray(image)
+    if depth is None:
+        fits_16 = values.size == 0 or (int(values.min()) >= 0 and int(values.max()) <= 65535)
+        depth = _Depth(16, False, known=False) if fits_16 else _Depth(32, True, known=False)
+    if depth.bits == 32 and not depth.signed and values.dtype == np.int32:
+        values = values.view(np.uint32)
+    values = values.astype(np.int64)
+    full = (1 << (depth.bits - 1)) - 1 if depth.signed else (1 << depth.bits) - 1
+    clipped_low, clipped_high = bool((values < 0).any()), bool((values > full).any())
+    grey = ((np.clip(values, 0, full) * 255 + full // 2) // full).astype(np.uint8)
+    if depth.bits == 16 and not depth.signed and not clipped_high:
+        notes.append("16-bit image reduced to 8 bits per channel")
+    else:
+        kind = "signed integer" if depth.signed else "integer"
+        assumed = " (depth not stated in the file: assumed from the values)" if not depth.known else ""
+        notes.append(f"{depth.bits}-bit {kind} image scaled to 8 bits per channel (0..{full} -> 0..255){assumed}")
+    if clipped_low:
+        notes.append("negative sample values shown as black")
+    if clipped_high:
+        notes.append(f"sample values above {full} (more than the file's {depth.bits} bits) shown as white")
     alpha = None
     if "transparency" in image.info:  # Pillow's colour-key conversion is wrong for 16-bit values
-        alpha = Image.fromarray(np.where(values == image.info["transparency"], 0, 255).astype(np.uint8))
+        alpha = Image.fromarray(np.where(np.asarray(image) == image.info["transparency"], 0, 255).astype(np.uint8))
     return Image.fromarray(grey), alpha
+
+
+def _reduce_float(image: Image.Image, notes: list[str]) -> Image.Image:
+    """"F" (32-bit float greyscale, e.g. a float TIFF) -> L. Values must lie in [0, 1] (the usual
+    convention for normalised float images); anything else is refused rather than guessed at."""
+    values = np.asarray(image, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ImageError("32-bit floating-point image with NaN or infinite values: save it as an 8- or 16-bit image")
+    low, high = float(values.min()), float(values.max())
+    if low < 0 or high > 1:
+        raise ImageError(
+            f"32-bit floating-point image with values from {low:g} to {high:g}; only values within 0..1 "
+            "are supported: save it as an 8- or 16-bit image"
+        )
+    notes.append("32-bit floating-point image (values 0..1) reduced to 8 bits per channel")
+    return Image.fromarray(np.round(values * 255).astype(np.uint8))
 
 
 def _is_rgb_profile(icc: bytes) -> bool:
     return icc[16:20] == b"RGB "  # ICC header: data colour space signature at bytes 16-19
 
 
-def _to_rgb(image: Image.Image, icc: bytes | None, notes: list[str]) -> tuple[Image.Image, bytes | None]:
-    """Colour image (no alpha) -> (RGB image, ICC profile that is valid for it, or None)."""
+def _to_rgb(image: Image.Image, icc: bytes | None, notes: list[str]) -> tuple[Image.Image, bytes | None, bool]:
+    """Colour image (no alpha) -> (RGB image, ICC profile that is valid for it or None, whether the
+    colours were converted through a profile)."""
     if image.mode == "RGB":
         if icc is not None and not _is_rgb_profile(icc):
             notes.append("ICC profile dropped: it does not describe RGB data")
             icc = None
-        return image, icc
+        return image, icc, False
     label = {"L": "greyscale image", "CMYK": "CMYK"}.get(image.mode, f"{image.mode} image")
     if icc is not None and not _is_rgb_profile(icc):
         # The profile describes the source colour space (CMYK, grey); convert through it to sRGB
@@ -295,7 +642,7 @@ def _to_rgb(image: Image.Image, icc: bytes | None, notes: list[str]) -> tuple[Im
         converted = _icc_to_srgb(image, icc)
         if converted is not None:
             notes.append(f"{label} converted to RGB (sRGB) through its ICC profile, which is not kept")
-            return converted, None
+            return converted, None, True
         notes.append("ICC profile dropped: it could not be applied")
         icc = None
     try:
@@ -303,7 +650,7 @@ def _to_rgb(image: Image.Image, icc: bytes | None, notes: list[str]) -> tuple[Im
     except ValueError:
         raise ImageError(f"unsupported image mode {image.mode}: save it as RGB") from None
     notes.append(f"{label} converted to RGB")
-    return converted, icc
+    return converted, icc, False
 
 
 def _icc_to_srgb(image: Image.Image, icc: bytes) -> Image.Image | None:
@@ -325,24 +672,25 @@ def load_image(
     """Load a still image as upright RGB pixels (``1×3×H×W`` float32, ``[0, 1]``) + side info.
 
     ``max_pixels`` defaults to ``$FASTPROTECT_MAX_PIXELS`` or ``DEFAULT_MAX_PIXELS``; ``name``
-    (a file name; its stem is kept) overrides the name taken from the source.
+    (a file name; ``safe_stem`` of it is kept) overrides the name taken from the source.
     Raises ImageError for anything that is not a single still image we can protect.
     """
     limit = _max_pixels(max_pixels)
     if isinstance(source, Image.Image):
         file_name = Path(getattr(source, "filename", "") or "").name or None
-        return _load_opened(source, limit, name or file_name)
-    image, file_name = _open(source, limit)
+        return _load_opened(source, limit, name or file_name, None, own=False)
+    image, file_name, png_text = _open(source, limit)
     with image:  # closes files we opened; a caller's file object is left open
-        return _load_opened(image, limit, name or file_name)
+        return _load_opened(image, limit, name or file_name, png_text, own=True)
 
 
-def _load_opened(image: Image.Image, limit: int, name: str | None) -> LoadedImage:
+def _load_opened(image: Image.Image, limit: int, name: str | None, png_text: _PngText | None, *, own: bool) -> LoadedImage:
     notes: list[str] = []
     _check_size(image, limit)
     try:
         _check_frames(image, notes)
         sixteen_bit = _is_16_bit(image)  # must look before load(), which clears the tile
+        depth = _integer_depth(image)
         image.load()  # decode now: truncated data raises here (ImageFile.LOAD_TRUNCATED_IMAGES is False)
     except (ImageError, MemoryError):
         raise
@@ -352,18 +700,135 @@ def _load_opened(image: Image.Image, limit: int, name: str | None) -> LoadedImag
         raise ImageError(f"cannot decode image {repr(name) if name else '(uploaded data)'}: {error}") from None
     if sixteen_bit:
         notes.append("16-bit image reduced to 8 bits per channel")
+    text, xmp, iptc = _metadata(image, png_text, notes)
+    if own and png_text is not None and png_text.hide_from_pillow:
+        # Pillow did not see the text chunks: give it the ones it reads orientation and EXIF from.
+        for key in _EXIF_TEXT_KEYS[:1]:
+            if key in png_text.text:
+                image.info.setdefault(key, str(png_text.text[key]))
+        if xmp is not None:
+            image.info.setdefault("xmp", xmp)
     icc = image.info.get("icc_profile") or None
+    dpi, png_colour = _resolution(image), _png_colour(image)
+    if png_text is not None and png_text.cicp is not None:
+        png_colour["cICP"] = png_text.cicp
     upright, exif = _upright(image, notes)
-    colour, alpha = _split_alpha(upright, notes)
-    rgb, icc = _to_rgb(colour, icc, notes)
+    colour, alpha = _split_alpha(upright, depth, notes)
+    rgb, icc, managed = _to_rgb(colour, icc, notes)
+    if managed:  # colours now sRGB: the source's gamma/chromaticities no longer describe them
+        png_colour = {}
     return LoadedImage(
         pixels=uint8_to_pixels(np.asarray(rgb)),
         alpha=alpha,
         icc_profile=icc,
         exif=exif,
-        name=Path(name or "").stem or "image",
+        text=text,
+        xmp=_xmp_upright(xmp) if xmp is not None else None,
+        iptc=iptc,
+        dpi=dpi,
+        png_colour=png_colour,
+        name=safe_stem(name),
         notes=notes,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# metadata
+
+
+def _metadata(image: Image.Image, png_text: _PngText | None, notes: list[str]) -> tuple[dict[str, str], bytes | None, bytes | None]:
+    """-> (PNG text chunks to write, XMP packet, IPTC-IIM records) from a decoded image."""
+    if png_text is not None:
+        text = dict(png_text.text)
+        notes.extend(png_text.notes)
+    else:  # a PIL image the caller opened (Pillow parsed its text), or a format without text chunks
+        text = {key: value for key, value in getattr(image, "text", {}).items() if isinstance(value, str)}
+    for key in _EXIF_TEXT_KEYS:  # copies of the EXIF: it is written re-serialised instead
+        text.pop(key, None)
+    xmp = _xmp(image, text.pop(XMP_KEY, None), notes)
+    comment = image.info.get("comment")  # JPEG COM, GIF comment extension
+    if comment and "Comment" not in text and image.format != "PNG":
+        raw = comment if isinstance(comment, bytes) else str(comment).encode("utf-8")
+        try:
+            text["Comment"] = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text["Comment"] = raw.decode("latin-1")
+    iptc = _iptc(image, notes)
+    return text, xmp, iptc
+
+
+def _xmp(image: Image.Image, png_value: str | None, notes: list[str]) -> bytes | None:
+    if png_value is not None:
+        return png_value.encode("utf-8")
+    value = image.info.get("xmp")
+    if value is None and image.format == "TIFF":
+        value = getattr(image, "tag_v2", {}).get(_TIFF_XMP)
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    elif isinstance(value, tuple):  # some TIFFs store XMP as a BYTE array
+        value = bytes(value)
+    if any(marker == "APP1" and data.startswith(b"http://ns.adobe.com/xmp/extension/\0")
+           for marker, data in getattr(image, "applist", [])):
+        notes.append("extended XMP (the part of a JPEG's XMP beyond 64 KB) dropped")
+    if not value:
+        return None
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        notes.append("XMP metadata dropped: it is not UTF-8, which PNG requires")
+        return None
+    return bytes(value)
+
+
+def _xmp_upright(xmp: bytes) -> bytes:
+    """The pixels are saved upright: an XMP ``tiff:Orientation`` other than 1 would turn them
+    again in viewers that read it, so it is set to 1 (same length; nothing else changes)."""
+    xmp = re.sub(rb'(tiff:Orientation\s*=\s*["\'])[2-8](["\'])', rb"\g<1>1\g<2>", xmp)
+    return re.sub(rb"(<tiff:Orientation>\s*)[2-8](\s*</tiff:Orientation>)", rb"\g<1>1\g<2>", xmp)
+
+
+def _iptc(image: Image.Image, notes: list[str]) -> bytes | None:
+    """IPTC-IIM records from a JPEG's Photoshop APP13 block or a TIFF's IPTC tag."""
+    value = None
+    photoshop = image.info.get("photoshop")
+    if isinstance(photoshop, dict):
+        value = photoshop.get(_IPTC_RESOURCE)
+    tags = getattr(image, "tag_v2", None)
+    if value is None and tags is not None and image.format == "TIFF":
+        value = tags.get(_TIFF_IPTC)
+        if isinstance(value, tuple):  # stored as LONGs: back to the bytes in the file's byte order
+            try:
+                value = b"".join(struct.pack(f"{tags._endian}L", v) for v in value)
+            except (struct.error, TypeError):
+                notes.append("unreadable IPTC metadata dropped")
+                value = None
+    if not value:
+        return None
+    return bytes(value)
+
+
+def _resolution(image: Image.Image) -> tuple[float, float] | None:
+    dpi = image.info.get("dpi")
+    try:
+        x, y = (float(v) for v in dpi)
+    except (TypeError, ValueError):
+        return None
+    return (x, y) if all(math.isfinite(v) and v > 0 for v in (x, y)) else None
+
+
+def _png_colour(image: Image.Image) -> dict[str, bytes]:
+    """A PNG's gAMA / cHRM / sRGB chunks as raw data (Pillow reads them but never writes them back)."""
+    info, chunks = image.info, {}
+    try:
+        if "gamma" in info:
+            chunks["gAMA"] = struct.pack(">I", round(float(info["gamma"]) * 100000))
+        if "chromaticity" in info and len(info["chromaticity"]) == 8:
+            chunks["cHRM"] = struct.pack(">8I", *(round(float(v) * 100000) for v in info["chromaticity"]))
+        if "srgb" in info:
+            chunks["sRGB"] = bytes([int(info["srgb"])])
+    except (TypeError, ValueError, struct.error, OverflowError):
+        return {}
+    return chunks
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,8 +838,9 @@ def _load_opened(image: Image.Image, limit: int, name: str | None) -> LoadedImag
 def to_pil(original: LoadedImage, pixels: torch.Tensor) -> Image.Image:
     """Protected ``1×3×H×W`` pixels in ``[0, 1]`` -> 8-bit RGB, or RGBA with the original alpha.
 
-    ICC and EXIF are put in ``info`` too, so later ``save()`` calls keep them. Raises ImageError
-    if ``pixels`` is not exactly the original's (upright) size.
+    ICC, EXIF and the resolution are put in ``info`` too, so later ``save()`` calls keep them (text,
+    XMP and IPTC need ``save_png``). Raises ImageError if ``pixels`` is not exactly the original's
+    (upright) size.
     """
     _check_pixels(pixels)
     height, width = pixels.shape[-2:]
@@ -390,15 +856,58 @@ def to_pil(original: LoadedImage, pixels: torch.Tensor) -> Image.Image:
         image.info["icc_profile"] = original.icc_profile
     if original.exif is not None:
         image.info["exif"] = original.exif
+    if original.dpi is not None:
+        image.info["dpi"] = original.dpi
     return image
+
+
+def _iptc_raw_profile(iptc: bytes) -> str:
+    """IPTC-IIM as the "Raw profile type iptc" text ImageMagick writes and ExifTool reads: a newline,
+    the profile name, the byte count in 8 columns, then hex, 72 digits a line. The records are
+    wrapped in a Photoshop resource block (resource 0x0404), as ExifTool itself writes them."""
+    block = b"8BIM" + struct.pack(">H", _IPTC_RESOURCE) + b"\0\0" + struct.pack(">I", len(iptc)) + iptc
+    block += b"\0" * (len(block) % 2)
+    digits = block.hex()
+    lines = "\n".join(digits[i : i + 72] for i in range(0, len(digits), 72))
+    return f"\niptc\n{len(block):8d}\n{lines}\n"
+
+
+def _worth_compressing(value: str) -> bool:
+    """Compress text over 1 KB, but not past Pillow's per-chunk inflate limit: larger chunks are
+    written uncompressed, so Pillow (and readers with the same bomb guard) can read them back."""
+    return 1024 < len(value.encode("utf-8")) <= PngImagePlugin.MAX_TEXT_CHUNK // 2
+
+
+def png_info(original: LoadedImage) -> PngImagePlugin.PngInfo:
+    """The chunks ``save_png`` adds besides pixels, ICC, EXIF and resolution: text, XMP, IPTC and
+    the PNG colour chunks of ``original``."""
+    info = PngImagePlugin.PngInfo()
+    for kind in ("cICP", "gAMA", "cHRM", "sRGB"):  # Pillow leaves sRGB out itself when an ICC profile is written
+        if kind in original.png_colour:
+            info.add(kind.encode("ascii"), original.png_colour[kind])
+    for key, value in original.text.items():
+        if key == XMP_KEY and original.xmp is not None or key == IPTC_KEY and original.iptc is not None:
+            continue
+        compress = _worth_compressing(value)
+        if isinstance(value, PngImagePlugin.iTXt):
+            info.add_itxt(key, value, str(value.lang or ""), str(value.tkey or ""), zip=compress)
+        else:
+            info.add_text(key, value, zip=compress)  # iTXt when the value is not Latin-1
+    if original.xmp is not None:
+        info.add_itxt(XMP_KEY, original.xmp.decode("utf-8"), "", "", zip=False)  # XMP convention: uncompressed
+    if original.iptc is not None:
+        profile = _iptc_raw_profile(original.iptc)
+        info.add_text(IPTC_KEY, profile, zip=_worth_compressing(profile))
+    return info
 
 
 def save_png(original: LoadedImage, pixels: torch.Tensor, destination: str | os.PathLike | BinaryIO) -> None:
     """Write protected pixels as an 8-bit PNG (RGBA if the input had alpha) of the input's
-    upright size, with its ICC profile and EXIF. Always PNG, whatever the destination's suffix."""
+    upright size, with its ICC profile, EXIF, text chunks, XMP, IPTC, resolution and PNG colour
+    chunks. Always PNG, whatever the destination's suffix."""
     image = to_pil(original, pixels)
-    # info: exactly the icc_profile and exif to write
-    image.save(destination, format="PNG", compress_level=PNG_COMPRESS_LEVEL, **image.info)
+    # info: exactly the icc_profile, exif and dpi to write
+    image.save(destination, format="PNG", compress_level=PNG_COMPRESS_LEVEL, pnginfo=png_info(original), **image.info)
 
 
 def png_bytes(original: LoadedImage, pixels: torch.Tensor) -> bytes:

@@ -4,7 +4,7 @@ loss(x̂) = rel(E(x̂), E(y)) + (λ / L) Σ_l rel(F^l(x̂), F^l(y)),  rel(a, b) 
 
 Each term is a *relative* squared error: the latent and every feature map contribute on the same
 scale whatever the encoder's channel count or activation magnitude, so λ = 1 (the default) weighs
-the mean feature term like the latent term, the balance DESIGN.md asks for, and the same λ
+the mean feature term like the latent term, the balance the method needs, and the same λ
 transfers between the SD VAE and tiny autoencoders. Lower is a stronger pull towards the target.
 """
 

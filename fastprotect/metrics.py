@@ -8,21 +8,45 @@ and :func:`mimic_damage` (LPIPS(D(E(x̂)), x) − LPIPS(D(E(x)), x), higher is s
 
 from __future__ import annotations
 
+import math
+
 import torch
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+import torch.nn.functional as F
+
+# SSIM as Wang et al. (2004) define it and torchmetrics computes it (tests/test_imports.py checks the
+# two agree): an 11×11 Gaussian window of σ 1.5, K1 0.01, K2 0.03, on the image reflect-padded by
+# half a window, the map averaged over every pixel. Written here because importing torchmetrics
+# also imports torchvision and transformers (seconds), and every protect() reports an SSIM.
+SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio in dB (data range 1); inf for identical images."""
-    mse = (a.float() - b.float()).pow(2).mean()
-    if mse == 0:
-        return float("inf")
-    return float(peak_signal_noise_ratio(a.float(), b.float(), data_range=1.0))
+    """Peak signal-to-noise ratio in dB (data range 1) over the whole batch; inf for identical images."""
+    mse = float((a.float() - b.float()).pow(2).mean())
+    return float("inf") if mse == 0 else -10 * math.log10(mse)
+
+
+def _gaussian_window(channels: int, device: torch.device) -> torch.Tensor:
+    offsets = torch.arange(SSIM_WINDOW, dtype=torch.float32, device=device) - (SSIM_WINDOW - 1) / 2
+    line = torch.exp(-0.5 * (offsets / SSIM_SIGMA) ** 2)
+    line = line / line.sum()
+    return torch.outer(line, line).expand(channels, 1, SSIM_WINDOW, SSIM_WINDOW)
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean structural similarity (Gaussian window 11, σ 1.5, data range 1)."""
-    return float(structural_similarity_index_measure(a.float(), b.float(), data_range=1.0))
+    """Mean structural similarity (Gaussian window 11, σ 1.5, data range 1). Sides of 6 px or more."""
+    pad = SSIM_WINDOW // 2
+    a = F.pad(a.float(), (pad, pad, pad, pad), mode="reflect")
+    b = F.pad(b.float(), (pad, pad, pad, pad), mode="reflect")
+    window = _gaussian_window(a.shape[1], a.device)
+    stats = F.conv2d(torch.cat((a, b, a * a, b * b, a * b)), window, groups=a.shape[1]).split(a.shape[0])
+    mu_a, mu_b = stats[0], stats[1]
+    var_a = (stats[2] - mu_a**2).clamp_min(0)
+    var_b = (stats[3] - mu_b**2).clamp_min(0)
+    covariance = stats[4] - mu_a * mu_b
+    c1, c2 = SSIM_K1**2, SSIM_K2**2
+    index = ((2 * mu_a * mu_b + c1) * (2 * covariance + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return float(index.mean())
 
 
 def linf_levels(a: torch.Tensor, b: torch.Tensor) -> int:

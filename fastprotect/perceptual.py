@@ -20,12 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastprotect import environment
 from fastprotect.hub import WeightsUnavailableError, resolve_file
 
 PerceptualNet = Literal["alex", "vgg"]
 
 BACKBONE_ENV_VAR = "FASTPROTECT_LPIPS_BACKBONE"
-# File names looked up when a backbone *folder* is given (the names used in ../shared/weights).
+# File names looked up when a backbone *folder* is given (the names of the LPIPS backbone files this project converts and bundles).
 BACKBONE_FILENAMES: dict[PerceptualNet, str] = {
     "alex": "alexnet_lpips_features.safetensors",
     "vgg": "vgg16_lpips_features.safetensors",
@@ -171,7 +172,7 @@ def load_perceptual(
     """
     if net not in get_args(PerceptualNet):
         raise ValueError(f"unknown LPIPS net {net!r}; expected one of {get_args(PerceptualNet)}")
-    backbone = backbone if backbone is not None else os.environ.get(BACKBONE_ENV_VAR) or None
+    backbone = backbone if backbone is not None else environment.get(BACKBONE_ENV_VAR)
     # Read the weights first: an unavailable backbone then fails before any network is built.
     state, origin = _read_backbone_file(net, backbone) if backbone is not None else _download_torchvision(net)
 

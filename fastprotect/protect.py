@@ -3,7 +3,7 @@
 Pre-trained mode (a mixture checkpoint is loaded), no optimisation:
   1. z = E(x resized to assign_size²); k = nearest K-means centroid; t = entropy-closest target
      (or the target the caller forces).
-  2. δ = bilinearresize_tensor(δ_g^t + Δ_k^t, H×W) · η / η_train: any size, any aspect ratio.
+  2. δ = bilinear resize(δ_g^t + Δ_k^t, H×W) · η / η_train: any size, any aspect ratio.
   3. M = spatial LPIPS(x, x + δ) on a reduced copy, upsampled; δ ← S(1 − M)·δ (strength.py).
   4. project to the caller's L∞ budget η, then quantise to 8 bits with the budget still holding.
   5. optional refine: N PGD steps on the multi-layer loss, starting from step 4.
@@ -14,10 +14,7 @@ so that its cost does not grow with the photo's resolution.
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -25,25 +22,23 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from . import metrics
-from .encoders import SOURCE_ENV_VARS, Autoencoder, AutoencoderKind, load_autoencoder
-from .hub import WeightsUnavailableError, is_local
-from .images import LoadedImage, load_image, resize_tensor
+from . import environment, sources
+from .encoders import Autoencoder, load_autoencoder
+from .images import LoadedImage, fit_within, load_image, resize_tensor
 from .losses import encode_target
 from .mixture import MixtureOfPerturbations
 from .pgd import pgd_perturb
-from .strength import adaptive_scale, budget_levels, project_linf, quantise_within_budget
-from .targets import TARGET_NAMES, entropy_signature, target_patterns
+from .strength import adaptive_scale, project_linf, quantise_within_budget
+from .targets import entropy_signature, target_patterns
+from .timing import StageTimer
+from .vocabulary import DEFAULT_ETA, TARGET_NAMES, AutoencoderKind, TargetChoice, check_eta, check_refine_steps, check_target, levels_from_eta
 
 if TYPE_CHECKING:
     from .perceptual import PerceptualDistance
 
-TargetChoice = Literal["auto", "low", "mid", "high"]
 ProtectionMode = Literal["pretrained", "per-image"]
 ProgressCallback = Callable[[float, str], None]
 
-DEFAULT_ETA = 8 / 255
-# The Hub checkpoint; a local folder works too. FASTPROTECT_CHECKPOINT overrides.
-DEFAULT_CHECKPOINT = os.environ.get("FASTPROTECT_CHECKPOINT", str(Path(__file__).resolve().parents[1] / "checkpoints" / "taef2-mixture"))
 
 
 @dataclass
@@ -59,7 +54,8 @@ class ProtectionInfo:
     ssim: float
     lpips: float | None  # LPIPS (clean, protected), measured on a copy whose long side ≤ metrics_size
     adaptive_strength: bool
-    refine_steps: int
+    refine_steps: int  # PGD steps run after the pre-trained step (0 in per-image mode)
+    per_image_steps: int  # PGD steps of the per-image fallback (0 in pre-trained mode)
     width: int
     height: int
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -97,6 +93,7 @@ class Protector:
         work_size: int = 512,
         per_image_steps: int = 50,
         notes: list[str] | None = None,
+        timer: StageTimer | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.autoencoder = autoencoder
@@ -107,6 +104,8 @@ class Protector:
         self.map_size, self.metrics_size, self.work_size = map_size, metrics_size, work_size
         self.per_image_steps = per_image_steps
         self.notes = list(notes or [])
+        self.sources: dict[str, str] = {}  # where each weight came from, for the About page and logs
+        self.timer = timer or StageTimer()  # benchmarks pass StageTimer.for_device(...) on a GPU
         self._target_images = (mixture.target_images_float() if mixture is not None else target_patterns(512)).to(self.device)
         self._target_signatures: torch.Tensor | None = None
 
@@ -123,63 +122,47 @@ class Protector:
     @classmethod
     def from_pretrained(
         cls,
-        checkpoint: str | Path | None = DEFAULT_CHECKPOINT,
+        checkpoint: str | Path | None = None,
         *,
+        per_image: bool = False,
         encoder_kind: AutoencoderKind | None = None,
         encoder_source: str | Path | None = None,
         lpips_backbone: str | Path | None = None,
         lpips_net: Literal["alex", "vgg"] = "alex",
         device: str | torch.device = "cpu",
-        allow_per_image: bool = True,
+        dtype: torch.dtype = torch.float32,
         **options,
     ) -> "Protector":
-        """Load the mixture, its encoder and LPIPS.
+        """Load the mixture, the encoder it was trained against, and LPIPS.
 
-        The encoder is the one the mixture was trained against; ``encoder_source`` (or the env
-        variable FASTPROTECT_ENCODER_SOURCE) points at a local copy of it. Without a loadable
-        mixture and with ``allow_per_image``, the Protector runs in per-image (PGD) mode on
-        ``encoder_kind`` (default: FASTPROTECT_ENCODER_KIND or "sd-vae"). Unreachable weights raise
-        :class:`WeightsUnavailableError` with a message that says how to point at local files.
+        ``checkpoint``: a folder or Hub id; None means FASTPROTECT_CHECKPOINT, else the bundled one.
+        ``per_image=True`` loads no mixture and runs per-image PGD on ``encoder_kind`` (default
+        FASTPROTECT_ENCODER_KIND, else TAEF2). Every weight is found by :mod:`fastprotect.sources`
+        (argument → environment → the checkpoint's bundle → Hub), so the bundled checkpoint works
+        offline with no variable set. A checkpoint or encoder that cannot be loaded raises
+        (``WeightsUnavailableError`` / ``CheckpointError``) naming what failed; there is no silent
+        fallback to another mode. ``dtype``: float16 halves memory and time on a GPU.
         """
-        notes: list[str] = []
-        mixture = None
-        if checkpoint is not None:
-            try:
-                mixture = MixtureOfPerturbations.from_pretrained(checkpoint)
-            except WeightsUnavailableError as error:
-                if not allow_per_image:
-                    raise
-                notes.append(f"No pre-trained mixture ({error}); running per-image protection (slower).")
-        # Where the encoder weights come from: the argument, then FASTPROTECT_ENCODER_SOURCE, then
-        # the per-kind variable (FASTPROTECT_TAEF2, ...), then what the checkpoint names.
-        source = encoder_source or os.environ.get("FASTPROTECT_ENCODER_SOURCE")
-        if mixture is not None:
-            kind, subfolder = mixture.config.encoder_kind, mixture.config.encoder_subfolder
+        mixture, bundle = None, None
+        if not per_image:
+            where = sources.checkpoint_source(checkpoint)
+            mixture = MixtureOfPerturbations.from_pretrained(where.location)
+            bundle = sources.local_folder(where.location)
+            kind = mixture.config.encoder_kind
+            hub_default = (mixture.config.encoder_source, mixture.config.encoder_subfolder)
         else:
-            kind, subfolder = encoder_kind or os.environ.get("FASTPROTECT_ENCODER_KIND", "sd-vae"), None
-        source = source or os.environ.get(SOURCE_ENV_VARS[kind]) or (mixture.config.encoder_source if mixture is not None else None)
-        if source is not None and is_local(source) and not (subfolder and (Path(source) / subfolder).is_dir()):
-            subfolder = None  # a local folder that holds the weights directly
-        try:
-            autoencoder = load_autoencoder(kind, source, subfolder=subfolder, with_decoder=True, device=device)
-        except WeightsUnavailableError as error:
-            # The mixture is useless without the encoder it was trained against. Rather than no
-            # protection at all, fall back to per-image PGD on the per-image encoder (by default
-            # the SD VAE from the Hub), and say so.
-            if mixture is None or not allow_per_image:
-                raise
-            fallback_kind = encoder_kind or os.environ.get("FASTPROTECT_ENCODER_KIND", "sd-vae")
-            notes.append(f"The mixture's {kind} encoder is unavailable ({error}); running per-image protection on {fallback_kind} (slower).")
-            mixture = None
-            try:
-                autoencoder = load_autoencoder(fallback_kind, os.environ.get(SOURCE_ENV_VARS[fallback_kind]), with_decoder=True, device=device)
-            except WeightsUnavailableError as fallback_error:  # name both problems: the first is the one to fix
-                raise WeightsUnavailableError(f"The checkpoint's {kind} encoder is unavailable: {error} "
-                                              f"The per-image fallback ({fallback_kind}) failed too: {fallback_error}") from fallback_error
+            kind = encoder_kind or environment.get("FASTPROTECT_ENCODER_KIND") or "taef2"
+            bundle = sources.local_folder(sources.checkpoint_source().location)  # its encoder, if the same kind
+            hub_default = None
+        source = sources.encoder_source(kind, argument=encoder_source, bundle=bundle, hub_default=hub_default)
+        autoencoder = load_autoencoder(kind, source.location, subfolder=source.subfolder, with_decoder=True, device=device, dtype=dtype)
         from .perceptual import load_perceptual  # lazy: lpips pulls torchvision
 
-        perceptual = load_perceptual(lpips_net, lpips_backbone, device=device)
-        return cls(autoencoder, mixture=mixture, perceptual=perceptual, device=device, notes=notes, **options)
+        backbone = sources.lpips_source(argument=lpips_backbone, bundle=bundle if lpips_net == "alex" else None)
+        perceptual = load_perceptual(lpips_net, None if backbone.origin == "download" else backbone.location, device=device)
+        protector = cls(autoencoder, mixture=mixture, perceptual=perceptual, device=device, **options)
+        protector.sources = {"encoder": source.describe(), "lpips": backbone.describe()}
+        return protector
 
     # ----------------------------------------------------------------------------- protect
     @torch.inference_mode(False)
@@ -197,17 +180,12 @@ class Protector:
     ) -> ProtectionResult:
         """Protect one image. ``image``: 1×3×H×W in [0, 1] on the 8-bit grid, a LoadedImage or a path.
 
-        ``eta``: L∞ budget in [0, 1] units (8/255 default; at most 32/255). ``target``: a pattern
-        name or "auto" (entropy selection). ``refine_steps``: extra PGD steps after the
-        pre-trained step (per-image mode uses at least ``per_image_steps``). Same input and seed,
-        same output.
+        ``eta``: L∞ budget in [0, 1] units (DEFAULT_ETA = 8/255; at most MAX_ETA, see
+        :mod:`fastprotect.vocabulary`). ``target``: a pattern name or "auto" (entropy selection).
+        ``refine_steps``: extra PGD steps after the pre-trained step, 0…MAX_REFINE_STEPS (per-image
+        mode runs its own ``per_image_steps`` instead). Same input and seed, same output.
         """
-        if not 0 < eta <= 32 / 255:
-            raise ValueError(f"eta must be in (0, 32/255]; got {eta * 255:.2f}/255")
-        if target != "auto" and target not in TARGET_NAMES:
-            raise ValueError(f"target must be 'auto' or one of {TARGET_NAMES}; got {target!r}")
-        if refine_steps < 0:
-            raise ValueError("refine_steps must be >= 0")
+        eta, target, refine_steps = check_eta(eta), check_target(target), check_refine_steps(refine_steps)
         report = progress or (lambda fraction, stage: None)
         x = self._as_tensor(image)
         _, _, height, width = x.shape
@@ -219,16 +197,16 @@ class Protector:
 
         with torch.no_grad():
             report(0.05, "assignment")
-            with _timed(timings, "assign"):
+            with self.timer(timings, "assign"):
                 small = resize_tensor(x, self.assign_size, self.assign_size)
                 latent = self.encoder.encode(small)
-            with _timed(timings, "select"):
+            with self.timer(timings, "select"):
                 target_index = self._select_target(latent, target)
                 group = int(self.mixture.assign(latent)[0]) if self.mixture is not None else None
 
             if self.mixture is not None:
                 report(0.25, "perturbation")
-                with _timed(timings, "resize"):
+                with self.timer(timings, "resize"):
                     scale = eta / self.mixture.config.eta
                     base = self.mixture.perturbation(torch.tensor([target_index], device=self.device), torch.tensor([group], device=self.device))
                     delta = resize_tensor(base, height, width) * scale
@@ -237,7 +215,7 @@ class Protector:
 
         if self.mixture is None:  # per-image mode: the PGD baseline from a seeded random start
             report(0.3, f"per-image PGD ({self.per_image_steps} steps)")
-            with _timed(timings, "pgd"):
+            with self.timer(timings, "pgd"):
                 delta = self._pgd(x, delta, target_index, eta, self.per_image_steps, generator, report, refine=False)
 
         with torch.no_grad():
@@ -245,30 +223,34 @@ class Protector:
             lpips_map = None
             if adaptive_strength and self.perceptual is not None:
                 report(0.7, "adaptive strength")
-                with _timed(timings, "lpips_map"):
+                with self.timer(timings, "lpips_map"):
                     lpips_map = self._visibility_map(x, delta)
                     delta = project_linf(delta * adaptive_scale(lpips_map), eta)
             elif adaptive_strength:
                 notes.append("Adaptive strength skipped: no LPIPS model loaded.")
 
+        if self.mixture is None and refine_steps:
+            notes.append("Refine steps apply to the pre-trained mode only; per-image mode ran its own PGD steps.")
         if self.mixture is not None and refine_steps:  # the paper's Fig. 7c: PGD from the pre-trained step
             report(0.75, f"refine ({refine_steps} PGD steps)")
-            with _timed(timings, "refine"):
+            with self.timer(timings, "refine"):
                 delta = self._pgd(x, delta, target_index, eta, refine_steps, generator, report, refine=True)
 
         with torch.no_grad():
-            with _timed(timings, "compose"):
+            with self.timer(timings, "compose"):
                 protected = quantise_within_budget(x, (x + project_linf(delta, eta)).clamp(0, 1), eta)
             report(0.9, "metrics")
             info = ProtectionInfo(
                 mode=self.mode, target=TARGET_NAMES[target_index], group=group,
-                eta_levels=budget_levels(eta), linf_levels=metrics.linf_levels(protected, x),
+                eta_levels=levels_from_eta(eta), linf_levels=metrics.linf_levels(protected, x),
                 psnr_db=float("nan"), ssim=float("nan"), lpips=None,
-                adaptive_strength=lpips_map is not None, refine_steps=refine_steps if self.mixture is not None else self.per_image_steps,
+                adaptive_strength=lpips_map is not None,
+                refine_steps=refine_steps if self.mixture is not None else 0,
+                per_image_steps=self.per_image_steps if self.mixture is None else 0,
                 width=width, height=height, timings_s=timings, notes=notes,
             )
             if compute_metrics:
-                with _timed(timings, "metrics"):
+                with self.timer(timings, "metrics"):
                     self._fill_metrics(info, x, protected)
         timings["total"] = sum(value for key, value in timings.items() if key != "metrics")
         report(1.0, "done")
@@ -300,8 +282,7 @@ class Protector:
         ``refine``: start from δ with small steps; otherwise a seeded random start (per-image mode).
         """
         height, width = x.shape[-2:]
-        ratio = min(1.0, self.work_size / max(height, width))
-        work_h, work_w = max(8, round(height * ratio)), max(8, round(width * ratio))
+        work_h, work_w = fit_within(height, width, self.work_size, min_side=8)
         x_work, start = resize_tensor(x, work_h, work_w), resize_tensor(delta, work_h, work_w)
         target = encode_target(self.encoder, self._target_images[target_index : target_index + 1], work_h, work_w)
         first, span = (0.75, 0.13) if refine else (0.3, 0.4)
@@ -316,13 +297,13 @@ class Protector:
 
     def _visibility_map(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """Spatial LPIPS of (x, x + δ) on a copy whose long side ≤ map_size, upsampled to H×W."""
-        h, w = _working_size(*x.shape[-2:], self.map_size)
+        h, w = fit_within(*x.shape[-2:], self.map_size, min_side=_LPIPS_MIN_SIDE)
         small_map = self.perceptual.spatial_map(resize_tensor(x, h, w), resize_tensor((x + delta).clamp(0, 1), h, w))
         return resize_tensor(small_map, *x.shape[-2:])
 
     def _fill_metrics(self, info: ProtectionInfo, x: torch.Tensor, protected: torch.Tensor) -> None:
         info.psnr_db = metrics.psnr(protected, x)
-        h, w = _working_size(*x.shape[-2:], self.metrics_size)
+        h, w = fit_within(*x.shape[-2:], self.metrics_size, min_side=_LPIPS_MIN_SIDE)
         small_x, small_p = resize_tensor(x, h, w), resize_tensor(protected, h, w)
         info.ssim = metrics.ssim(small_p, small_x)
         if self.perceptual is not None:
@@ -331,18 +312,3 @@ class Protector:
 
 # LPIPS's AlexNet/VGG trunks pool five times: smaller inputs have no spatial extent left.
 _LPIPS_MIN_SIDE = 64
-
-
-def _working_size(height: int, width: int, long_side: int) -> tuple[int, int]:
-    """Size of the copy LPIPS/SSIM run on: long side ≤ ``long_side``, short side ≥ 64 (upsampled if need be)."""
-    ratio = min(1.0, long_side / max(height, width))
-    return max(_LPIPS_MIN_SIDE, round(height * ratio)), max(_LPIPS_MIN_SIDE, round(width * ratio))
-
-
-@contextmanager
-def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start

@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -31,20 +30,20 @@ import torch
 from PIL import Image
 
 from .images import ImageError, LoadedImage, load_image, save_png, to_pil, unique_stem
+from .vocabulary import DEFAULT_ETA_LEVELS, MAX_ETA_LEVELS, check_refine_steps, check_target, eta_from_levels
 
 ProgressCallback = Callable[[float, str], None]
 logger = logging.getLogger(__name__)
 
 # Plain-language scale for the L∞ budget, in 8-bit levels (η = levels / 255).
 STRENGTH_SCALE: tuple[tuple[int, str], ...] = (
-    (2, "very light: invisible, weakest protection"),
-    (4, "light: invisible on almost any image"),
-    (8, "standard (the paper's setting): invisible on most photos"),
-    (12, "strong: faint grain may show on flat areas"),
-    (16, "very strong: visible grain on flat areas"),
-    (32, "maximum: clearly visible"),
+    (2, "very light: weakest protection"),
+    (4, "light: faint texture may show on flat areas"),
+    (8, "standard (the paper's setting): texture or rings can show on flat skies and skin"),
+    (12, "strong: visible texture on flat areas"),
+    (16, "very strong: plainly visible texture"),
+    (MAX_ETA_LEVELS, "maximum: clearly visible"),
 )
-MAX_ETA_LEVELS = 32
 
 
 class SpaceInputError(ValueError):
@@ -61,25 +60,25 @@ def strength_label(levels: int) -> str:
 
 @dataclass(frozen=True)
 class ProtectOptions:
-    """What a visitor chose. ``eta_levels``: the L∞ budget in 8-bit levels (1…32)."""
+    """What a visitor chose. ``eta_levels``: the L∞ budget in 8-bit levels (1…MAX_ETA_LEVELS)."""
 
-    eta_levels: int = 8
+    eta_levels: int = DEFAULT_ETA_LEVELS
     target: str = "auto"
     adaptive_strength: bool = True
     refine_steps: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 1 <= int(self.eta_levels) <= MAX_ETA_LEVELS:
-            raise SpaceInputError(f"strength must be between 1 and {MAX_ETA_LEVELS} levels (of 255), got {self.eta_levels}")
-        if self.target not in ("auto", "low", "mid", "high"):
-            raise SpaceInputError(f"target must be auto, low, mid or high, got {self.target!r}")
-        if not 0 <= int(self.refine_steps) <= 200:
-            raise SpaceInputError(f"refine steps must be between 0 and 200, got {self.refine_steps}")
+        try:  # the library's own checks, so UI, API, library and CLI share one bound
+            eta_from_levels(int(self.eta_levels))
+            check_target(self.target)
+            check_refine_steps(self.refine_steps)
+        except ValueError as error:
+            raise SpaceInputError(str(error)) from None
 
     @property
     def eta(self) -> float:
-        return int(self.eta_levels) / 255
+        return eta_from_levels(int(self.eta_levels))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,10 +114,10 @@ class Workspace:
 
 
 def safe_stem(name: str | None, default: str = "image") -> str:
-    """A file-name stem safe to serve: letters, digits, ``._-`` only, at most 80 characters."""
-    stem = Path(str(name or "")).stem
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")[:80]
-    return stem or default
+    """A file-name stem safe to serve, in the user's script: see ``fastprotect.images.safe_stem``."""
+    from . import images
+
+    return images.safe_stem(name, default)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,16 +142,19 @@ def load_space_protector(**options: Any) -> LoadOutcome:
     """
     start = time.perf_counter()
     try:
-        from .protect import DEFAULT_CHECKPOINT, Protector
+        from .protect import Protector
 
-        options.setdefault("checkpoint", DEFAULT_CHECKPOINT)
         protector = Protector.from_pretrained(**options)
     except Exception as error:  # start-up must survive anything: the page explains instead
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         return LoadOutcome(None, f"{type(error).__name__}: {message}", time.perf_counter() - start)
-    details = {
-        "checkpoint": str(options.get("checkpoint")) if protector.mixture is not None else "none (per-image mode)",
-    }
+    from .sources import checkpoint_source
+
+    checkpoint = checkpoint_source(options.get("checkpoint")).location
+    # A folder's name, never the server's path; a Hub id as it is.
+    details = {"checkpoint": Path(checkpoint).name if Path(checkpoint).exists() else checkpoint}
+    if protector.mixture is None:
+        details["checkpoint"] = "none (per-image mode)"
     return LoadOutcome(protector, None, time.perf_counter() - start, details)
 
 

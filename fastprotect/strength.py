@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from .vocabulary import levels_from_eta
+
 ALPHA = 1.3
 BETA = 0.91
 STEPS = 3
@@ -47,19 +49,14 @@ def project_linf(delta: torch.Tensor, eta: float) -> torch.Tensor:
     return delta.clamp(-eta, eta)
 
 
-def budget_levels(eta: float) -> int:
-    """The budget in 8-bit levels: the largest integer change per channel that stays within eta."""
-    return int(eta * 255 + 1e-6)
-
-
 def quantise_within_budget(original: torch.Tensor, protected: torch.Tensor, eta: float) -> torch.Tensor:
     """Round ``protected`` to the 8-bit grid so that, *after* rounding, |result − original| ≤ eta.
 
     ``original`` must lie on the 8-bit grid (k/255, as images.load_image returns). Rounding alone
     can overshoot the budget by half a level, so the rounded levels are clamped to
-    ``original ± budget_levels(eta)`` and to [0, 255]. Returns float in [0, 1] on the 8-bit grid.
+    ``original ± levels_from_eta(eta)`` and to [0, 255]. Returns float in [0, 1] on the 8-bit grid.
     """
     base = (original * 255).round()
-    levels = budget_levels(eta)
+    levels = levels_from_eta(eta)
     quantised = (protected * 255).round().clamp(base - levels, base + levels).clamp(0, 255)
     return quantised / 255

@@ -1,6 +1,6 @@
 """The TAESD family of tiny autoencoders (TAESD for SD-1.5, TAEF2 for FLUX.2), original layout.
 
-Written from the architecture description in ``../shared/weights/README.md``. Modules are plain
+Written from the published architecture of madebyollin/taesd (MIT). Modules are plain
 ``nn.Sequential`` stacks so that parameter names are the positional keys of the published
 ``{kind}_encoder.pth`` / ``{kind}_decoder.pth`` files (``"1.conv.0.weight"``, ``"11.pool.1.bias"``,
 ...) and those files load with ``load_state_dict(strict=True)`` and no renaming.
@@ -102,7 +102,40 @@ def make_decoder(latent_channels: int, *, group_norm: bool) -> nn.Sequential:
     )  # fmt: skip
 
 
-def make_tiny_autoencoder(kind: TinyKind) -> tuple[nn.Sequential, nn.Sequential]:
-    """Randomly initialised (encoder, decoder) of the given family member, ready for a state dict."""
-    channels, group_norm = LATENT_CHANNELS[kind], USES_GROUP_NORM[kind]
-    return make_encoder(channels, group_norm=group_norm), make_decoder(channels, group_norm=group_norm)
+# ----------------------------------------------------------------------------- file layouts
+# The Hub's madebyollin/taef2 ships one file, ``taef2.safetensors``, in the layout of diffusers'
+# AutoencoderTiny: keys ``encoder.layers.<i>.…`` and ``decoder.layers.<i>.…``. diffusers applies the
+# decoder's clamp in ``forward`` instead of as a layer, so its decoder indices are one lower than
+# the positional keys of the original ``*_decoder.pth`` files (whose layer 0 is :class:`Clamp`).
+_SINGLE_FILE_PREFIXES = {"encoder": ("encoder.layers.", 0), "decoder": ("decoder.layers.", 1)}
+
+
+def split_single_file(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """A diffusers-layout single file -> {"encoder": positional state, "decoder": positional state}.
+
+    Raises ``ValueError`` naming keys that belong to neither half (a file of another model)."""
+    halves: dict[str, dict[str, torch.Tensor]] = {"encoder": {}, "decoder": {}}
+    strays = []
+    for key, tensor in state.items():
+        for part, (prefix, shift) in _SINGLE_FILE_PREFIXES.items():
+            if key.startswith(prefix):
+                index, _, rest = key[len(prefix):].partition(".")
+                if index.isdigit() and rest:
+                    halves[part][f"{int(index) + shift}.{rest}"] = tensor
+                    break
+        else:
+            strays.append(key)
+    if strays or not halves["encoder"]:
+        raise ValueError(f"not a tiny-autoencoder single file (diffusers layout 'encoder.layers.<i>.…'); unexpected keys: {strays[:6]}")
+    return halves
+
+
+def join_single_file(encoder: dict[str, torch.Tensor], decoder: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`split_single_file`: positional states -> one diffusers-layout state dict."""
+    state = {}
+    for part, positional in (("encoder", encoder), ("decoder", decoder or {})):
+        prefix, shift = _SINGLE_FILE_PREFIXES[part]
+        for key, tensor in positional.items():
+            index, _, rest = key.partition(".")
+            state[f"{prefix}{int(index) - shift}.{rest}"] = tensor
+    return state

@@ -9,12 +9,9 @@ sent to the dense pattern, a smooth one to the sparse pattern, so the pull neede
 from __future__ import annotations
 
 import math
-from typing import Literal
-
 import torch
 
-TargetName = Literal["low", "mid", "high"]
-TARGET_NAMES: tuple[TargetName, ...] = ("low", "mid", "high")
+from .vocabulary import TARGET_NAMES, TargetName
 # Motif repetitions per side for each target: 2×2, 4×4 and 8×8 tiles on the square image.
 REPETITIONS: dict[TargetName, int] = {"low": 2, "mid": 4, "high": 8}
 HISTOGRAM_BINS = 16
@@ -68,7 +65,7 @@ def entropy_signature(latent: torch.Tensor) -> torch.Tensor:
     z = latent.detach().float().flatten(2)  # B×C×N
     standard = (z - z.mean(-1, keepdim=True)) / (z.std(-1, keepdim=True) + 1e-6)
     bins = ((standard.clamp(-3, 3 - 1e-6) + 3) / 6 * HISTOGRAM_BINS).long()
-    counts = torch.zeros(b, c, HISTOGRAM_BINS).scatter_add_(-1, bins, torch.ones_like(standard))
+    counts = torch.zeros(b, c, HISTOGRAM_BINS, device=z.device).scatter_add_(-1, bins, torch.ones_like(standard))
     value_entropy = _entropy(counts) / math.log(HISTOGRAM_BINS)
 
     centred = latent.detach().float() - latent.detach().float().mean(dim=(-2, -1), keepdim=True)

@@ -1,4 +1,4 @@
-"""Shared fixtures. Tests run offline (HF_HUB_OFFLINE=1) on CPU and build tiny models.
+"""Shared fixtures. Tests run offline (HF_HUB_OFFLINE=1) on CPU on dummy models (``fastprotect.dummy``).
 
 Real weights and images live in ``../shared`` beside the project root on this team's machines;
 tests that need them use the fixtures below, which skip with a reason when the folder is absent.
@@ -13,8 +13,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from fastprotect import environment  # after HF_HUB_OFFLINE: nothing may import huggingface_hub first
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FASTPROTECT_SHARED", PROJECT_ROOT.parent / "shared"))
+SHARED = Path(environment.get("FASTPROTECT_SHARED") or PROJECT_ROOT.parent / "shared")
 
 
 def _require(path: Path) -> Path:

@@ -1,5 +1,6 @@
 """Builders for image files that Pillow cannot (or will not) write directly: 16-bit RGB PNGs,
-PNG headers that lie about their size, a tiny CMYK ICC profile. All in memory, no binary fixtures."""
+PNG headers that lie about their size, a tiny CMYK ICC profile, raw PNG text chunks, JPEG IPTC
+(APP13), 32-bit integer and float TIFFs. All in memory, no binary fixtures."""
 
 from __future__ import annotations
 
@@ -90,3 +91,92 @@ def srgb_profile() -> bytes:
 def animated(format: str, frames: int = 3, size: tuple[int, int] = (16, 16)) -> bytes:
     images = [Image.new("RGB", size, (40 * i, 255 - 40 * i, 0)) for i in range(frames)]
     return encode(images[0], format, save_all=True, append_images=images[1:], duration=100, loop=0)
+
+
+def png_with_chunks(image: Image.Image | bytes, *chunks: tuple[bytes, bytes], after_idat: bool = False) -> bytes:
+    """``image`` as PNG (or PNG bytes) with raw ``(type, data)`` chunks (CRC computed) inserted right
+    after IHDR, or right before IEND."""
+    data = image if isinstance(image, bytes) else encode(image, "PNG")
+    assert data[12:16] == b"IHDR"
+    extra = b"".join(_chunk(kind, body) for kind, body in chunks)
+    if after_idat:
+        return data[:-12] + extra + data[-12:]  # IEND is the last 12 bytes
+    return data[:33] + extra + data[33:]
+
+
+def ztxt(keyword: str, text: bytes) -> tuple[bytes, bytes]:
+    return b"zTXt", keyword.encode("latin-1") + b"\0\0" + zlib.compress(text, 9)
+
+
+def itxt(keyword: str, text: str, lang: str = "", tkey: str = "", compressed: bool = False) -> tuple[bytes, bytes]:
+    body = text.encode("utf-8")
+    body = zlib.compress(body, 9) if compressed else body
+    header = keyword.encode("latin-1") + b"\0" + bytes([int(compressed), 0]) + lang.encode() + b"\0" + tkey.encode() + b"\0"
+    return b"iTXt", header + body
+
+
+def text_chunk(keyword: str, text: str) -> tuple[bytes, bytes]:
+    return b"tEXt", keyword.encode("latin-1") + b"\0" + text.encode("latin-1")
+
+
+def xmp_packet(rights: str = "© 2024 Jane Doe, all rights reserved", orientation: int | None = None) -> bytes:
+    """A small XMP packet with a dc:rights (and a tiff:Orientation attribute if given)."""
+    tiff = f' xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="{orientation}"' if orientation else ""
+    return (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        f'<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"{tiff}>'
+        f'<dc:rights><rdf:Alt><rdf:li xml:lang="x-default">{rights}</rdf:li></rdf:Alt></dc:rights>'
+        "</rdf:Description></rdf:RDF></x:xmpmeta>\n"
+        '<?xpacket end="w"?>'
+    ).encode()
+
+
+def iptc_records(copyright: str = "(c) Jane Doe", byline: str = "Jane Doe") -> bytes:
+    """IPTC-IIM: record version, by-line (2:80) and copyright notice (2:116)."""
+    def dataset(number: int, value: bytes) -> bytes:
+        return b"\x1c\x02" + bytes([number]) + struct.pack(">H", len(value)) + value
+
+    return dataset(0, b"\x00\x04") + dataset(80, byline.encode()) + dataset(116, copyright.encode())
+
+
+def jpeg_with_iptc(image: Image.Image, iptc: bytes, **params) -> bytes:
+    """A JPEG with a Photoshop APP13 segment holding ``iptc`` (resource 0x0404), which Pillow cannot write."""
+    resource = b"8BIM" + struct.pack(">H", 0x0404) + b"\0\0" + struct.pack(">I", len(iptc)) + iptc + b"\0" * (len(iptc) % 2)
+    app13 = b"Photoshop 3.0\x00" + resource
+    data = encode(image, "JPEG", **params)
+    return data[:2] + b"\xff\xed" + struct.pack(">H", len(app13) + 2) + app13 + data[2:]
+
+
+def tiff(values: np.ndarray, bits: int, sample_format: int = 1, extra_tags: tuple = ()) -> bytes:
+    """An uncompressed single-strip little-endian TIFF from H×W (grey) or H×W×3 values, with
+    BitsPerSample ``bits`` and SampleFormat ``sample_format`` (1 unsigned, 2 signed, 3 float):
+    the 32-bit integer kinds Pillow reads but cannot write. ``extra_tags``: (tag, type, values),
+    type 2 (ASCII, a str) or 3 (SHORT) or 4 (LONG)."""
+    values = np.asarray(values)
+    height, width = values.shape[:2]
+    channels = 1 if values.ndim == 2 else values.shape[2]
+    dtype = {(1, 8): "<u1", (1, 16): "<u2", (1, 32): "<u4", (2, 16): "<i2", (2, 32): "<i4", (3, 32): "<f4"}[sample_format, bits]
+    pixels = values.astype(dtype).tobytes()
+    tags = [
+        (256, 4, [width]), (257, 4, [height]), (258, 3, [bits] * channels), (259, 3, [1]),
+        (262, 3, [1 if channels == 1 else 2]), (273, 4, [0]), (277, 3, [channels]), (278, 4, [height]),
+        (279, 4, [len(pixels)]), (339, 3, [sample_format] * channels), *extra_tags,
+    ]
+    tags.sort(key=lambda tag: tag[0])
+    table_end = 8 + 2 + 12 * len(tags) + 4
+    entries, overflow = b"", b""
+    for tag, kind, value in tags:
+        payload = (value.encode() + b"\0") if kind == 2 else b"".join(struct.pack("<H" if kind == 3 else "<I", v) for v in value)
+        count = len(payload) if kind == 2 else len(value)
+        if tag == 273:  # StripOffsets: the pixels follow the overflow area; patched below
+            payload = b"\0\0\0\0"
+        if len(payload) <= 4:
+            entries += struct.pack("<HHI", tag, kind, count) + payload.ljust(4, b"\0")
+        else:
+            entries += struct.pack("<HHII", tag, kind, count, table_end + len(overflow))
+            overflow += payload + b"\0" * (len(payload) % 2)
+    data = bytearray(b"II*\0" + struct.pack("<I", 8) + struct.pack("<H", len(tags)) + entries + b"\0\0\0\0" + overflow)
+    index = [tag for tag, _, _ in tags].index(273)
+    struct.pack_into("<I", data, 10 + 12 * index + 8, len(data))
+    return bytes(data) + pixels

@@ -1,6 +1,6 @@
 """The Space through its public API (gradio_client against a live server) and its helpers.
 
-Tiny random models (tests/launch_tiny_app.py): these tests check plumbing, limits and file
+Dummy random models (tests/launch_dummy_app.py): these tests check plumbing, limits and file
 handling, never protection strength.
 """
 
@@ -22,7 +22,8 @@ from gradio_client import Client, handle_file  # noqa: E402
 import app  # noqa: E402
 from attack import views  # noqa: E402
 from fastprotect import examples, space  # noqa: E402
-from tests.launch_tiny_app import build_tiny_demo, build_tiny_protector, shared_lpips_backbone  # noqa: E402
+from fastprotect.dummy import dummy_sd15_pipeline, dummy_space_protector  # noqa: E402
+from tests.launch_dummy_app import build_dummy_demo, shared_lpips_backbone  # noqa: E402
 
 ETA_LEVELS = 8
 
@@ -45,7 +46,7 @@ def rgba_png(path: Path, width: int = 48, height: int = 40, seed: int = 0) -> Pa
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     workspace = space.Workspace(tmp_path_factory.mktemp("space"))
-    demo = build_tiny_demo(workspace=workspace, lpips_backbone=shared_lpips_backbone())  # LPIPS: real when present
+    demo = build_dummy_demo(workspace=workspace, lpips_backbone=shared_lpips_backbone())  # LPIPS: real when present
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, max_file_size=app.MAX_FILE_SIZE, allowed_paths=[], ssr_mode=False)
     yield f"http://127.0.0.1:{port}/", workspace
@@ -62,7 +63,7 @@ def test_protect_endpoint_returns_png_of_input_size_with_alpha_and_budget(client
     png, slider, perturbation, lpips_map, info, info_md = client.predict(
         handle_file(str(source)), ETA_LEVELS, "auto", True, 0, api_name="/protect"
     )
-    assert Path(png).name == "my_photo_protected.png"
+    assert Path(png).name == "my photo_protected.png"  # the visitor's own name, spaces kept
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # a real PNG, not WebP/JPEG renamed
     with Image.open(source) as original, Image.open(png) as protected:
         assert protected.format == "PNG" and protected.mode == "RGBA" and protected.size == original.size
@@ -146,20 +147,20 @@ def test_only_the_apps_own_files_are_served(server):
 
 
 def test_offline_start_shows_a_message_not_a_trace():
-    demo = build_tiny_demo(unavailable=True)
+    demo = build_dummy_demo(unavailable=True)
     texts = [str(block.get_config().get("value", "")) for block in demo.blocks.values()]
     assert any("Protection is unavailable" in text and "WeightsUnavailableError" in text for text in texts)
 
 
 def test_per_image_mode_is_announced_and_works(tmp_path):
-    protector = build_tiny_protector(per_image=True)
+    protector = dummy_space_protector(per_image=True)
     assert "per-image" in app._status_markdown(space.LoadOutcome(protector))
     outcome = space.protect_upload(protector, rgba_png(tmp_path / "p.png"), space.ProtectOptions(), tmp_path)
     assert outcome.info["mode"] == "per-image" and outcome.info["linf_levels"] <= 8
 
 
 def test_space_helpers(tmp_path):
-    assert space.safe_stem("../../etc/my photo (1).JPG") == "my_photo_1"
+    assert space.safe_stem("../../etc/my photo (1).JPG") == "my photo (1)"  # no path escapes, the name kept
     assert space.safe_stem("") == "image"
     with pytest.raises(space.SpaceInputError):
         space.ProtectOptions(eta_levels=0)
@@ -176,11 +177,10 @@ def test_space_helpers(tmp_path):
 
 
 @pytest.mark.slow  # ~1–2 min on 2 busy CPU cores: diffusers pipelines, LoRA save/load
-def test_attack_glue_runs_on_the_tiny_diffusion_stack(tmp_path):
-    """img2img and the LoRA duel wiring, on attack.tiny's random SD stack on CPU (plumbing only)."""
-    from attack.tiny import build_tiny_pipeline
+def test_attack_glue_runs_on_the_dummy_diffusion_stack(tmp_path):
+    """img2img and the LoRA duel wiring, on the dummy SD-1.5 stack on CPU (plumbing only)."""
 
-    pipe, protector = build_tiny_pipeline(0), build_tiny_protector()
+    pipe, protector = dummy_sd15_pipeline(0), dummy_space_protector()
     pairs = []
     for i in range(4):
         clean = rgba_png(tmp_path / f"c{i}.png", 64, 48, seed=i)

@@ -1,4 +1,4 @@
-"""``python -m attack`` in process on the tiny stack, and the clear offline failure for SD-1.5."""
+"""``python -m attack`` in process on the dummy SD-1.5 stack, and the clear offline failure for SD-1.5."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from attack.compare import ROW_TITLES, to_pil
 from attack.pipeline import load_pipeline, one_thread
 from fastprotect.hub import WeightsUnavailableError
 
-FAST = ["--tiny", "--steps", "2", "--rank", "2", "--resolution", "32", "--samples", "2", "--sample-steps", "2"]
+FAST = ["--dummy", "--steps", "2", "--rank", "2", "--resolution", "32", "--samples", "2", "--sample-steps", "2"]
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    with one_thread():  # tiny models: one thread is faster, and much faster on a busy machine
+    with one_thread():  # small models: one thread is faster, and much faster on a busy machine
         yield
 
 
@@ -38,10 +38,10 @@ def image_folders(tmp_path):
 def test_parse_defaults_are_the_documented_ones():
     args = parse_args(["lora", "x.png"])
     assert (args.rank, args.steps, args.lr, args.resolution, args.batch_size) == (8, 200, 2e-4, 512, 1)
-    assert args.mixed_precision == "auto" and args.gradient_checkpointing is None and not args.tiny
+    assert args.mixed_precision == "auto" and args.gradient_checkpointing is None and not args.dummy
 
 
-def test_cli_lora_tiny(image_folders, tmp_path):
+def test_cli_lora_dummy(image_folders, tmp_path):
     out = tmp_path / "lora_out"
     assert main(["lora", str(image_folders[0]), "--out", str(out), *FAST]) == 0
     assert (out / "lora" / "pytorch_lora_weights.safetensors").is_file()
@@ -50,7 +50,7 @@ def test_cli_lora_tiny(image_folders, tmp_path):
     assert Image.open(out / "sample_00.png").size == (32, 32)
 
 
-def test_cli_compare_tiny(image_folders, tmp_path):
+def test_cli_compare_dummy(image_folders, tmp_path):
     clean, protected = image_folders
     out = tmp_path / "duel"
     assert main(["compare", str(clean), "--protected", str(protected), "--out", str(out), "--no-metrics", *FAST]) == 0
@@ -63,7 +63,7 @@ def test_cli_compare_tiny(image_folders, tmp_path):
 
 def test_offline_hub_base_fails_with_a_clear_message(monkeypatch, image_folders, tmp_path, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(WeightsUnavailableError, match="Hugging Face Hub repo 'no-such-user/no-such-model'.*--tiny"):
+    with pytest.raises(WeightsUnavailableError, match="Hugging Face Hub repo 'no-such-user/no-such-model'.*--dummy"):
         load_pipeline("no-such-user/no-such-model", device="cpu")
     assert main(["lora", str(image_folders[0]), "--base", "no-such-user/no-such-model", "--out", str(tmp_path / "o")]) == 2
     assert "--base" in capsys.readouterr().err

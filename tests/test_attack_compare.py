@@ -7,7 +7,8 @@ import torch
 
 from attack.compare import METRIC_SIZE, ROW_TITLES, comparison_grid, duel_grid, duel_scores, mimicry_scores, pattern_ncc
 from attack.pipeline import one_thread
-from fastprotect.targets import TARGET_NAMES, target_pattern
+from fastprotect.targets import target_pattern
+from fastprotect.vocabulary import TARGET_NAMES
 
 
 @pytest.fixture(autouse=True)

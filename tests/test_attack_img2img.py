@@ -1,4 +1,4 @@
-"""img2img (SDEdit) and the VAE round trip on the tiny random SD stack: shapes, sizes, determinism."""
+"""img2img (SDEdit) and the VAE round trip on the dummy SD-1.5 stack: shapes, sizes, determinism."""
 
 from __future__ import annotations
 
@@ -8,20 +8,20 @@ import torch
 from attack.img2img import Img2ImgSettings, img2img, img2img_pair
 from attack.roundtrip import round_trip, roundtrip_report
 from attack.pipeline import one_thread
-from attack.tiny import build_tiny_pipeline
+from fastprotect.dummy import dummy_sd15_pipeline
 
 FAST = Img2ImgSettings(prompt="a painting", strength=0.5, steps=4, guidance_scale=2.0, seed=3)
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    with one_thread():  # tiny models: one thread is faster, and much faster on a busy machine
+    with one_thread():  # small models: one thread is faster, and much faster on a busy machine
         yield
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    return build_tiny_pipeline(seed=0)
+    return dummy_sd15_pipeline(seed=0)
 
 
 def test_img2img_returns_inputs_size_and_repeats(pipe):

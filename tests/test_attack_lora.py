@@ -1,4 +1,4 @@
-"""Quick LoRA on the tiny random SD stack: only adapters train, save/reload is exact, sampling and
+"""Quick LoRA on the dummy SD-1.5 stack: only adapters train, save/reload is exact, sampling and
 training repeat for a seed, the duel uses identical settings for both sets. Plumbing, not efficacy."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from attack.lora import (
     use_lora,
 )
 from attack.pipeline import one_thread
-from attack.tiny import build_tiny_pipeline
+from fastprotect.dummy import dummy_sd15_pipeline
 
 SIZE = 32
 TRAIN = LoraSettings(steps=3, resolution=SIZE, rank=4, learning_rate=1e-2, seed=0)
@@ -27,13 +27,13 @@ ONE_SAMPLE = SampleSettings(count=1, steps=2, resolution=SIZE, seed=0)
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    with one_thread():  # tiny models: one thread is faster, and much faster on a busy machine
+    with one_thread():  # small models: one thread is faster, and much faster on a busy machine
         yield
 
 
 @pytest.fixture
 def pipe():
-    return build_tiny_pipeline(seed=0)
+    return dummy_sd15_pipeline(seed=0)
 
 
 @pytest.fixture

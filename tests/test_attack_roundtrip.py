@@ -2,8 +2,8 @@
 farther from the original than the clean image's own round trip. LPIPS AlexNet, real backbone.
 
 Run with ``-s`` to see the numbers. The protected image comes from the committed Protector
-mixture checkpoint when there is one for TAEF2 (``fastprotect.protect.DEFAULT_CHECKPOINT``), else from a short PGD
-toward the "mid" target (``attack.make_demo_figure.protected_copy``, shared with the figure script).
+mixture checkpoint when there is one for TAEF2 (``fastprotect.bundle.bundled_checkpoint()``), else from a short PGD
+toward the "mid" target (``scripts.make_demo_figure.protected_copy``, shared with the figure script).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import time
 
 import torch
 
-from attack.make_demo_figure import ETA, protected_copy
 from attack.pipeline import center_square, one_thread
 from attack.roundtrip import load_round_tripper, roundtrip_report
 from fastprotect.images import load_image
 from fastprotect.perceptual import load_perceptual
+from scripts.make_demo_figure import ETA, protected_copy
 
 SIZE = 192  # small enough for a few PGD steps on 2 busy CPU cores
 PGD_STEPS = 10  # step size η/4: the L∞ boundary is reached in 4 steps, the rest refine

@@ -1,4 +1,4 @@
-"""Smoke tests of the benchmark scripts: they run in process on tiny random models and emit their
+"""Smoke tests of the benchmark scripts: they run in process on dummy random models and emit their
 tables and JSON. Not timed tests: no assertion is made on any number of seconds."""
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from benchmarks import ablate_speed, latency
-from benchmarks.common import parse_size, size_label
+from benchmarks.common import build_models, make_protector, parse_size, size_label
+from benchmarks.efficacy import load_heldout, make_harness, protect_and_measure
+from fastprotect.timing import StageTimer
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +31,7 @@ def test_size_parsing() -> None:
 def test_latency_script_emits_table_and_json(tmp_path, capsys) -> None:
     out, md = tmp_path / "latency.json", tmp_path / "latency.md"
     code = latency.main([
-        "--encoder", "tiny", "--sizes", "64,96x64", "--runs", "1", "--warmup", "0", "--pgd-size", "64",
+        "--encoder", "dummy", "--sizes", "64,96x64", "--runs", "1", "--warmup", "0", "--pgd-size", "64",
         "--pgd-steps-timed", "1", "--threads", "1", "--checkpoint", str(tmp_path / "no-checkpoint"), "--out", str(out), "--markdown", str(md),
     ])
     assert code == 0
@@ -55,9 +57,46 @@ def test_latency_script_emits_table_and_json(tmp_path, capsys) -> None:
 
 def test_ablation_script_runs(tmp_path, capsys) -> None:
     out = tmp_path / "ablate.json"
-    code = ablate_speed.main(["--encoder", "tiny", "--quick", "--size", "64", "--per-domain", "1", "--threads", "1",
+    code = ablate_speed.main(["--encoder", "dummy", "--quick", "--size", "64", "--per-domain", "1", "--threads", "1",
                               "--checkpoint", str(tmp_path / "none"), "--out", str(out)])
     assert code == 0
     results = json.loads(out.read_text())
     assert {"assign_size", "map_size", "grad_mode", "channels_last", "half", "batching", "warmup", "png"} <= set(results["ablations"])
     assert "PNG compress level" in capsys.readouterr().out
+
+
+def test_the_matching_pgd_step_count_is_read_from_the_evaluation_json(tmp_path) -> None:
+    checkpoint = tmp_path / "run" / "final"
+    checkpoint.mkdir(parents=True)
+    steps, source = latency.matched_steps_from_evaluation(str(checkpoint))
+    assert steps is None and "no eval.json" in source and "--pgd-match-steps" in source  # never the docs' prose
+    (checkpoint.parent / "eval.json").write_text(json.dumps({"pgd_match": {"steps_matching_pull": 5, "steps_matching_damage": None}}))
+    assert latency.matched_steps_from_evaluation(str(checkpoint)) == (5, f"{checkpoint.parent / 'eval.json'} (steps_matching_pull)")
+    (checkpoint / "eval.json").write_text(json.dumps({"pgd_match": {"steps_matching_pull": 5, "steps_matching_damage": 8}}))
+    assert latency.matched_steps_from_evaluation(str(checkpoint))[0] == 8  # damage first, the checkpoint's own file first
+    (checkpoint / "eval.json").write_text(json.dumps({"pgd_match": {"steps_matching_pull": None, "steps_matching_damage": None}}))
+    assert latency.matched_steps_from_evaluation(str(checkpoint))[0] is None
+
+
+def test_benchmark_protectors_time_stages_through_the_timer_seam(tmp_path) -> None:
+    models = build_models("dummy", tmp_path / "none")
+    protector = make_protector(models, "cpu")
+    assert isinstance(protector.timer, StageTimer)
+    x = torch.rand(1, 3, 40, 48)
+    result = protector.protect(x, compute_metrics=False)
+    assert {"assign", "select", "resize", "lpips_map", "compose"} <= set(result.info.timings_s)
+    # efficacy through the evaluation's harness: same keys as train.evaluate's rows
+    mean, outputs, targets = protect_and_measure(protector, make_harness(models), [x])
+    assert {"pull", "damage", "lpips", "psnr", "ssim", "linf"} <= set(mean) and len(outputs) == len(targets) == 1
+
+
+def test_heldout_images_are_scaled_down_never_up(tmp_path) -> None:
+    from PIL import Image
+
+    paths = []
+    for name, size in (("wide.png", (120, 60)), ("small.png", (30, 20))):
+        Image.new("RGB", size, (200, 30, 90)).save(tmp_path / name)
+        paths.append(tmp_path / name)
+    wide, small = load_heldout(paths, long_side=64)
+    assert tuple(wide.shape[-2:]) == (32, 64) and tuple(small.shape[-2:]) == (20, 30)
+    assert torch.allclose((wide * 255).round(), wide * 255, atol=1e-4)  # on the 8-bit grid

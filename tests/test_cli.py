@@ -7,17 +7,17 @@ import pytest
 from PIL import Image
 
 from fastprotect import cli
-from tiny_models import tiny_protector
+from fastprotect.dummy import dummy_protector
 
 
 @pytest.fixture()
 def patched_protector(monkeypatch):
-    """The CLI loads weights through Protector.from_pretrained; give it tiny models instead."""
+    """The CLI loads weights through Protector.from_pretrained; give it dummy models instead."""
     calls = []
 
     def fake_from_pretrained(checkpoint=None, **kwargs):
         calls.append((checkpoint, kwargs))
-        return tiny_protector()
+        return dummy_protector()
 
     monkeypatch.setattr("fastprotect.protect.Protector.from_pretrained", staticmethod(fake_from_pretrained))
     return calls

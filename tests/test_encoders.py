@@ -1,4 +1,4 @@
-"""Encoders: tiny random models built from configs, real loading code through temp folders, and
+"""Encoders: dummy random models built from configs, real loading code through temp folders, and
 one real-weights check (TAEF2 from ../shared/weights)."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from fastprotect.encoders import (
 DOMAINS = ("object", "face", "painting", "cartoon")
 
 
-def tiny_vae(*, use_quant_conv: bool = True):
+def dummy_vae(*, use_quant_conv: bool = True):
     """A 4-block AutoencoderKL (downscale 8, like SD) small enough for CPU tests."""
     from diffusers import AutoencoderKL
 
@@ -54,7 +54,7 @@ def random_images(*shape: int, seed: int = 0) -> torch.Tensor:
 
 @pytest.mark.parametrize("use_quant_conv", [True, False])
 def test_sd_latent_is_diffusers_posterior_mean(use_quant_conv: bool) -> None:
-    vae = tiny_vae(use_quant_conv=use_quant_conv)
+    vae = dummy_vae(use_quant_conv=use_quant_conv)
     encoder = SDVAEEncoder.from_vae(vae)
     x = random_images(2, 3, 32, 32)
     with torch.no_grad():
@@ -69,7 +69,7 @@ def test_sd_latent_is_diffusers_posterior_mean(use_quant_conv: bool) -> None:
 
 
 def test_sd_decoder_matches_vae_decode() -> None:
-    vae = tiny_vae()
+    vae = dummy_vae()
     z = torch.randn(1, 4, 4, 5, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         decoded = SDVAEDecoder.from_vae(vae)(z)
@@ -79,7 +79,7 @@ def test_sd_decoder_matches_vae_decode() -> None:
 
 
 def test_sd_loads_from_local_folder_and_pipeline_folder(tmp_path: Path) -> None:
-    vae = tiny_vae()
+    vae = dummy_vae()
     vae.save_pretrained(tmp_path / "pipeline" / "vae")
     x = random_images(1, 3, 24, 40)
     with torch.no_grad():
@@ -101,7 +101,7 @@ def test_sd_offline_unknown_repo_fails_fast() -> None:
 # ----------------------------------------------------------------------------- shared behaviour
 
 
-@pytest.mark.parametrize("make", [lambda: SDVAEEncoder.from_vae(tiny_vae()), lambda: TinyEncoder("taesd")], ids=["sd-vae", "taesd"])
+@pytest.mark.parametrize("make", [lambda: SDVAEEncoder.from_vae(dummy_vae()), lambda: TinyEncoder("taesd")], ids=["sd-vae", "taesd"])
 def test_any_size_frozen_and_differentiable_wrt_input(make) -> None:
     encoder = make()
     x = random_images(1, 3, 37, 45).requires_grad_(True)

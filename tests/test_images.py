@@ -3,11 +3,33 @@
 from __future__ import annotations
 
 import io
+import struct
+import tracemalloc
+import unicodedata
 import zlib
 
 import numpy as np
 import pytest
 import torch
+from fixtures_images import (
+    PNG_SIGNATURE,
+    animated,
+    encode,
+    exif_with_thumbnail,
+    inverted_k_cmyk_profile,
+    iptc_records,
+    itxt,
+    jpeg_with_iptc,
+    png_16_bit,
+    png_claiming_size,
+    png_with_chunks,
+    random_rgb,
+    srgb_profile,
+    text_chunk,
+    tiff,
+    xmp_packet,
+    ztxt,
+)
 from PIL import Image, ImageFile
 
 from fastprotect import images
@@ -21,17 +43,6 @@ from fastprotect.images import (
     save_png,
     to_pil,
     uint8_to_pixels,
-)
-from fixtures_images import (
-    PNG_SIGNATURE,
-    animated,
-    encode,
-    exif_with_thumbnail,
-    inverted_k_cmyk_profile,
-    png_16_bit,
-    png_claiming_size,
-    random_rgb,
-    srgb_profile,
 )
 
 
@@ -414,7 +425,9 @@ def test_refuses_animations(format):
 def test_refuses_multi_page_tiff_and_float_images():
     pages = [Image.new("RGB", (16, 16)), Image.new("RGB", (16, 16))]
     assert refusal(encode(pages[0], "TIFF", save_all=True, append_images=pages[1:])).startswith("multi-page image (2 frames)")
-    assert "floating-point" in refusal(Image.new("F", (16, 16)))
+    message = refusal(Image.fromarray(np.full((16, 16), 2.5, np.float32)))
+    assert message.startswith("32-bit floating-point image with values from 2.5 to 2.5") and "0..1" in message
+    assert "NaN" in refusal(Image.fromarray(np.full((16, 16), np.nan, np.float32)))
 
 
 def test_save_refuses_a_different_size():
@@ -445,3 +458,238 @@ def test_unique_stem_numbers_names_that_clash_ignoring_case():
 
     used: set[str] = set()
     assert [unique_stem(s, used) for s in ("cat", "Cat", "dog", "CAT", "cat_2")] == ["cat", "Cat_2", "dog", "CAT_3", "cat_2_2"]
+    used = set()
+    decomposed = unicodedata.normalize("NFD", "Café")  # how macOS file systems spell it
+    names = ("café", decomposed, "Straße", "STRASSE", "東京", "東京")
+    assert [unique_stem(s, used) for s in names] == ["café", f"{decomposed}_2", "Straße", "STRASSE_2", "東京", "東京_2"]
+
+
+# --- rights metadata: PNG text, XMP, IPTC; resolution and colour chunks -------------------------------
+
+
+def test_png_text_chunks_are_kept(tmp_path):
+    base = Image.fromarray(random_rgb(16, 16))
+    data = png_with_chunks(
+        base,
+        text_chunk("Author", "Jane Doé"),
+        ztxt("Copyright", "© 2024 Jane Doé, all rights reserved".encode("latin-1")),
+        itxt("Description", "東京の夜 — a night in Tokyo", lang="ja", tkey="説明", compressed=True),
+        itxt("Title", "Night"),
+    )
+    data = png_with_chunks(data, text_chunk("Software", "Krita"), after_idat=True)
+    path = tmp_path / "art.png"
+    path.write_bytes(data)
+    image = load_image(path)
+    assert image.notes == []
+    expected = {
+        "Author": "Jane Doé",
+        "Copyright": "© 2024 Jane Doé, all rights reserved",
+        "Description": "東京の夜 — a night in Tokyo",
+        "Title": "Night",
+        "Software": "Krita",  # a chunk after the pixel data too
+    }
+    assert image.text == expected
+    saved = reload(png_bytes(image, 1 - image.pixels))
+    assert dict(saved.text) == expected
+    assert (saved.text["Description"].lang, saved.text["Description"].tkey) == ("ja", "説明")
+    with Image.open(io.BytesIO(data)) as opened:  # a PIL image the caller opened keeps its text too
+        assert load_image(opened).text == expected
+
+
+def test_jpeg_xmp_and_iptc_are_kept():
+    xmp, iptc = xmp_packet(), iptc_records(copyright="© 2024 Jane Doe")
+    data = jpeg_with_iptc(Image.fromarray(random_rgb(16, 16)), iptc, xmp=xmp, comment=b"shot in Tokyo")
+    image = load_image(data)
+    assert image.xmp == xmp and image.iptc == iptc and image.text == {"Comment": "shot in Tokyo"} and image.notes == []
+    saved = reload(png_bytes(image, image.pixels))
+    assert saved.info["xmp"] == xmp  # byte for byte, in iTXt XML:com.adobe.xmp
+    assert saved.text["XML:com.adobe.xmp"].encode("utf-8") == xmp
+    assert saved.text["Comment"] == "shot in Tokyo"
+    # IPTC: zTXt "Raw profile type iptc" = "\niptc\n<length>\n<hex>", a Photoshop block with resource 0x0404
+    _, name, length, digits = saved.text["Raw profile type iptc"].split("\n", 3)
+    block = bytes.fromhex("".join(digits.split()))
+    assert name == "iptc" and int(length) == len(block)
+    assert block[:6] == b"8BIM\x04\x04" and struct.unpack(">I", block[8:12])[0] == len(iptc) and block[12 : 12 + len(iptc)] == iptc
+    assert "© 2024 Jane Doe".encode() in block
+    again = load_image(png_bytes(image, image.pixels))  # and PNG -> PNG keeps it all again
+    assert again.xmp == xmp and again.text["Raw profile type iptc"] == saved.text["Raw profile type iptc"]
+
+
+def test_webp_and_tiff_xmp_is_kept():
+    xmp = xmp_packet("CC BY-NC 4.0")
+    webp = load_image(encode(Image.fromarray(random_rgb(16, 16)), "WEBP", lossless=True, xmp=xmp))
+    assert webp.xmp == xmp and reload(png_bytes(webp, webp.pixels)).info["xmp"] == xmp
+    iptc = iptc_records()
+    tif = load_image(encode(Image.fromarray(random_rgb(16, 16)), "TIFF", tiffinfo={700: xmp, 33723: iptc}))
+    assert tif.xmp == xmp and tif.iptc == iptc
+
+
+def test_xmp_orientation_is_reset_when_the_pixels_are_turned():
+    xmp = xmp_packet(orientation=6)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image = load_image(encode(Image.fromarray(random_rgb(16, 32)), "JPEG", exif=exif, xmp=xmp))
+    assert (image.width, image.height) == (16, 32)
+    assert image.xmp == xmp.replace(b'tiff:Orientation="6"', b'tiff:Orientation="1"')
+    saved = reload(png_bytes(image, image.pixels))
+    assert saved.size == (16, 32) and saved.getexif()[0x0112] == 1  # no viewer turns it again
+
+
+def test_exif_copies_in_png_text_are_not_carried_over():
+    raw = exif_with_thumbnail(1, b"UNPROTECTED-THUMBNAIL")[6:]
+    profile = f"\nexif\n{len(raw):8d}\n{raw.hex()}\n"
+    image = load_image(png_with_chunks(Image.fromarray(random_rgb(16, 16)), text_chunk("Raw profile type exif", profile)))
+    assert image.exif is not None and "Raw profile type exif" not in image.text
+    assert b"UNPROTECTED-THUMBNAIL".hex().encode() not in png_bytes(image, image.pixels)
+
+
+def test_resolution_and_png_colour_chunks_are_kept():
+    chrm = struct.pack(">8I", 31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)
+    data = encode(Image.fromarray(random_rgb(16, 16)), "PNG", dpi=(300, 300))
+    data = png_with_chunks(data, (b"gAMA", struct.pack(">I", 100000)), (b"cHRM", chrm), (b"cICP", bytes([9, 16, 0, 1])))
+    assert "gamma" not in reload(encode(reload(data), "PNG")).info  # Pillow alone does not write gAMA back...
+    image = load_image(data)
+    assert image.png_colour == {"gAMA": struct.pack(">I", 100000), "cHRM": chrm, "cICP": bytes([9, 16, 0, 1])}
+    written = png_bytes(image, image.pixels)
+    saved = reload(written)  # ...we do: a linear-gamma PNG must not turn dark, nor an HDR one flat
+    assert saved.info["gamma"] == 1.0 and saved.info["chromaticity"][0] == 0.3127 and saved.info["dpi"][0] == pytest.approx(300, rel=1e-4)
+    assert b"cICP" + bytes([9, 16, 0, 1]) in written
+    jpeg = load_image(encode(Image.fromarray(random_rgb(16, 16)), "JPEG", dpi=(300, 300)))
+    assert jpeg.dpi == (300, 300) and reload(png_bytes(jpeg, jpeg.pixels)).info["dpi"] == pytest.approx((300, 300), rel=1e-4)
+
+
+# --- large and damaged text chunks ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["bytes", "path", "file"])
+def test_text_chunk_past_pillows_limit_is_kept(source, tmp_path):
+    big = "x" * (2 * 2**20)  # inflates past Pillow's 1 MB limit: Pillow alone refuses the file
+    data = png_with_chunks(Image.fromarray(random_rgb(16, 16)), ztxt("Description", big.encode()), text_chunk("Author", "Jane"))
+    with pytest.raises(ValueError, match="too large"):
+        reload(data)
+    path = tmp_path / "big.png"
+    path.write_bytes(data)
+    with open(path, "rb") as handle:
+        image = load_image({"bytes": data, "path": path}.get(source, handle))
+    assert image.notes == [] and image.text == {"Description": big, "Author": "Jane"}
+    assert reload(png_bytes(image, image.pixels)).text["Description"] == big  # written so Pillow reads it back
+
+
+def test_text_bomb_is_dropped_not_the_image():
+    base = random_rgb(16, 16)
+    bomb = ztxt("Comment", bytes(40 * 2**20))  # 40 KB in the file, 40 MB inflated
+    data = png_with_chunks(Image.fromarray(base), text_chunk("Copyright", "(c) Jane"), bomb, after_idat=True)
+    assert len(data) < 100_000
+    tracemalloc.start()
+    try:
+        image = load_image(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 * 2**20, f"{peak / 2**20:.0f} MB"
+    assert np.array_equal(pixels_to_uint8(image.pixels), base)
+    assert image.text == {"Copyright": "(c) Jane"}
+    assert image.notes == ["PNG text chunk 'Comment' dropped: over the 16 MB limit for text metadata"]
+    assert "Comment" not in reload(png_bytes(image, image.pixels)).text
+
+
+def test_damaged_text_chunk_is_dropped_with_a_note():
+    data = bytearray(png_with_chunks(Image.fromarray(random_rgb(16, 16)), text_chunk("Author", "Jane"), text_chunk("Title", "x")))
+    data[data.index(b"Jane")] ^= 1  # CRC no longer matches: Pillow alone refuses the file
+    with pytest.raises(OSError):  # Pillow: "cannot identify image file"
+        reload(bytes(data))
+    image = load_image(bytes(data))
+    assert image.text == {"Title": "x"} and image.notes == ["PNG text chunk 'Author' dropped: damaged (bad checksum)"]
+
+
+# --- TIFF -----------------------------------------------------------------------------------------
+
+
+def test_32_bit_integer_tiff_is_scaled_by_its_bit_depth():
+    values = np.linspace(0, 2**32 - 1, 64, dtype=np.float64).astype(np.uint32).reshape(8, 8)
+    image = load_image(tiff(values, 32))
+    expected = np.round(values.astype(np.float64) / (2**32 - 1) * 255).astype(np.uint8)
+    assert np.abs(pixels_to_uint8(image.pixels)[..., 0].astype(int) - expected).max() <= 1  # not clipped at 65535
+    assert image.notes[0] == "32-bit integer image scaled to 8 bits per channel (0..4294967295 -> 0..255)"
+    signed = load_image(tiff(np.array([[-5, 0, 2**31 - 1, 2**30] * 2] * 8), 32, sample_format=2))
+    assert pixels_to_uint8(signed.pixels)[0, :4, 0].tolist() == [0, 0, 255, 128]
+    assert "32-bit signed integer image scaled to 8 bits per channel (0..2147483647 -> 0..255)" in signed.notes
+    assert "negative sample values shown as black" in signed.notes
+
+
+def test_16_bit_tiff_and_int_images_without_a_stated_depth():
+    image = load_image(tiff(SIXTEEN_BIT, 16))
+    assert np.array_equal(pixels_to_uint8(image.pixels)[..., 0], ROUNDED)
+    assert image.notes[0] == "16-bit image reduced to 8 bits per channel"
+    big = load_image(Image.fromarray(np.full((8, 8), 2**30, np.int32)))  # "I" in memory, over 16 bits
+    assert pixels_to_uint8(big.pixels).max() == 128 and "assumed from the values" in big.notes[0]
+
+
+def test_float_images_in_0_1_are_converted_and_others_refused():
+    values = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    image = load_image(tiff(values, 32, sample_format=3))
+    assert np.array_equal(pixels_to_uint8(image.pixels)[..., 0], np.round(values * 255).astype(np.uint8))
+    assert image.notes[0] == "32-bit floating-point image (values 0..1) reduced to 8 bits per channel"
+    assert "from -1 to 3" in refusal(tiff(np.linspace(-1, 3, 64).reshape(8, 8), 32, sample_format=3))
+
+
+def test_tiff_keeps_descriptive_tags_only(tmp_path):
+    values = np.zeros((8, 16, 3), np.uint8)
+    values[:, :8] = 255
+    extra = ((0x013B, 2, "Jane Doe"), (0x8298, 2, "(c) Jane Doe"), (0x010E, 2, "Night"), (0x0112, 3, [6]))
+    path = tmp_path / "scan.tif"
+    path.write_bytes(tiff(values, 8, extra_tags=extra))
+    image = load_image(path)
+    assert (image.width, image.height) == (8, 16)  # orientation 6 applied
+    exif = reload(png_bytes(image, image.pixels)).getexif()
+    assert dict(exif) == {0x013B: "Jane Doe", 0x8298: "(c) Jane Doe", 0x010E: "Night"}  # no StripOffsets, no orientation
+    with_ifd = Image.Exif()
+    with_ifd[0x8298] = "(c) Jane"
+    with_ifd[0x8769] = {0x9003: "2024:01:02 03:04:05"}
+    loaded = load_image(encode(Image.fromarray(values), "TIFF", exif=with_ifd.tobytes()))
+    kept = Image.Exif()
+    kept.load(loaded.exif)
+    assert kept[0x8298] == "(c) Jane" and kept.get_ifd(0x8769)[0x9003] == "2024:01:02 03:04:05"
+    assert not set(kept) & {256, 257, 258, 259, 273, 279}
+
+
+# --- names ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, stem", [
+    ("café 東京 (1).JPG", "café 東京 (1)"),
+    ("../../etc/my photo (1).JPG", "my photo (1)"),
+    ("C:\\Users\\jane\\Desktop\\art.png", "art"),
+    ("holiday.v2.jpg", "holiday.v2"),
+    ("holiday.v2", "holiday.v2"),  # not an image extension: part of the name (so safe_stem(safe_stem(x)) is stable)
+    ("a<b>c:d\"e|f?g*h.png", "a_b_c_d_e_f_g_h"),
+    ("evil\u202egnp.exe.png", "evil_gnp.exe"),  # bidi override
+    ("line\nbreak\x00nul.png", "line_break_nul"),
+    ("  ..hidden.. .png", "hidden"),
+    ("..", "image"),
+    ("", "image"),
+    (None, "image"),
+    ("Cafe\u0301.png", "Café"),  # NFC
+    ("👩\u200d💻 art.png", "👩\u200d💻 art"),  # zero-width joiner kept
+])
+def test_safe_stem(name, stem):
+    assert images.safe_stem(name) == stem
+    assert images.safe_stem(stem) == (stem if name else "image")
+
+
+def test_safe_stem_length_limits():
+    assert images.safe_stem("a" * 300 + ".png") == "a" * 120
+    cjk = images.safe_stem("東" * 300)
+    assert cjk == "東" * 66 and len(cjk.encode()) <= 200  # 3 bytes each: the byte limit binds first
+    combining = images.safe_stem("e" * 119 + "e\u0301\u0302x")  # no NFC form for e + two accents
+    assert combining == "e" * 119 and unicodedata.category(combining[-1]) != "Mn"
+    flags = images.safe_stem("x" * 117 + "🇯🇵🇫🇷")
+    assert flags == "x" * 117 + "🇯🇵"  # never half a flag
+    assert images.safe_stem("...", default="upload") == "upload"
+
+
+def test_load_image_names_keep_unicode(tmp_path):
+    path = tmp_path / "café 東京 (1).JPG"
+    Image.fromarray(random_rgb(16, 16)).save(path, format="JPEG")
+    assert load_image(path).name == "café 東京 (1)"
+    assert load_image(path.read_bytes(), name="../x/évasion\n.png").name == "évasion_"

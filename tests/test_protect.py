@@ -1,4 +1,4 @@
-"""Protector end to end on tiny models: sizes, budget after PNG round trip, alpha, ICC, EXIF,
+"""Protector end to end on dummy models: sizes, budget after PNG round trip, alpha, ICC, EXIF,
 modes, determinism and refinement (fastprotect.protect)."""
 
 from __future__ import annotations
@@ -10,17 +10,17 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
+from fastprotect.dummy import dummy_protector
 from fastprotect.images import load_image, png_bytes
 from fastprotect.losses import encode_target, protection_loss
-from fastprotect.targets import TARGET_NAMES
-from tiny_models import tiny_protector
+from fastprotect.vocabulary import TARGET_NAMES
 
 ETA = 8 / 255
 
 
 @pytest.fixture(scope="module")
 def protector():
-    return tiny_protector()
+    return dummy_protector()
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_bad_arguments_are_refused(protector, bad):
 
 
 def test_refinement_lowers_the_protection_loss():
-    protector = tiny_protector()
+    protector = dummy_protector()
     pixels = load_image(_random_rgba(64, 64, seed=5)).pixels
     target_image = protector.target_images[TARGET_NAMES.index("mid") : TARGET_NAMES.index("mid") + 1]
     target = encode_target(protector.encoder, target_image, 64, 64)
@@ -125,7 +125,7 @@ def test_refinement_lowers_the_protection_loss():
 
 
 def test_per_image_mode_without_mixture_pulls_towards_the_target():
-    protector = tiny_protector(with_mixture=False, per_image_steps=5)
+    protector = dummy_protector(with_mixture=False, per_image_steps=5)
     assert protector.mode == "per-image"
     pixels = load_image(_random_rgba(64, 64, seed=7)).pixels
     result = protector.protect(pixels, target="high", adaptive_strength=False)
@@ -139,7 +139,7 @@ def test_per_image_mode_without_mixture_pulls_towards_the_target():
 
 
 def test_adaptive_strength_with_real_lpips_reduces_visible_change(real_perceptual):
-    protector = tiny_protector(perceptual=real_perceptual)
+    protector = dummy_protector(perceptual=real_perceptual)
     pixels = load_image(_random_rgba(128, 96, seed=9)).pixels
     plain = protector.protect(pixels, adaptive_strength=False, target="mid")
     adaptive = protector.protect(pixels, adaptive_strength=True, target="mid")
@@ -158,33 +158,41 @@ def test_progress_is_reported_in_order(protector):
 
 @pytest.mark.parametrize("size", [(8, 8), (9, 40), (300, 10)])
 def test_smallest_images_work_with_real_lpips(real_perceptual, size):
-    protector = tiny_protector(perceptual=real_perceptual)
+    protector = dummy_protector(perceptual=real_perceptual)
     pixels = load_image(_random_rgba(*size)).pixels
     result = protector.protect(pixels)
     assert result.image.shape == pixels.shape
     assert result.info.lpips is not None and result.info.linf_levels <= 8
 
 
-def test_from_pretrained_falls_back_to_per_image_when_the_mixtures_encoder_is_missing(tmp_path, monkeypatch):
-    """A checkpoint whose encoder weights cannot be reached still protects (per-image mode), and says why."""
+def test_a_checkpoint_whose_encoder_is_unreachable_is_an_error_not_a_mode_switch(tmp_path, monkeypatch):
+    """No silent fallback: the error names the missing encoder; per-image mode only when asked for."""
     import fastprotect.protect as protect_module
+    from fastprotect.dummy import dummy_autoencoder, dummy_mixture
     from fastprotect.hub import WeightsUnavailableError
-    from tiny_models import tiny_autoencoder, tiny_mixture
 
-    tiny_mixture().save_pretrained(tmp_path / "ckpt")  # names encoder kind sd-vae, source "tiny"
+    dummy_mixture().save_pretrained(tmp_path / "ckpt")  # names encoder kind sd-vae, source "dummy"
     calls = []
 
     def fake_load(kind, source=None, **kwargs):
         calls.append((kind, source))
-        if source == "tiny":
-            raise WeightsUnavailableError("no such weights offline")
-        return tiny_autoencoder()
+        if source == "dummy":
+            raise WeightsUnavailableError("no such weights offline: set FASTPROTECT_SD_VAE")
+        return dummy_autoencoder()
 
     monkeypatch.setattr(protect_module, "load_autoencoder", fake_load)
     monkeypatch.setattr("fastprotect.perceptual.load_perceptual", lambda *args, **kwargs: None)
-    protector = protect_module.Protector.from_pretrained(tmp_path / "ckpt", per_image_steps=2)
-    assert protector.mode == "per-image"
-    assert any("unavailable" in note for note in protector.notes)
-    assert calls[0] == ("sd-vae", "tiny") and len(calls) == 2
-    with pytest.raises(WeightsUnavailableError):
-        protect_module.Protector.from_pretrained(tmp_path / "ckpt", allow_per_image=False)
+    with pytest.raises(WeightsUnavailableError, match="FASTPROTECT_SD_VAE"):
+        protect_module.Protector.from_pretrained(tmp_path / "ckpt")
+    assert calls == [("sd-vae", "dummy")]
+    protector = protect_module.Protector.from_pretrained(per_image=True, encoder_kind="taesd", encoder_source="anything", per_image_steps=2)
+    assert protector.mode == "per-image" and calls[-1] == ("taesd", "anything")
+
+
+def test_a_mistyped_checkpoint_is_an_error_naming_it(tmp_path):
+    from fastprotect.hub import WeightsUnavailableError
+
+    from fastprotect.protect import Protector
+
+    with pytest.raises(WeightsUnavailableError, match="no-such-checkpoint"):
+        Protector.from_pretrained(tmp_path / "no-such-checkpoint")

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from fastprotect.strength import ALPHA, BETA, adaptive_scale, budget_levels, project_linf, quantise_within_budget
+from fastprotect.strength import ALPHA, BETA, adaptive_scale, project_linf, quantise_within_budget
+from fastprotect.vocabulary import levels_from_eta
 
 
 def test_decile_steps_boost_least_visible_and_damp_most_visible():
@@ -51,6 +52,6 @@ def test_quantisation_keeps_budget_after_rounding(eta_levels):
 
 
 def test_budget_levels_floor():
-    assert budget_levels(8 / 255) == 8
-    assert budget_levels(8.9 / 255) == 8
-    assert budget_levels(0.5 / 255) == 0
+    assert levels_from_eta(8 / 255) == 8
+    assert levels_from_eta(8.9 / 255) == 8
+    assert levels_from_eta(0.5 / 255) == 0

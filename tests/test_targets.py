@@ -2,7 +2,8 @@
 
 import torch
 
-from fastprotect.targets import TARGET_NAMES, entropy_signature, target_pattern, target_patterns
+from fastprotect.targets import entropy_signature, target_pattern, target_patterns
+from fastprotect.vocabulary import TARGET_NAMES
 
 
 def test_patterns_are_deterministic_in_range_and_distinct():

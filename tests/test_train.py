@@ -1,9 +1,11 @@
-"""train/: argument checks (before any model loads), a tiny end-to-end run, resume, the split,
-and the evaluation on tiny models. Tiny random encoders, 32 px images generated into tmp_path."""
+"""train/: the typed TrainConfig and its checks (before any model loads, the same for the command
+line and library callers), a small end-to-end run, resume, snapshots with model cards, the split,
+and the evaluation on dummy models (fastprotect.dummy), 32 px images generated into tmp_path."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
+from fastprotect.dummy import dummy_autoencoder, dummy_sd_vae
 from fastprotect.mixture import MixtureOfPerturbations
 from fastprotect.protect import Protector
-from tests.tiny_models import tiny_autoencoder, tiny_vae
+from fastprotect.vocabulary import DEFAULT_ETA
 from train import cli, data, trainer
 from train.checkpoints import list_checkpoints
+from train.config import TrainConfig, TrainConfigError
 
 
 @pytest.fixture
@@ -37,19 +41,19 @@ def image_root(tmp_path: Path) -> Path:
 
 
 def base_args(image_root: Path, output: Path, *extra: str) -> list[str]:
-    return ["--data", str(image_root), "--output", str(output), "--encoder-kind", "sd-vae", "--encoder-source", "tiny",
-            "--publish-encoder-source", "tiny", "--size", "32", "--assign-size", "32", "--num-groups", "2",
+    return ["--data", str(image_root), "--output", str(output), "--encoder-kind", "sd-vae", "--encoder-source", "dummy",
+            "--publish-encoder-source", "dummy", "--size", "32", "--assign-size", "32", "--num-groups", "2",
             "--batch-size", "2", "--steps", "3", "--save-every", "2", "--heldout-fraction", "0.3", "--kmeans-init", "1",
             "--no-progress", *extra]
 
 
 @pytest.fixture
-def tiny_loader(monkeypatch):
+def dummy_loader(monkeypatch):
     calls = []
 
     def load(kind, source, subfolder, device):
         calls.append((kind, source))
-        return tiny_autoencoder()
+        return dummy_autoencoder()
 
     monkeypatch.setattr(trainer, "load_encoder", load)
     return calls
@@ -65,7 +69,7 @@ def test_grouped_split_is_deterministic_and_keeps_groups_together(image_root: Pa
     assert {e.domain for e in first[1]} == {"object", "painting"}  # every domain is held out in part
 
 
-def test_three_step_run_writes_a_checkpoint_the_protector_loads(image_root: Path, tmp_path: Path, tiny_loader) -> None:
+def test_three_step_run_writes_a_checkpoint_the_protector_loads(image_root: Path, tmp_path: Path, dummy_loader) -> None:
     assert cli.main(base_args(image_root, tmp_path / "run")) == 0
     final = tmp_path / "run" / "final"
     assert {p.name for p in final.iterdir()} >= {"config.json", "model.safetensors", "README.md"}
@@ -73,8 +77,9 @@ def test_three_step_run_writes_a_checkpoint_the_protector_loads(image_root: Path
     mixture = MixtureOfPerturbations.from_pretrained(final)  # strict load
     half = mixture.config.eta / 2
     assert mixture.global_perturbations.abs().max() <= half + 1e-3 and mixture.group_perturbations.abs().max() > 0
-    assert mixture.config.encoder_source == "tiny" and mixture.config.num_groups == 2
-    protector = Protector(tiny_autoencoder(), mixture=mixture, map_size=32)
+    assert mixture.config.encoder_source == "dummy" and mixture.config.num_groups == 2
+    assert mixture.config.mimic_base == "sd-1.5"  # set from the encoder kind (MIMIC_FAMILY_OF_ENCODER)
+    protector = Protector(dummy_autoencoder(), mixture=mixture, map_size=32)
     image = torch.rand(1, 3, 40, 48).mul(255).round().div(255)
     result = protector.protect(image, adaptive_strength=False, compute_metrics=False)
     assert result.image.shape == image.shape and result.info.linf_levels <= 8 and result.info.linf_levels > 0
@@ -82,7 +87,7 @@ def test_three_step_run_writes_a_checkpoint_the_protector_loads(image_root: Path
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
 
 
-def test_resume_latest_continues_the_step_counter(image_root: Path, tmp_path: Path, tiny_loader) -> None:
+def test_resume_latest_continues_the_step_counter(image_root: Path, tmp_path: Path, dummy_loader) -> None:
     run = tmp_path / "run"
     assert cli.main(base_args(image_root, run, "--steps", "4", "--stop-at", "2")) == 0
     assert [s for s, _ in list_checkpoints(run)] == [2]
@@ -93,58 +98,120 @@ def test_resume_latest_continues_the_step_counter(image_root: Path, tmp_path: Pa
     assert (run / "checkpoints" / "step-000002" / "model.safetensors").is_file()
 
 
+def test_every_snapshot_has_a_real_model_card(image_root: Path, tmp_path: Path, dummy_loader) -> None:
+    run = tmp_path / "run"
+    assert cli.main(base_args(image_root, run)) == 0  # 3 steps, a snapshot every 2: steps 2 and 3
+    snapshot = (run / "checkpoints" / "step-000002" / "README.md").read_text()
+    final = (run / "final" / "README.md").read_text()
+    for card in (snapshot, final):
+        assert "More Information Needed" not in card
+        assert "`sd-vae` encoder" in card and "mimic_base: sd-1.5" in card and "8/255" in card and "K = 2" in card
+        assert "low, mid, high" in card and "Protector.from_pretrained" in card and "licence | MIT" in card
+        assert "## Evaluation" not in card  # no table until train.evaluate writes one
+    assert "| training | 2 of 3 steps (a snapshot taken during training), batch 2 |" in snapshot and "stored as fp32" in snapshot
+    assert "| training | 3 steps, batch 2 |" in final and "stored as fp16" in final
+
+
+def test_the_command_line_defaults_are_train_configs(image_root: Path, tmp_path: Path) -> None:
+    parsed = cli.parse_args(["--data", str(image_root), "--output", str(tmp_path / "run")])
+    assert parsed == TrainConfig(data=(image_root,), output=tmp_path / "run")
+    assert parsed.eta == DEFAULT_ETA and parsed.learning_rate == pytest.approx(DEFAULT_ETA / 10)
+    flags = cli.parse_args(base_args(image_root, tmp_path / "run", "--eta", "4", "--layers", "0,2", "--fixed-target", "mid"))
+    assert flags.eta == 4 / 255 and flags.layers == (0, 2) and flags.fixed_target == "mid" and flags.progress is False
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"num_groups": 0}, "num_groups must be at least 1"),
+        ({"eta": 40 / 255}, "between 1 and 32 levels"),
+        ({"encoder_kind": "vqgan"}, "encoder_kind must be one of sd-vae, taesd, taef2"),
+        ({"fixed_target": "medium"}, "fixed_target must be one of low, mid, high"),
+        ({"steps": 10, "stop_at": 11}, "stop_at must be between 1 and steps (10)"),
+        ({"precision": "fp16", "device": "cpu"}, "CUDA"),
+    ],
+)
+def test_library_callers_get_the_same_rules(tmp_path: Path, options, message) -> None:
+    with pytest.raises(TrainConfigError, match=re.escape(message)):
+        TrainConfig(data=(tmp_path,), output=tmp_path / "run", **options)
+
+
+def test_train_is_callable_with_a_typed_config(image_root: Path, tmp_path: Path, dummy_loader) -> None:
+    config = TrainConfig(
+        data=[image_root], output=tmp_path / "run", encoder_kind="taesd", encoder_source="dummy", publish_encoder_source="dummy",
+        size=32, assign_size=32, num_groups=2, steps=2, save_every=1, batch_size=2, heldout_fraction=0.3, kmeans_init=1,
+        progress=False,
+    )
+    assert config.data == (image_root,)  # lists and strings are normalised
+    final = trainer.train(config)
+    mixture = MixtureOfPerturbations.from_pretrained(final)
+    assert mixture.config.encoder_kind == "taesd" and mixture.config.mimic_base == "sd-1.5"
+    assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [2]
+    with pytest.raises(TrainConfigError, match="nothing to resume"):  # preflight runs inside train() too
+        trainer.train(TrainConfig(data=(image_root,), output=tmp_path / "elsewhere", resume="latest"))
+    assert not (tmp_path / "elsewhere").exists()
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--num-groups", "0"], "--num-groups"),
-        (["--no-assignment", "--num-groups", "1"], "--no-assignment"),
+        (["--num-groups", "0"], "num_groups must be at least 1"),
+        (["--no-assignment", "--num-groups", "1"], "no_assignment needs num_groups > 1"),
         (["--resume", "latest"], "nothing to resume"),
+        (["--resume", "latest", "--split", "x.json"], "do not pass split"),
         (["--push-to-hub", "someone/fastprotect-test"], "HF_HUB_OFFLINE"),
         (["--size", "30"], "multiple of 8"),
         (["--precision", "bf16"], "CUDA"),
-        (["--stop-at", "9"], "--stop-at"),
+        (["--stop-at", "9"], "stop_at must be between 1 and steps (3)"),
+        (["--eta", "40"], "between 1 and 32 levels"),
+        (["--eta", "0.5"], "between 1 and 32 levels"),
+        (["--layers", "0,a"], "--layers is a comma-separated list"),
+        (["--max-train-images", "1"], "max_train_images must be at least num_groups"),
+        (["--data", "/nonexistent/images"], "not a folder"),
     ],
 )
-def test_bad_arguments_fail_before_any_model_loads(image_root, tmp_path, tiny_loader, monkeypatch, capsys, extra, message) -> None:
+def test_bad_arguments_fail_before_any_model_loads(image_root, tmp_path, dummy_loader, monkeypatch, capsys, extra, message) -> None:
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(SystemExit) as exit_info:
         cli.main(base_args(image_root, tmp_path / "run", *extra))
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
-    assert tiny_loader == []  # the encoder was never loaded
+    error = capsys.readouterr().err
+    assert message in error and len(error.strip().splitlines()) == 1  # one line, no usage block
+    assert dummy_loader == []  # the encoder was never loaded
     assert not (tmp_path / "run").exists()
 
 
 def test_sd_vae_path_end_to_end_with_the_real_loader(image_root: Path, tmp_path: Path) -> None:
-    vae_dir = tmp_path / "tiny-vae"
-    tiny_vae().save_pretrained(vae_dir)
+    vae_dir = tmp_path / "dummy-vae"
+    dummy_sd_vae().save_pretrained(vae_dir)
     run = tmp_path / "run"
     args = base_args(image_root, run, "--no-assignment", "--feature-weight", "0.5", "--layers", "0,2", "--descriptor", "layout-4x4")
     args[args.index("--encoder-source") + 1] = str(vae_dir)
-    args.remove("--publish-encoder-source"), args.remove("tiny")
+    args.remove("--publish-encoder-source"), args.remove("dummy")
     assert cli.main(args) == 0
     mixture = MixtureOfPerturbations.from_pretrained(run / "final")
     # a local source is not written into the shipped config: the kind's Hub id is
     assert mixture.config.encoder_source == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     assert mixture.config.feature_weight == 0.5 and mixture.global_perturbations.dtype == torch.float32
     assert mixture.config.descriptor == "layout-4x4" and mixture.centroids.shape[1] == 16 * mixture.config.latent_channels
-    protector = Protector(tiny_autoencoder(), mixture=mixture, map_size=32)
+    protector = Protector(dummy_autoencoder(), mixture=mixture, map_size=32)
     assert protector.protect(torch.rand(1, 3, 32, 32), adaptive_strength=False, compute_metrics=False).info.group in (0, 1)
     info = json.loads((run / "train_info.json").read_text())
-    assert info["steps"] == 3 and info["args"]["no_assignment"] is True
+    assert info["steps"] == 3 and info["config"]["no_assignment"] is True and info["config"]["layers"] == [0, 2]
     card = (run / "final" / "README.md").read_text()
     assert "proxy" not in card and "posterior mean" in card
     assert "stored as fp16" in card and "4×4 grid means" in card and "per group, by domain" in card
 
 
-def test_evaluation_runs_on_tiny_models(image_root, tmp_path, tiny_loader, shared_weights, monkeypatch) -> None:
+def test_evaluation_runs_on_dummy_models(image_root, tmp_path, dummy_loader, shared_weights, monkeypatch) -> None:
+    from fastprotect.evaluation import TRANSFORMS
     from train import evaluate
 
     run = tmp_path / "run"
     assert cli.main(base_args(image_root, run)) == 0
-    monkeypatch.setattr("fastprotect.encoders.load_autoencoder", lambda *a, **k: tiny_autoencoder())
+    monkeypatch.setattr("fastprotect.encoders.load_autoencoder", lambda *a, **k: dummy_autoencoder())
     out = tmp_path / "eval.json"
     code = evaluate.main([
         "--checkpoint", str(run / "final"), "--row", f"UAP={run / 'final'}", "--data", str(image_root),
@@ -156,12 +223,15 @@ def test_evaluation_runs_on_tiny_models(image_root, tmp_path, tiny_loader, share
     assert code == 0
     results = json.loads(out.read_text())
     assert {"UAP", "full (final)", "full (final) + adaptive strength", "PGD 1 steps", "PGD 2 steps"} <= set(results["rows"])
-    assert set(results["robustness"]["UAP"]) == set(evaluate.TRANSFORMS)
+    assert set(results["robustness"]["UAP"]) == set(TRANSFORMS)
     assert results["comparisons"][0]["domains"] == 2 and len(results["curves"]["UAP"]) == 2
     assert [c["b"] for c in results["equal_lpips_by_domain"]] == ["UAP", "UAP"]
     assert "| PGD 2 steps |" in (run / "final" / "README.md").read_text()  # the card got the table
     with pytest.raises(SystemExit):  # a mistyped split is a one-line usage error, not a traceback
         evaluate.parse_args(["--checkpoint", str(run / "final"), "--data", str(image_root), "--split", "missing.json", "--out", str(out)])
+    with pytest.raises(SystemExit):  # a budget outside 1…32 levels is a usage error before any model loads
+        evaluate.parse_args(["--checkpoint", str(run / "final"), "--data", str(image_root), "--split", str(run / "split.json"),
+                             "--out", str(out), "--curve-etas", "4,40"])
 
 
 def test_headroom_scores_a_shared_step_against_each_images_own_best_step() -> None:
@@ -177,12 +247,12 @@ def test_headroom_scores_a_shared_step_against_each_images_own_best_step() -> No
     assert sums.tolist() == [[1.0, 1.0], [5.0, 5.0]] and fallbacks == 1  # (1, "b") unseen: its target's sum
 
 
-def test_headroom_runs_on_tiny_models(image_root, tmp_path, tiny_loader, monkeypatch, capsys) -> None:
+def test_headroom_runs_on_dummy_models(image_root, tmp_path, dummy_loader, monkeypatch, capsys) -> None:
     from train import headroom
 
     run = tmp_path / "run"
     assert cli.main(base_args(image_root, run)) == 0
-    monkeypatch.setattr("fastprotect.encoders.load_autoencoder", lambda *a, **k: tiny_autoencoder())
+    monkeypatch.setattr("fastprotect.encoders.load_autoencoder", lambda *a, **k: dummy_autoencoder())
     out, cached = tmp_path / "headroom.json", tmp_path / "grads.pt"
     args = ["--checkpoint", str(run / "final"), "--data", str(image_root), "--split", str(run / "split.json"), "--size", "32",
             "--out", str(out), "--cache", str(cached)]
@@ -198,21 +268,3 @@ def test_headroom_runs_on_tiny_models(image_root, tmp_path, tiny_loader, monkeyp
     assert "| K-means |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no such file"):
         headroom.main(["--checkpoint", str(run / "final"), "--data", str(image_root), "--split", str(tmp_path / "missing.json")])
-
-
-def test_per_domain_comparison_is_made_at_equal_lpips_not_equal_eta() -> None:
-    from train.evaluate import equal_lpips_by_domain
-
-    def point(eta, face, paint):
-        return {"eta_levels": eta, "by_domain": {"face": dict(zip(("lpips", "damage"), face)), "painting": dict(zip(("lpips", "damage"), paint))}}
-
-    # A is less visible at η = 8 than B; on faces it is more damaging than B *at A's LPIPS*, though
-    # less damaging than B at η = 8; on paintings its LPIPS lies outside B's curve
-    curves = {
-        "full": [point(4, (0.05, 0.05), (0.01, 0.01)), point(8, (0.10, 0.09), (0.02, 0.02))],
-        "UAP": [point(4, (0.06, 0.04), (0.05, 0.05)), point(8, (0.14, 0.12), (0.10, 0.10))],
-    }
-    result = equal_lpips_by_domain(curves, "full", "UAP", 8)
-    face = result["per_domain"]["face"]
-    assert face["lpips"] == 0.10 and face["damage"][1] == pytest.approx(0.08) and face["win"] is True
-    assert result["per_domain"]["painting"]["win"] is None and result["domains_won"] == 1

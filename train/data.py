@@ -2,9 +2,9 @@
 
 Every folder given with ``--data`` is a *root*; an image's *domain* is the name of the sub-folder
 it sits in (``object``, ``face``, ...), or the root's own name for images directly in it. When a
-root holds a ``SOURCES.md`` with a markdown table that has ``file`` and ``group`` columns (the
-team's shared data set does), images sharing a group (subject, identity, source page) are kept on
-one side of the split; otherwise every file is its own group.
+root holds a ``SOURCES.md`` with a markdown table that has ``file`` and ``group`` columns,
+images sharing a group (subject, identity, source page) are kept on one side of the split;
+otherwise every file is its own group.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+from fastprotect.vocabulary import IMAGE_SUFFIXES, is_image_name
+
 SPLIT_NAME = "split.json"
 
 
@@ -57,7 +58,7 @@ def scan(roots: list[Path]) -> tuple[list[Entry], str]:
             raise FileNotFoundError(f"--data {root}: not a folder")
         groups = read_groups(root)
         grouped_by_sources &= bool(groups)
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_name(p.name))
         for file in files:
             relative = file.relative_to(root)
             domain = relative.parts[0] if len(relative.parts) > 1 else root.name

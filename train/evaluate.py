@@ -12,12 +12,15 @@ checkpoint was trained on and its decoder:
   (x̂ and x both transformed, so only the protection's survival is measured);
 * damage-vs-LPIPS curves over η with and without adaptive strength.
 Results go to a JSON file and a markdown report on stdout.
+
+This module is the orchestration (arguments and the run). The measures are
+``fastprotect.evaluation`` (the harness the benchmarks share), the comparisons ``train/compare.py``
+and the report ``train/report.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import time
@@ -25,14 +28,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from fastprotect import metrics
-from fastprotect.targets import TARGET_NAMES
+from fastprotect.evaluation import TRANSFORMS, Harness, Reference, summarise, transform
+from fastprotect.vocabulary import MAX_ETA_LEVELS, TARGET_NAMES, eta_from_levels
 
 from . import data
-
-TRANSFORMS = ("jpeg90", "jpeg75", "resize-half", "noise4")
+from .compare import compare, equal_lpips, equal_lpips_by_domain
+from .report import markdown
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +74,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.curve_etas = [float(s) for s in args.curve_etas.split(",")]
     except ValueError:
         parser.error("--pgd-steps, --pgd-report and --curve-etas are comma-separated numbers")
+    if not all(1 <= levels <= MAX_ETA_LEVELS for levels in [args.eta, *args.curve_etas]):
+        parser.error(f"--eta and --curve-etas are budgets in 8-bit levels between 1 and {MAX_ETA_LEVELS}")
     if not set(args.pgd_report) <= set(args.pgd_steps):
         parser.error("--pgd-report step counts must be among --pgd-steps")
     if not args.split.is_file():
@@ -92,86 +96,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------------------ helpers
-def transform(images: torch.Tensor, name: str, generator: torch.Generator) -> torch.Tensor:
-    """One of TRANSFORMS applied to B×3×H×W in [0, 1]."""
-    if name.startswith("jpeg"):
-        from PIL import Image
-
-        quality = int(name[4:])
-        out = []
-        for image in images:
-            array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).contiguous().numpy()
-            buffer = io.BytesIO()
-            Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
-            decoded = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
-            out.append(torch.frombuffer(bytearray(decoded.tobytes()), dtype=torch.uint8).reshape(array.shape).permute(2, 0, 1).float() / 255)
-        return torch.stack(out)
-    if name == "resize-half":
-        h, w = images.shape[-2:]
-        small = F.interpolate(images, size=(h // 2, w // 2), mode="bilinear", align_corners=False, antialias=True)
-        return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
-    if name == "noise4":
-        return (images + torch.randn(images.shape, generator=generator) * 4 / 255).clamp(0, 1)
-    raise ValueError(name)
-
-
-class Bench:
-    """Encoder, decoder, LPIPS and the clean references for one batch of held-out images."""
-
-    def __init__(self, autoencoder, perceptual, images: torch.Tensor, target_images: torch.Tensor) -> None:
-        self.encoder, self.decoder, self.perceptual = autoencoder.encoder, autoencoder.decoder, perceptual
-        self.x = images
-        size = images.shape[-1]
-        with torch.no_grad():
-            small = F.interpolate(target_images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-            self.target_latents = self.encoder.encode(small)
-            self.clean_latent, self.clean_round_trip = self.round_trip(images)
-
-    @torch.no_grad()
-    def round_trip(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        latents, decoded = [], []
-        for chunk in images.split(4):
-            z = self.encoder.encode(chunk)
-            latents.append(z)
-            decoded.append(self.decoder(z).clamp(0, 1))
-        return torch.cat(latents), torch.cat(decoded)
-
-    @torch.no_grad()
-    def lpips(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.perceptual(p, q) for p, q in zip(a.split(4), b.split(4))]).flatten()
-
-    @torch.no_grad()
-    def efficacy(self, protected: torch.Tensor, targets: torch.Tensor, clean: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Per image: pull towards E(y_t) and mimic damage; ``clean`` = the transformed clean image."""
-        if clean is None:
-            clean_latent, clean_rt, reference = self.clean_latent, self.clean_round_trip, self.x
-        else:
-            clean_latent, clean_rt = self.round_trip(clean)
-            reference = self.x
-        latent, round_trip = self.round_trip(protected)
-        pull = metrics.latent_pull(clean_latent, latent, self.target_latents[targets])
-        damage = self.lpips(round_trip, reference) - self.lpips(clean_rt, reference)
-        return {"pull": pull, "damage": damage}
-
-    @torch.no_grad()
-    def invisibility(self, protected: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {
-            "lpips": self.lpips(protected, self.x),
-            "psnr": torch.tensor([metrics.psnr(p[None], x[None]) for p, x in zip(protected, self.x)]),
-            "ssim": torch.tensor([metrics.ssim(p[None], x[None]) for p, x in zip(protected, self.x)]),
-            "linf": torch.tensor([float(metrics.linf_levels(p[None], x[None])) for p, x in zip(protected, self.x)]),
-        }
-
-
-def summarise(per_image: dict[str, torch.Tensor], domains: list[str]) -> dict[str, dict[str, float]]:
-    """Mean of every per-image metric per domain and over all images."""
-    out: dict[str, dict[str, float]] = {}
-    for domain in sorted(set(domains)) + ["all"]:
-        mask = torch.tensor([d == domain or domain == "all" for d in domains])
-        out[domain] = {key: float(value[mask].float().mean()) for key, value in per_image.items() if value.numel() == len(domains)}
-    return out
-
-
 def run_mixture(protector, images: torch.Tensor, *, eta: float, target: str, adaptive: bool) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Protect each image alone (as the app does); returns x̂, target indices, mean seconds/image."""
     outs, targets, seconds = [], [], 0.0
@@ -184,7 +108,7 @@ def run_mixture(protector, images: torch.Tensor, *, eta: float, target: str, ada
     return torch.cat(outs), torch.tensor(targets), seconds / len(images)
 
 
-def run_pgd(bench: Bench, encoder, targets: torch.Tensor, target_images: torch.Tensor, *, eta: float, steps: list[int],
+def run_pgd(reference: Reference, encoder, targets: torch.Tensor, target_images: torch.Tensor, *, eta: float, steps: list[int],
             on_checkpoint: Callable[[int, torch.Tensor, float], None]) -> None:
     """Per-image PGD from δ = 0 (step η/4, the library default), measured after each count in ``steps``.
 
@@ -195,7 +119,7 @@ def run_pgd(bench: Bench, encoder, targets: torch.Tensor, target_images: torch.T
     from fastprotect.pgd import pgd_perturb
     from fastprotect.strength import quantise_within_budget
 
-    x = bench.x
+    x = reference.images
     size = x.shape[-1]
     delta = torch.zeros_like(x)
     seconds = 0.0
@@ -239,8 +163,9 @@ def evaluate(args: argparse.Namespace) -> dict:
     autoencoder.decoder.eval().requires_grad_(False)
     perceptual = load_perceptual("alex", args.lpips_backbone).eval()
     target_images = full.target_images_float()
-    bench = Bench(autoencoder, perceptual, images, target_images)
-    eta = args.eta / 255
+    harness = Harness(autoencoder, perceptual, target_images)
+    reference = harness.reference(images)
+    eta = eta_from_levels(args.eta)
     results: dict = {"images": [e.path for e in chosen], "domains": domains, "size": args.size, "eta_levels": args.eta, "rows": {}, "notes": []}
     protectors: dict[str, object] = {}
 
@@ -251,7 +176,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         return protectors[str(path)]
 
     def record(label: str, protected: torch.Tensor, targets: torch.Tensor, seconds: float, extra: dict | None = None) -> dict:
-        per_image = bench.invisibility(protected) | bench.efficacy(protected, targets)
+        per_image = harness.measure(reference, protected, targets)
         row = {"summary": summarise(per_image, domains), "latency_s": seconds, "targets": targets.tolist()} | (extra or {})
         results["rows"][label] = row
         a = row["summary"]["all"]
@@ -279,22 +204,21 @@ def evaluate(args: argparse.Namespace) -> dict:
         row = record(f"PGD {count} steps", protected, full_targets, seconds, {"pgd_steps": count})
         pgd_trace[count] = row
 
-    run_pgd(bench, autoencoder.encoder, full_targets, target_images, eta=eta, steps=args.pgd_steps, on_checkpoint=on_pgd)
-    reference = results["rows"]["full (final) + adaptive strength"]
-    matched = next((c for c in args.pgd_steps if pgd_trace[c]["summary"]["all"]["pull"] <= reference["summary"]["all"]["pull"]), None)
-    matched_damage = next((c for c in args.pgd_steps if pgd_trace[c]["summary"]["all"]["damage"] >= reference["summary"]["all"]["damage"]), None)
+    run_pgd(reference, autoencoder.encoder, full_targets, target_images, eta=eta, steps=args.pgd_steps, on_checkpoint=on_pgd)
+    ours = results["rows"]["full (final) + adaptive strength"]
+    matched = next((c for c in args.pgd_steps if pgd_trace[c]["summary"]["all"]["pull"] <= ours["summary"]["all"]["pull"]), None)
+    matched_damage = next((c for c in args.pgd_steps if pgd_trace[c]["summary"]["all"]["damage"] >= ours["summary"]["all"]["damage"]), None)
     results["pgd_match"] = {
         "reference": "full (final) + adaptive strength",
         "steps_matching_pull": matched,
-        "latency_ratio_pull": (pgd_trace[matched]["latency_s"] / reference["latency_s"]) if matched else None,
+        "latency_ratio_pull": (pgd_trace[matched]["latency_s"] / ours["latency_s"]) if matched else None,
         "steps_matching_damage": matched_damage,
-        "latency_ratio_damage": (pgd_trace[matched_damage]["latency_s"] / reference["latency_s"]) if matched_damage else None,
+        "latency_ratio_damage": (pgd_trace[matched_damage]["latency_s"] / ours["latency_s"]) if matched_damage else None,
         "measured_steps": args.pgd_steps,
     }
 
     # robustness: the first ablation row (UAP when given), the full method, and the strongest reported PGD
     if not args.no_robustness:
-        generator = torch.Generator().manual_seed(args.seed)
         candidates = ([args.rows[0]["label"]] if args.rows else []) + ["full (final) + adaptive strength"]
         robust_rows = {label: outputs[label] for label in candidates}
         robust_rows[f"PGD {max(args.pgd_report)} steps"] = (pgd_images[max(args.pgd_report)], full_targets)
@@ -304,10 +228,9 @@ def evaluate(args: argparse.Namespace) -> dict:
             clean_t = transform(images, name, noise_seed)
             for label, (protected, targets) in robust_rows.items():
                 noise_seed = torch.Generator().manual_seed(args.seed + 7)
-                per_image = bench.efficacy(transform(protected, name, noise_seed), targets, clean=clean_t)
+                per_image = harness.efficacy(reference, transform(protected, name, noise_seed), targets, seen_clean=clean_t)
                 results["robustness"].setdefault(label, {})[name] = summarise(per_image, domains)
             print(f"[{time.perf_counter() - wall:6.0f}s] robustness {name} done", flush=True)
-        del generator
 
     # damage-vs-LPIPS curves over eta, with and without adaptive strength (full method and the first row)
     if not args.no_curves:
@@ -319,8 +242,8 @@ def evaluate(args: argparse.Namespace) -> dict:
             key = f"{name}{' + adaptive strength' if adaptive else ''}"
             points = []
             for levels in args.curve_etas:
-                protected, targets, seconds = run_mixture(protector_for(path), images, eta=levels / 255, target="auto", adaptive=adaptive)
-                per_image = bench.invisibility(protected) | bench.efficacy(protected, targets)
+                protected, targets, seconds = run_mixture(protector_for(path), images, eta=eta_from_levels(levels), target="auto", adaptive=adaptive)
+                per_image = harness.measure(reference, protected, targets)
                 summary = summarise(per_image, domains)
                 s = summary["all"]
                 points.append({"eta_levels": levels, "lpips": s["lpips"], "damage": s["damage"], "pull": s["pull"], "psnr": s["psnr"],
@@ -336,114 +259,6 @@ def evaluate(args: argparse.Namespace) -> dict:
     results["wall_time_s"] = time.perf_counter() - wall
     results["threads"] = torch.get_num_threads()
     return results
-
-
-def compare(rows: dict, a: str, b: str) -> dict:
-    """Per domain: A wins when its mimic damage is higher at equal or lower LPIPS than B's."""
-    wins = {}
-    for domain, sa in rows[a]["summary"].items():
-        sb = rows[b]["summary"][domain]
-        wins[domain] = {"win": sa["damage"] > sb["damage"] and sa["lpips"] <= sb["lpips"],
-                        "damage": [sa["damage"], sb["damage"]], "lpips": [sa["lpips"], sb["lpips"]]}
-    domains = [d for d in wins if d != "all"]
-    return {"a": a, "b": b, "per_domain": wins, "domains_won": sum(wins[d]["win"] for d in domains), "domains": len(domains)}
-
-
-def _interpolate(points: list[dict], lpips: float) -> float | None:
-    """Damage at a given LPIPS by linear interpolation along a curve (None outside its range)."""
-    pts = sorted(points, key=lambda p: p["lpips"])
-    for a, b in zip(pts, pts[1:]):
-        if a["lpips"] <= lpips <= b["lpips"] and b["lpips"] > a["lpips"]:
-            w = (lpips - a["lpips"]) / (b["lpips"] - a["lpips"])
-            return a["damage"] + w * (b["damage"] - a["damage"])
-    return None
-
-
-def equal_lpips(curves: dict[str, list[dict]]) -> list[dict]:
-    """Every curve's damage at the LPIPS of each point of every other curve (where both are defined)."""
-    out = []
-    for level in sorted({p["lpips"] for points in curves.values() for p in points}):
-        entry = {"lpips": level}
-        for key, points in curves.items():
-            entry[key] = _interpolate(points, level)
-        if sum(v is not None for k, v in entry.items() if k != "lpips") >= 2:
-            out.append(entry)
-    return out
-
-
-def equal_lpips_by_domain(curves: dict[str, list[dict]], a: str, b: str, eta_levels: float) -> dict:
-    """Per domain: curve A's damage at its η = ``eta_levels`` point vs curve B's damage interpolated
-    at the same LPIPS (the done-when comparison at *equal* LPIPS rather than equal η); A wins a
-    domain when its damage is higher. None where that LPIPS is outside B's curve."""
-    point = next(p for p in curves[a] if p["eta_levels"] == eta_levels)
-    per_domain = {}
-    for domain, at in point["by_domain"].items():
-        other = [{"lpips": p["by_domain"][domain]["lpips"], "damage": p["by_domain"][domain]["damage"]} for p in curves[b]]
-        theirs = _interpolate(other, at["lpips"])
-        per_domain[domain] = {"lpips": at["lpips"], "damage": [at["damage"], theirs],
-                              "win": None if theirs is None else at["damage"] > theirs}
-    won = sum(bool(v["win"]) for v in per_domain.values())
-    return {"a": a, "b": b, "eta_levels": eta_levels, "per_domain": per_domain, "domains_won": won, "domains": len(per_domain)}
-
-
-# ---------------------------------------------------------------------------------- reports
-def markdown(results: dict) -> str:
-    domains = sorted(set(results["domains"])) + ["all"]
-    counts = ", ".join(f"{d} {results['domains'].count(d)}" for d in sorted(set(results["domains"])))
-    lines = [f"Held-out images: {len(results['images'])} ({counts}), "
-             f"{results['size']}², η = {results['eta_levels']:g}/255, {results['threads']} torch threads, "
-             f"evaluation wall time {results['wall_time_s']:.0f} s.", ""]
-    lines += ["| method | LPIPS ↓ | PSNR | SSIM | L∞ | pull ↓ | damage ↑ | s/img |", "|---|---|---|---|---|---|---|---|"]
-    for label, row in results["rows"].items():
-        a = row["summary"]["all"]
-        lines.append(f"| {label} | {a['lpips']:.4f} | {a['psnr']:.2f} | {a['ssim']:.4f} | {a['linf']:.1f} | {a['pull']:.3f} | {a['damage']:.4f} | {row['latency_s']:.3f} |")
-    lines += ["", "Per domain (LPIPS / mimic damage):", "", "| method | " + " | ".join(domains) + " |", "|---" * (len(domains) + 1) + "|"]
-    for label, row in results["rows"].items():
-        cells = [f"{row['summary'][d]['lpips']:.3f} / {row['summary'][d]['damage']:.3f}" for d in domains]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    for c in results.get("comparisons", []):
-        won = [d for d, w in c["per_domain"].items() if d != "all" and w["win"]]
-        lines += ["", f"**{c['a']}** vs **{c['b']}**: higher damage at equal or lower LPIPS in {c['domains_won']} of {c['domains']} domains"
-                  f" ({', '.join(won) or 'none'})."]
-    m = results.get("pgd_match")
-    if m:
-        lines += ["", f"PGD (per image, from δ = 0, step η/4) vs `{m['reference']}`: "
-                  f"pull matched at {m['steps_matching_pull']} steps (latency ratio {_fmt(m['latency_ratio_pull'])}), "
-                  f"damage matched at {m['steps_matching_damage']} steps (latency ratio {_fmt(m['latency_ratio_damage'])}); "
-                  f"measured at {m['measured_steps']} steps (None = not reached)."]
-    if "robustness" in results:
-        lines += ["", "Robustness (all images; pull ↓ / damage ↑ after the transform):", "",
-                  "| method | none | " + " | ".join(TRANSFORMS) + " |", "|---" * (len(TRANSFORMS) + 2) + "|"]
-        for label, per in results["robustness"].items():
-            base = results["rows"][label]["summary"]["all"]
-            cells = [f"{per[t]['all']['pull']:.3f} / {per[t]['all']['damage']:.4f}" for t in TRANSFORMS]
-            lines.append(f"| {label} | {base['pull']:.3f} / {base['damage']:.4f} | " + " | ".join(cells) + " |")
-    if "curves" in results:
-        lines += ["", "Damage vs LPIPS over η (all images):", "", "| curve | " + " | ".join(f"η={p['eta_levels']:g}" for p in next(iter(results['curves'].values()))) + " |",
-                  "|---" * (len(next(iter(results['curves'].values()))) + 1) + "|"]
-        for key, points in results["curves"].items():
-            lines.append(f"| {key} | " + " | ".join(f"LPIPS {p['lpips']:.4f}, dmg {p['damage']:.4f}" for p in points) + " |")
-        keys = list(results["curves"])
-        lines += ["", "Damage at equal LPIPS (linear interpolation; '–' = outside that curve's range):", "",
-                  "| LPIPS | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-        for entry in results["equal_lpips"]:
-            lines.append(f"| {entry['lpips']:.4f} | " + " | ".join("–" if entry[k] is None else f"{entry[k]:.4f}" for k in keys) + " |")
-    for c in results.get("equal_lpips_by_domain", []):
-        names = sorted(c["per_domain"])
-        lines += ["", f"Per domain at equal LPIPS: **{c['a']}** at η = {c['eta_levels']:g} vs **{c['b']}** interpolated to the same LPIPS "
-                  f"(damage A / B; A higher in {c['domains_won']} of {c['domains']} domains):", "",
-                  "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-        cells = []
-        for d in names:
-            v = c["per_domain"][d]
-            theirs = "–" if v["damage"][1] is None else f"{v['damage'][1]:.4f}"
-            cells.append(f"LPIPS {v['lpips']:.3f}: {v['damage'][0]:.4f} / {theirs}")
-        lines.append("| damage | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0f}×"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

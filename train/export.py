@@ -16,7 +16,6 @@ from pathlib import Path
 from fastprotect.mixture import MixtureOfPerturbations
 
 from . import data
-from .card import write_card
 from .trainer import hardware
 
 
@@ -28,7 +27,6 @@ def export(run: Path, step: int | None, output: Path, *, dtype: str = "fp16", no
     mixture = MixtureOfPerturbations.from_pretrained(folder)
     if dtype == "fp16":
         mixture = mixture.half()  # floating tensors only; target_images stay uint8
-    mixture.save_pretrained(output)
     step = int(folder.name.split("-")[1])
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     at_step = [r for r in records if r["step"] == step][-1]
@@ -36,9 +34,9 @@ def export(run: Path, step: int | None, output: Path, *, dtype: str = "fp16", no
     info = {
         "steps": step, "batch_size": len(at_step["targets"]), "wall_time_s": at_step["elapsed_s"], "hardware": machine or hardware(),
         "train_images": len(train_entries), "heldout_images": len(heldout), "grouping": payload["grouping"],
-        "domains": sorted({e.domain for e in train_entries}), "dtype": dtype, "args": notes or {}, "note": note,
+        "domains": sorted({e.domain for e in train_entries}), "dtype": dtype, "config": notes or {}, "note": note,
     }
-    write_card(output, mixture.config, info)
+    mixture.save_pretrained(output, model_card_kwargs={"training": info})  # config.json, model.safetensors, README.md
     return output
 
 

@@ -94,9 +94,8 @@ def gradients(encoder, mixture, images: torch.Tensor, targets_out, at: str, batc
               feature_weight: float, layers: list[int] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(N×D flattened loss gradients w.r.t. δ, targets, groups) for N×3×S×S images in [0, 1]."""
     from fastprotect.encoders import EncoderOutput
-    from fastprotect.losses import protection_loss
-
     from fastprotect.images import resize_tensor
+    from fastprotect.losses import protection_loss
 
     cfg = mixture.config
     grads, targets, groups = [], [], []
@@ -138,7 +137,7 @@ def run(args: argparse.Namespace) -> dict:
     setting = {"checkpoint": str(args.checkpoint), "split": str(args.split), "at": args.at, "size": args.size,
                "feature_weight": weight, "layers": args.layers, "train_images": len(train_entries)}
     if args.cache is not None and args.cache.is_file():
-        cached = torch.load(args.cache)
+        cached = torch.load(args.cache, map_location="cpu", weights_only=True)
         if cached["setting"] != setting:
             raise SystemExit(f"--cache {args.cache} holds gradients of another setting: {cached['setting']}")
         g_train, t_train, k_train, g_held, t_held, k_held = cached["tensors"]

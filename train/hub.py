@@ -1,8 +1,7 @@
-"""Pushing the final checkpoint folder to the Hugging Face Hub, and checking beforehand that we can."""
+"""Checking before training that ``--push-to-hub`` can work (the push itself: the Hub mixin's
+``MixtureOfPerturbations.push_to_hub``)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 
 class HubUnavailableError(RuntimeError):
@@ -28,13 +27,3 @@ def check_push_access(repo_id: str) -> str:
             "Run `huggingface-cli login` (or set HF_TOKEN) on a machine with network access."
         ) from error
     return str(user.get("name", "?"))
-
-
-def push_folder(folder: Path, repo_id: str, *, private: bool = False) -> str:
-    """Create ``repo_id`` (model repo, no error if it exists) and upload ``folder``; returns its URL."""
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="Upload FastProtect mixture")
-    return str(url)

@@ -1,6 +1,6 @@
-"""The Space in a real Chromium (Playwright, sync API) against the tiny app on 127.0.0.1.
+"""The Space in a real Chromium (Playwright, sync API) against the dummy app on 127.0.0.1.
 
-Starts ``tests/launch_tiny_app.py`` in a subprocess, then drives the page like a visitor: upload a
+Starts ``python -m tests.launch_dummy_app`` in a subprocess, then drives the page like a visitor: upload a
 PNG with transparency, protect, download; a text file gives a message and the page keeps working.
 Saves one screenshot per tab to docs/images/screenshot_<tab>.png.
 """
@@ -46,7 +46,7 @@ def app_url():
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "launch_tiny_app.py"), "--port", str(port)],
+        [sys.executable, "-m", "tests.launch_dummy_app", "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     deadline, lines = time.monotonic() + 120, []
@@ -54,12 +54,12 @@ def app_url():
         while time.monotonic() < deadline:
             line = process.stdout.readline()
             if not line and process.poll() is not None:
-                pytest.fail("the tiny app exited:\n" + "".join(lines))
+                pytest.fail("the dummy app exited:\n" + "".join(lines))
             lines.append(line)
             if line.startswith("READY"):
                 break
         else:
-            pytest.fail("the tiny app did not start in 120 s:\n" + "".join(lines))
+            pytest.fail("the dummy app did not start in 120 s:\n" + "".join(lines))
         # Keep reading the app's output: a full pipe would block the server mid-request.
         threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
         yield f"http://127.0.0.1:{port}/"

@@ -1,7 +1,7 @@
 """Measure a quick-LoRA step and a sampling step at 512² with an SD-1.5-sized model (random weights).
 
-    python -m attack.bench_lora                      # on a CUDA machine: the numbers docs/ATTACKS.md lacks
-    python -m attack.bench_lora --device cpu --resolution 64 --steps 2 --sample-steps 2   # smoke run
+    python -m benchmarks.lora                      # on a CUDA machine: the numbers docs/ATTACKS.md lacks
+    python -m benchmarks.lora --device cpu --resolution 64 --steps 2 --sample-steps 2   # smoke run
 
 Random weights cost exactly what real ones do (same shapes, same kernels), so step time and peak
 memory transfer to SD-1.5; nothing is downloaded. It runs the real training code
@@ -16,47 +16,23 @@ import time
 from dataclasses import replace
 
 import torch
-from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from diffusers import StableDiffusionPipeline
 
-from .lora import LoraSettings, SampleSettings, generate_samples, remove_lora, train_lora
-from .pipeline import default_dtype, resolve_device
-from .tiny import build_tiny_tokenizer, sd15_scheduler
+from attack.lora import (
+    LoraSettings,
+    SampleSettings,
+    generate_samples,
+    remove_lora,
+    train_lora,
+)
+from attack.pipeline import default_dtype, resolve_device
+from fastprotect.dummy import dummy_sd15_pipeline
 
 
 def build_sd15_sized_pipeline(device: torch.device, dtype: torch.dtype, seed: int = 0) -> StableDiffusionPipeline:
-    """SD-1.5's architecture (UNet 860M, VAE 84M, CLIP ViT-L/14 text encoder 123M) from configs,
-    random weights. The tokenizer is the tiny byte-level one padded to SD's 77 tokens."""
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=64,
-        block_out_channels=(320, 640, 1280, 1280),
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        layers_per_block=2,
-        cross_attention_dim=768,
-        attention_head_dim=8,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=2,
-        latent_channels=4,
-        sample_size=512,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-            num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
-        )
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=build_tiny_tokenizer(77), unet=unet, scheduler=sd15_scheduler(),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device, dtype)
+    """SD-1.5's architecture (UNet 860M, VAE 84M, CLIP ViT-L/14 text encoder 123M), random weights
+    (:func:`fastprotect.dummy.dummy_sd15_pipeline` with ``full_size``), on ``device`` in ``dtype``."""
+    return dummy_sd15_pipeline(seed, full_size=True).to(device, dtype)
 
 
 def _synchronize(device: torch.device) -> None:

@@ -1,10 +1,10 @@
 """Make ``docs/images/roundtrip_demo.png``: original | clean round trip | protected | protected round trip.
 
-    python -m attack.make_demo_figure            # uses ../shared/weights and a public-domain painting
+    python -m scripts.make_demo_figure            # uses ../shared/weights and a public-domain painting
 
 The mimic's view is the TAEF2 round trip (real weights, offline). The protected image comes from
 the library's Protector when a TAEF2 mixture checkpoint is committed
-(``fastprotect.protect.DEFAULT_CHECKPOINT``), else from a per-image PGD toward the "mid" target (``fastprotect.pgd.pgd_perturb``). LPIPS
+(``fastprotect.bundle.bundled_checkpoint()``), else from a per-image PGD toward the "mid" target (``fastprotect.pgd.pgd_perturb``). LPIPS
 (AlexNet, real backbone) to the original is written on each tile.
 """
 
@@ -16,16 +16,15 @@ from pathlib import Path
 
 import torch
 
+from attack.compare import comparison_grid
+from attack.pipeline import center_square, one_thread
+from attack.roundtrip import load_round_tripper, roundtrip_report
 from fastprotect.encoders import Autoencoder
 from fastprotect.images import load_image
 from fastprotect.losses import encode_target
 from fastprotect.perceptual import load_perceptual
 from fastprotect.pgd import pgd_perturb
 from fastprotect.targets import target_pattern
-
-from .compare import comparison_grid
-from .pipeline import center_square, one_thread
-from .roundtrip import load_round_tripper, roundtrip_report
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -39,18 +38,20 @@ def protected_copy(
 ) -> tuple[torch.Tensor, str]:
     """A protected copy of ``image`` (1×3×H×W, [0, 1], within ±eta) and a note on how it was made.
 
-    The committed mixture checkpoint (``fastprotect.protect.DEFAULT_CHECKPOINT``) through the
+    The committed mixture checkpoint (``fastprotect.bundle.bundled_checkpoint()``) through the
     library's Protector when there is one trained against this autoencoder's kind; otherwise
     ``pgd_steps`` signed-gradient steps toward the "mid" pattern on the autoencoder's encoder.
     """
+    from fastprotect.bundle import bundled_checkpoint
     from fastprotect.mixture import MixtureOfPerturbations
-    from fastprotect.protect import DEFAULT_CHECKPOINT, Protector
+    from fastprotect.protect import Protector
 
-    if Path(DEFAULT_CHECKPOINT, "config.json").is_file():
-        mixture = MixtureOfPerturbations.from_pretrained(DEFAULT_CHECKPOINT)
+    checkpoint = bundled_checkpoint()
+    if Path(checkpoint, "config.json").is_file():
+        mixture = MixtureOfPerturbations.from_pretrained(checkpoint)
         if mixture.config.encoder_kind == autoencoder.kind:
             protector = Protector(autoencoder, mixture=mixture, perceptual=perceptual)
-            return protector.protect(image, eta=eta).image, f"Protector ({Path(DEFAULT_CHECKPOINT).name})"
+            return protector.protect(image, eta=eta).image, f"Protector ({checkpoint.name})"
     height, width = image.shape[-2:]
     target = encode_target(autoencoder.encoder, target_pattern("mid", max(height, width)), height, width)
     delta = pgd_perturb(autoencoder.encoder, image, target, eta=eta, steps=pgd_steps)

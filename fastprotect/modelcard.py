@@ -1,0 +1,157 @@
+"""The model card (README.md) of a mixture checkpoint: one writer for every save.
+
+``MixtureOfPerturbations.generate_model_card`` (the Hub mixin's hook) renders :func:`card_body`,
+so every ``save_pretrained`` — a training run's step snapshots, its final folder, an export, a
+``push_to_hub`` — gets a card that says what the checkpoint is, whatever is known about it.
+
+``training`` is the trainer's record (``train_info.json``; every key optional): ``steps`` (done so
+far), ``total_steps``, ``batch_size``, ``wall_time_s``, ``hardware``, ``train_images``,
+``heldout_images``, ``grouping``, ``domains``, ``group_domains``, ``note`` and ``config`` (the
+training options: ``lr``, ``lr_schedule``, ``seed``, ``no_assignment``, ``fixed_target``).
+``evaluation`` is the markdown report of ``python -m train.evaluate``; without one the card has
+no evaluation section.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .vocabulary import TARGET_NAMES, levels_from_eta
+
+if TYPE_CHECKING:
+    from .mixture import MixtureConfig
+
+# The evaluation report sits between these markers, so that it can be replaced in place.
+EVAL_BEGIN = "<!-- evaluation:begin -->"
+EVAL_END = "<!-- evaluation:end -->"
+EVALUATION_HEADING = "## Evaluation"
+LIMITS_HEADING = "## Limits"
+
+PROXY_NOTE = {
+    "taef2": (
+        "**This checkpoint was trained against TAEF2**, the tiny autoencoder distilled from the FLUX.2 VAE "
+        "(madebyollin/taesd, MIT). TAEF2 *approximates* the FLUX.2 VAE; every number below is measured "
+        "against TAEF2 itself and is a real-network **proxy** for the method. It is **not** a Stable Diffusion "
+        "result and says nothing direct about SD-1.5's VAE (train an `sd-vae` checkpoint for that, see docs/TRAINING.md)."
+    ),
+    "taesd": "Trained against TAESD, the tiny autoencoder distilled from the SD-1.5 VAE: a proxy for the SD-1.5 VAE.",
+    "sd-vae": "Trained against the Stable Diffusion VAE encoder (posterior mean).",
+}
+# How the card names each K-means descriptor (fastprotect.mixture.DESCRIPTORS).
+DESCRIPTOR_WORDS = {"channel-mean-std": "per-channel mean/std", "layout-4x4": "per-channel 4×4 grid means (layout)"}
+# How the card names each mimic family (fastprotect.mixture.MIMIC_FAMILIES).
+MIMIC_WORDS = {"sd-1.5": "Stable Diffusion 1.5", "flux.2-klein": "FLUX.2 [klein]"}
+
+
+def _group_table(groups: list[dict[str, int]]) -> str:
+    return "; ".join(f"group {k}: " + ", ".join(f"{d} {n}" for d, n in sorted(g.items())) for k, g in enumerate(groups))
+
+
+def _steps_line(training: Mapping[str, Any]) -> str:
+    """"500 steps, batch 4", "20 of 100 steps (a snapshot taken during training), batch 4" or "not recorded"."""
+    steps, total = training.get("steps"), training.get("total_steps")
+    if steps is None:
+        return "not recorded"
+    batch = f", batch {training['batch_size']}" if training.get("batch_size") else ""
+    if total and steps < total:
+        return f"{steps} of {total} steps (a snapshot taken during training){batch}"
+    return f"{steps} steps{batch}"
+
+
+def _training_section(config: MixtureConfig, training: Mapping[str, Any]) -> list[str]:
+    options = training.get("config") or {}
+    lines = ["## Training", ""]
+    if training.get("group_domains"):
+        lines.append(f"- training images per group, by domain: {_group_table(training['group_domains'])}")
+    lines.append(f"- loss: relative squared error of the latent + λ·mean over encoder feature maps of the same, λ = {config.feature_weight}.")
+    if training.get("train_images") is not None:
+        lines.append(
+            f"- data: {training['train_images']} training images from domains {', '.join(training.get('domains', []))}; "
+            f"{training.get('heldout_images')} held out (split by {training.get('grouping')}). "
+            + ("Face images (CelebA-HQ / VGGFace2, research-only) were used for training and evaluation only; "
+               if "face" in training.get("domains", []) else "")
+            + "no image of any kind is shipped with this checkpoint."
+        )
+    lines.append(
+        f"- optimisation: Adam, {_steps_line(training)}, lr {options.get('lr') or 'η/10'} "
+        f"({options.get('lr_schedule', 'cosine')}), seed {options.get('seed', 'unknown')}; ablation flags: "
+        f"no_assignment={bool(options.get('no_assignment'))}, fixed_target={options.get('fixed_target')}."
+    )
+    if training.get("wall_time_s") is not None:
+        lines.append(f"- wall time: {training['wall_time_s']} s on {training.get('hardware', 'unknown hardware')}.")
+    if training.get("note"):
+        lines.append(f"- note: {training['note']}")
+    return [*lines, ""]
+
+
+def card_body(config: MixtureConfig, *, dtype: str = "fp32", training: Mapping[str, Any] | None = None, evaluation: str | None = None) -> str:
+    """The card's markdown below the YAML header. ``dtype``: how the perturbations are stored."""
+    training = training or {}
+    eta_levels = levels_from_eta(config.eta)
+    subfolder = f" (subfolder `{config.encoder_subfolder}`)" if config.encoder_subfolder else ""
+    lines = [
+        f"# FastProtect mixture of perturbations ({config.encoder_kind}, against {MIMIC_WORDS[config.mimic_base]} mimicry)",
+        "",
+        "A re-implementation of the pre-trained *mixture of perturbations* of FastProtect (Ahn et al., CVPR 2025, "
+        "arXiv 2412.11423; no official code). At inference an image is encoded once, routed to one of "
+        f"{config.num_groups} K-means groups and one of {len(TARGET_NAMES)} target patterns by its latent entropy, and gets "
+        "δ_g^t + Δ_k^t resized to its size, scaled by adaptive strength and projected to the user's L∞ budget.",
+        "",
+        PROXY_NOTE[config.encoder_kind],
+        "",
+        "| | |",
+        "|---|---|",
+        f"| protects against | mimicry by {MIMIC_WORDS[config.mimic_base]} fine-tuning / img2img (`mimic_base: {config.mimic_base}`) |",
+        f"| trained against | the `{config.encoder_kind}` encoder, `{config.encoder_source}`{subfolder} |",
+        f"| budget η | {eta_levels}/255 (L∞; global and group parts within ±η/2 each) |",
+        f"| groups | K = {config.num_groups}: K-means++ on the {DESCRIPTOR_WORDS[config.descriptor]} of the latent of a "
+        f"{config.assign_size}² copy (standardised) |",
+        f"| targets | {', '.join(TARGET_NAMES)}, chosen by the L1 distance of latent entropy signatures |",
+        f"| perturbations | {len(TARGET_NAMES)} targets × (1 global + {config.num_groups} group), each 3×{config.size}×{config.size}, "
+        f"stored as {dtype} |",
+        f"| training | {_steps_line(training)} |",
+        "| licence | MIT |",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from fastprotect.protect import Protector",
+        "protector = Protector.from_pretrained(\"PATH_OR_REPO\")  # this folder, or its Hub repo id",
+        "result = protector.protect(\"photo.jpg\")",
+        "```",
+        "",
+        f"Weights are looked up in this order: argument → environment variable → files bundled in this folder → the "
+        f"Hub. A folder that bundles its encoder (`{config.encoder_kind}.safetensors`"
+        + (", or `vae/`" if config.encoder_kind == "sd-vae" else "")
+        + ") and `alexnet_lpips_features.safetensors` runs offline with no setting; otherwise the encoder comes from "
+        f"`{config.encoder_source}` (kind `{config.encoder_kind}`) or from `FASTPROTECT_ENCODER_SOURCE`. Bundled "
+        "weights keep their own licences (LICENSE.* files beside them: TAEF2/TAESD MIT, LPIPS BSD-2, torchvision "
+        "AlexNet BSD-3).",
+        "",
+    ]
+    if training:
+        lines += _training_section(config, training)
+    if evaluation:
+        lines += [EVALUATION_HEADING, "", EVAL_BEGIN, evaluation.strip("\n"), EVAL_END, ""]
+    lines += [
+        LIMITS_HEADING,
+        "",
+        "Protection is measured on the encoder it was trained against. It is weakened by JPEG, resizing and noise; "
+        "it is not a guarantee against every fine-tuning recipe.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def replace_evaluation(text: str, evaluation: str) -> str:
+    """A card's text with its evaluation section set to ``evaluation`` (markdown), added before
+    the limits when the card has none yet."""
+    block = f"{EVAL_BEGIN}\n{evaluation.strip(chr(10))}\n{EVAL_END}"
+    if EVAL_BEGIN in text and EVAL_END in text:
+        head, _, rest = text.partition(EVAL_BEGIN)
+        _, _, tail = rest.partition(EVAL_END)
+        return f"{head}{block}{tail}"
+    section = f"{EVALUATION_HEADING}\n\n{block}\n\n"
+    head, found, tail = text.partition(LIMITS_HEADING)
+    return f"{head}{section}{found}{tail}" if found else f"{text.rstrip()}\n\n{section}"

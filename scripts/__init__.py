@@ -1,0 +1,1 @@
+"""Repository scripts (docs figures, weight bundling), run from the root: ``python -m scripts.NAME``."""

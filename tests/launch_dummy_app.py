@@ -1,0 +1,70 @@
+"""The Space with dummy random models, for tests (no download, CPU, seconds).
+
+The Protector is :func:`fastprotect.dummy.dummy_space_protector` (plumbing, not protection). Run
+from the repository root to serve the app on 127.0.0.1::
+
+    python -m tests.launch_dummy_app --port 7861 [--per-image] [--unavailable] [--lpips PATH]
+
+It prints ``READY http://127.0.0.1:PORT`` once the server answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import torch
+
+from fastprotect import environment
+from fastprotect.dummy import dummy_space_protector
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_lpips_backbone() -> Path | None:
+    """The real LPIPS AlexNet file in ../shared/weights, when this machine has it."""
+    shared = Path(environment.get("FASTPROTECT_SHARED") or ROOT.parent / "shared")
+    path = shared / "weights" / "alexnet_lpips_features.safetensors"
+    return path if path.is_file() else None
+
+
+def build_dummy_demo(*, per_image: bool = False, unavailable: bool = False, lpips_backbone=None, workspace=None):
+    import app
+    from fastprotect import space
+
+    if workspace is not None:  # Gradio's example cache inside the app's temp space, not the repo
+        os.environ["GRADIO_EXAMPLES_CACHE"] = str(workspace.root / "cached_examples")
+    if unavailable:
+        loaded = space.LoadOutcome(None, "WeightsUnavailableError: Could not get 'config.json' (tests: simulated offline start)")
+    else:
+        loaded = space.LoadOutcome(dummy_space_protector(per_image=per_image, lpips_backbone=lpips_backbone))
+    demo = app.build_demo(loaded, workspace=workspace)
+    return demo.queue(max_size=app.QUEUE_SIZE, default_concurrency_limit=app.CONCURRENCY_LIMIT)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=7861)
+    parser.add_argument("--per-image", action="store_true")
+    parser.add_argument("--unavailable", action="store_true", help="start as if no weights could be loaded")
+    parser.add_argument("--lpips", default=None, help="LPIPS AlexNet backbone file (adaptive strength); default: ../shared/weights when present")
+    parser.add_argument("--no-lpips", action="store_true", help="run without LPIPS (adaptive strength off)")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(1)
+    import app
+    from fastprotect import space
+
+    workspace = space.Workspace()
+    demo = build_dummy_demo(per_image=args.per_image, unavailable=args.unavailable, lpips_backbone=None if args.no_lpips else (args.lpips or shared_lpips_backbone()), workspace=workspace)
+    demo.launch(
+        server_name="127.0.0.1", server_port=args.port, prevent_thread_lock=True, max_file_size=app.MAX_FILE_SIZE,
+        allowed_paths=[], quiet=True, ssr_mode=False,
+    )
+    print(f"READY http://127.0.0.1:{args.port}", flush=True)
+    demo.block_thread()
+
+
+if __name__ == "__main__":
+    main()
