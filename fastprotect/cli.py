@@ -21,6 +21,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder (created if missing)")
     parser.add_argument("--recursive", action="store_true", help="search folders recursively")
+    add_protection_options(parser)
+    parser.add_argument("--report", type=Path, default=None, help="write a JSON report of every file here")
+    return parser
+
+
+def add_protection_options(parser: argparse.ArgumentParser) -> None:
+    """The protection settings, shared with ``python -m fastprotect.cluster`` so both read them alike."""
     parser.add_argument("--eta", type=float, default=8.0, help="L∞ budget in 8-bit levels, 1–32 (default 8 = 8/255)")
     parser.add_argument("--target", choices=["auto", "low", "mid", "high"], default="auto")
     parser.add_argument("--no-adaptive-strength", dest="adaptive_strength", action="store_false")
@@ -33,20 +40,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lpips-backbone", default=None, help="local LPIPS backbone file (offline machines)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--max-pixels", type=int, default=None, help="refuse images with more pixels than this")
-    parser.add_argument("--report", type=Path, default=None, help="write a JSON report of every file here")
-    return parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_protection_options(parser, args)
+    return args
+
+
+def check_protection_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse out-of-range settings through ``parser.error`` (exit 2) before any weights load."""
     if not 1 <= args.eta <= 32:
         parser.error("--eta is in 8-bit levels and must be between 1 and 32")
     if args.refine_steps < 0:
         parser.error("--refine-steps must be >= 0")
     if args.per_image and args.checkpoint:
         parser.error("--per-image and --checkpoint exclude each other")
-    return args
 
 
 def collect_inputs(inputs: Sequence[Path], recursive: bool) -> list[Path]:
