@@ -176,7 +176,7 @@ def test_rerun_redoes_exactly_the_deleted_outputs(first_run):
 
 
 _KILLABLE_DRIVER = """
-import sys, time
+import os, sys, time
 import ray
 from fastprotect import cluster
 from tiny_models import tiny_protector
@@ -189,7 +189,7 @@ class Slow:
         time.sleep(1.5)
         return self.inner.protect(*args, **kwargs)
 
-ray.init(address=sys.argv[1])
+ray.init(address=sys.argv[1], runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}})
 sys.exit(cluster.main(sys.argv[2:], factory=Slow))
 """
 
@@ -198,15 +198,17 @@ sys.exit(cluster.main(sys.argv[2:], factory=Slow))
 def test_killed_job_resumes_on_rerun(first_run, ray_address, tmp_path):
     outputs = tmp_path / "out"
     argv = [ray_address, str(first_run["inputs"]), str(outputs), "--all-files"]
-    driver = subprocess.Popen([sys.executable, "-c", _KILLABLE_DRIVER, *argv], cwd=PROJECT_ROOT,
-                              env={**os.environ, "PYTHONPATH": _pythonpath()}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "driver.log"
+    with log.open("w") as sink:
+        driver = subprocess.Popen([sys.executable, "-c", _KILLABLE_DRIVER, *argv], cwd=PROJECT_ROOT,
+                                  env={**os.environ, "PYTHONPATH": _pythonpath()}, stdout=sink, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while len(list(outputs.glob("*_protected.png"))) < 2 and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.2)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     written = _outputs(outputs)
-    assert 2 <= len(written) < 8, "the job should have been killed half-way"
+    assert 2 <= len(written) < 8, f"the job should have been killed half-way; its log ends:\n{log.read_text()[-2000:]}"
     assert all(first_run["pngs"][name] == data for name, data in written.items())  # complete, never truncated
     status = cluster.main([str(first_run["inputs"]), str(outputs), "--all-files"], factory=tiny_protector)
     report = json.loads((outputs / "report.json").read_text())
