@@ -273,7 +273,10 @@ def main(argv: Sequence[str] | None = None, *, factory: Callable[[], "Protector"
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except Exception as error:  # Ray itself gave up (e.g. no node can host an actor): finished outputs stay
+    except Exception as error:  # Ray itself gave up; finished outputs stay
+        if "creation task" in str(error):  # no actor could load the Protector: weights missing on the workers
+            print(f"error: the actors could not load the Protector (weights on every node?): {one_line(error)}", file=sys.stderr)
+            return 2
         print(f"error: the job stopped: {one_line(error)}; rerun the same command to resume", file=sys.stderr)
         return 1
     for row in result.rows:
