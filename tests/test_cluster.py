@@ -252,3 +252,11 @@ def test_missing_weights_exit_2_before_any_actor(first_run, tmp_path, capsys):
     assert cluster.main([str(first_run["inputs"]), str(tmp_path / "out")], factory=no_weights) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "FASTPROTECT_TAEF2" in err and "Traceback" not in err
+
+
+def test_benchmark_cost_estimate_is_cpu_seconds_per_image_times_a_million():
+    from benchmarks import cluster_throughput
+
+    estimate = cluster_throughput.cost_estimate([{"size": "512²", "cpu_s_per_image": 0.36}], usd_per_vcpu_hour=0.04)
+    assert estimate["512²"]["vcpu_hours_per_million"] == pytest.approx(100)
+    assert estimate["512²"]["usd_per_million"] == pytest.approx(4)
