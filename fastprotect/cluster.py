@@ -204,8 +204,11 @@ def run_job(args: argparse.Namespace, factory: Callable[[], "Protector"] | None 
         raise UsageError(one_line(error)) from None
     if not paths:
         raise UsageError(f"no input images found in {args.input}")
-    output_fs.create_dir(output_root, recursive=True)
-    present = existing_names(output_fs, output_root)
+    try:
+        output_fs.create_dir(output_root, recursive=True)
+        present = existing_names(output_fs, output_root)
+    except OSError as error:  # read-only place, missing credentials
+        raise UsageError(f"cannot write to {args.output}: {one_line(error)}") from None
     result = JobResult(removed_temporaries=remove_stale_temporaries(output_fs, output_root, present))
     planned = [{"path": path, "output": f"{output_root}/{name}"} for path, name in zip(paths, plan_outputs(paths))]
     todo = [row for row in planned if row["output"].rsplit("/", 1)[1] not in present]
