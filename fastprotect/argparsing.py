@@ -11,8 +11,8 @@ from typing import NoReturn
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
-    """``argparse.ArgumentParser`` whose errors are ``<prog>: error: <message>`` alone, exit 2."""
+    """``argparse.ArgumentParser`` whose errors are one line, ``error: <message> (see <prog> --help)``, exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 

@@ -24,6 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder (created if missing)")
     parser.add_argument("--recursive", action="store_true", help="search folders recursively")
+    add_protection_options(parser)
+    parser.add_argument("--report", type=Path, default=None, help="write a JSON report of every file here")
+    return parser
+
+
+def add_protection_options(parser: argparse.ArgumentParser) -> None:
+    """The protection settings, shared with ``python -m fastprotect.cluster`` so both read them alike."""
     parser.add_argument("--eta", type=float, default=float(DEFAULT_ETA_LEVELS),
                         help=f"L∞ budget in 8-bit levels, 1–{MAX_ETA_LEVELS} (default {DEFAULT_ETA_LEVELS} = {DEFAULT_ETA_LEVELS}/255)")
     parser.add_argument("--target", choices=TARGET_CHOICES, default="auto")
@@ -35,16 +42,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--encoder-kind", choices=AUTOENCODER_KINDS, default=None, help="encoder for per-image mode")
     parser.add_argument("--encoder-source", default=None, help="local folder/file or Hub id of the encoder weights")
     parser.add_argument("--lpips-backbone", default=None, help="local LPIPS backbone file (offline machines)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (the GPU when there is one)")
     parser.add_argument("--half", action="store_true", help="run the networks in float16 (GPU only: halves memory and time)")
     parser.add_argument("--max-pixels", type=int, default=None, help="refuse images with more pixels than this")
-    parser.add_argument("--report", type=Path, default=None, help="write a JSON report of every file here")
-    return parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_protection_options(parser, args)
+    if args.output.exists() and not args.output.is_dir():
+        parser.error(f"-o/--output {str(args.output)!r} is an existing file; give a folder")
+    return args
+
+
+def check_protection_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse out-of-range settings through ``parser.error`` (one line, exit 2) before any weights load."""
     try:
         eta_from_levels(args.eta)
         check_refine_steps(args.refine_steps)
@@ -52,14 +65,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--eta / --refine-steps: {error}")
     if args.per_image and args.checkpoint:
         parser.error("--per-image and --checkpoint exclude each other")
-    if args.output.exists() and not args.output.is_dir():
-        parser.error(f"-o/--output {str(args.output)!r} is an existing file; give a folder")
+    if args.device == "auto":  # the GPU when there is one
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.half and not args.device.startswith("cuda"):
         parser.error("--half needs --device cuda (float16 convolutions are slow or missing on CPUs)")
     device_problem = _device_problem(args.device)
     if device_problem:
         parser.error(f"--device {args.device!r}: {device_problem}")
-    return args
 
 
 def _device_problem(device: str) -> str | None:
