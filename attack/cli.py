@@ -1,7 +1,8 @@
 """Command line: ``python -m attack {roundtrip,img2img,lora,compare} ...``.
 
-Every sub-command writes its pictures and numbers under ``--out``. ``--dummy`` swaps SD-1.5 for
-the random-weight stack (plumbing only). Protected images come from ``--protected`` files or, if
+Every sub-command writes its pictures and numbers under ``--out``. ``--family`` picks the mimic
+(``sd-1.5`` or ``flux.2-klein``, see :mod:`attack.families`); ``--dummy`` swaps its real weights for
+the family's random-weight dummy stack (plumbing only). Protected images come from ``--protected`` files or, if
 absent, are made on the fly with the library's :class:`fastprotect.protect.Protector`.
 """
 
@@ -15,7 +16,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from diffusers import StableDiffusionPipeline
 from tqdm.auto import tqdm
 
 from fastprotect.hub import WeightsUnavailableError
@@ -26,9 +26,14 @@ from fastprotect.protect import Protector
 from fastprotect.vocabulary import AUTOENCODER_KINDS, DEFAULT_ETA_LEVELS, MAX_ETA_LEVELS, eta_from_levels, is_image_name
 
 from .compare import comparison_grid, duel_grid, duel_scores, target_images, to_pil
-from .img2img import Img2ImgSettings, img2img
-from .lora import LoraSettings, SampleSettings, generate_samples, lora_duel, save_lora, train_lora
-from .pipeline import DEFAULT_BASE, load_pipeline, resolve_device
+from .families import DEFAULT_FAMILY, FAMILIES
+from .img2img import Img2ImgSettings
+from .lora import LoraSettings, SampleSettings
+from .mimic import (
+    Mimic, edit_settings, family_img2img, family_lora_duel, family_samples, family_save_lora, family_train_lora, load_mimic,
+    lora_settings, sample_settings,
+)
+from .pipeline import resolve_device
 from .roundtrip import load_round_tripper, roundtrip_report
 
 
@@ -45,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     protect.add_argument("--eta", type=int, default=DEFAULT_ETA_LEVELS, help=f"protection budget in 8-bit levels (1–{MAX_ETA_LEVELS}) when protecting here")
     protect.add_argument("--lpips-backbone", help="local LPIPS AlexNet backbone file (offline machines)")
     model = argparse.ArgumentParser(add_help=False)
-    model.add_argument("--base", default=DEFAULT_BASE, help="SD-1.5 Hub id or local diffusers folder")
-    model.add_argument("--dummy", action="store_true", help="random-weight dummy SD-1.5 stack (checks plumbing, not efficacy)")
+    model.add_argument("--family", choices=FAMILIES, default=DEFAULT_FAMILY, help="the mimic's model family")
+    model.add_argument("--base", help="Hub id or local diffusers folder of the model the LoRA trains on (default: the family's)")
+    model.add_argument("--sample-base", help="FLUX.2 only: the model that samples and edits (default: FLUX.2-klein-4B)")
+    model.add_argument("--dummy", action="store_true", help="the family's random-weight dummy stack (checks plumbing, not efficacy)")
     lora = argparse.ArgumentParser(add_help=False)
     defaults, sample_defaults, edit = LoraSettings(), SampleSettings(), Img2ImgSettings()
     lora.add_argument("--prompt", default=defaults.instance_prompt, help="instance prompt (training and sampling)")
@@ -58,20 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
     lora.add_argument("--mixed-precision", choices=["auto", "no", "fp16", "bf16"], default=defaults.mixed_precision)
     lora.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None, help="default: on for CUDA")
     lora.add_argument("--samples", type=int, default=sample_defaults.count)
-    lora.add_argument("--sample-steps", type=int, default=sample_defaults.steps)
-    lora.add_argument("--guidance", type=float, default=sample_defaults.guidance_scale)
+    lora.add_argument("--sample-steps", type=int, help=f"default: the family's ({sample_defaults.steps} for SD-1.5, 4 for FLUX.2 klein)")
+    lora.add_argument("--guidance", type=float, help=f"default: the family's ({sample_defaults.guidance_scale} for SD-1.5, 1.0 for FLUX.2 klein)")
 
     commands = parser.add_subparsers(dest="command", required=True)
     roundtrip = commands.add_parser("roundtrip", parents=[common, protect], help="VAE round trip of clean vs protected")
     roundtrip.add_argument("images", nargs="+", type=Path, help="image files or folders")
-    roundtrip.add_argument("--autoencoder", choices=AUTOENCODER_KINDS, default="sd-vae")
-    roundtrip.add_argument("--source", help="autoencoder Hub id or local folder (default: the library's, e.g. SD-1.5's VAE)")
+    roundtrip.add_argument("--autoencoder", choices=[*AUTOENCODER_KINDS, "flux2-vae"], default="sd-vae", help="flux2-vae: FLUX.2 klein's VAE")
+    roundtrip.add_argument("--source", help="autoencoder Hub id or local folder (default: the library's, e.g. SD-1.5's VAE; FLUX.2-klein-4B for flux2-vae)")
     img2img = commands.add_parser("img2img", parents=[common, protect, model], help="SDEdit of clean vs protected")
     img2img.add_argument("images", nargs="+", type=Path)
     img2img.add_argument("--prompt", default=edit.prompt)
-    img2img.add_argument("--strength", type=float, default=edit.strength, help="fraction of the schedule re-generated, (0, 1]")
-    img2img.add_argument("--steps", type=int, default=edit.steps)
-    img2img.add_argument("--guidance", type=float, default=edit.guidance_scale)
+    img2img.add_argument("--strength", type=float, default=edit.strength, help="SDEdit: fraction of the schedule re-generated, (0, 1]")
+    img2img.add_argument("--steps", type=int, help=f"default: the family's ({edit.steps} for SD-1.5, 4 for FLUX.2 klein)")
+    img2img.add_argument("--guidance", type=float, help=f"default: the family's ({edit.guidance_scale} for SD-1.5, 1.0 for FLUX.2 klein)")
+    img2img.add_argument("--mode", choices=["reference", "sdedit"], default="reference", help="FLUX.2 only: image as reference (default) or SDEdit")
     one = commands.add_parser("lora", parents=[common, model, lora], help="train one LoRA and sample it")
     one.add_argument("images", nargs="+", type=Path)
     duel = commands.add_parser("compare", parents=[common, protect, model, lora], help="LoRA on clean vs LoRA on protected")
@@ -116,8 +124,13 @@ def _perceptual(args: argparse.Namespace, device: torch.device) -> torch.nn.Modu
     return load_perceptual("alex", args.lpips_backbone, device=device)
 
 
-def _pipe(args: argparse.Namespace) -> StableDiffusionPipeline:
-    return load_pipeline(args.base, dummy=args.dummy, device=args.device, seed=args.seed)
+def _mimic(args: argparse.Namespace) -> Mimic:
+    return load_mimic(args.family, args.base, sample_base=args.sample_base, dummy=args.dummy, device=args.device, seed=args.seed)
+
+
+def _given(**options: object) -> dict[str, object]:
+    """The options set on the command line (None: keep the family's default)."""
+    return {key: value for key, value in options.items() if value is not None}
 
 
 def _write_json(path: Path, record: dict) -> None:
@@ -129,7 +142,12 @@ def run_roundtrip(args: argparse.Namespace) -> None:
     clean = _load(args.images)
     protected = _protected(args, clean)
     device = resolve_device(args.device)
-    model = load_round_tripper(args.autoencoder, args.source, device=device)
+    if args.autoencoder == "flux2-vae":
+        from .flux2 import Flux2VaeView, load_flux2_vae
+
+        model = Flux2VaeView(load_flux2_vae(args.source, device=device))
+    else:
+        model = load_round_tripper(args.autoencoder, args.source, device=device)
     perceptual = _perceptual(args, device)
     records = []
     for index, (x, x_hat) in enumerate(tqdm(list(zip(clean, protected)), desc="round trip")):
@@ -143,21 +161,26 @@ def run_roundtrip(args: argparse.Namespace) -> None:
 def run_img2img(args: argparse.Namespace) -> None:
     clean = _load(args.images)
     protected = _protected(args, clean)
-    pipe = _pipe(args)
-    settings = Img2ImgSettings(prompt=args.prompt, strength=args.strength, steps=args.steps, guidance_scale=args.guidance, seed=args.seed)
+    mimic = _mimic(args)
+    settings = edit_settings(
+        args.family, prompt=args.prompt, strength=args.strength, seed=args.seed, mode=args.mode, **_given(steps=args.steps, guidance_scale=args.guidance)
+    )
     for index, (x, x_hat) in enumerate(tqdm(list(zip(clean, protected)), desc="img2img")):
-        clean_edit, protected_edit = img2img(pipe, [x, x_hat], settings)
+        clean_edit, protected_edit = family_img2img(mimic, [x, x_hat], settings)
         columns = [("clean", x), ("protected", x_hat), ("clean edit", clean_edit), ("protected edit", protected_edit)]
         comparison_grid(columns, tile=256, orientation="columns").save(args.out / f"img2img_{index:03d}.png")
     (args.out / "img2img.json").write_text(json.dumps(asdict(settings), indent=2))
 
 
 def _lora_settings(args: argparse.Namespace) -> tuple[LoraSettings, SampleSettings]:
-    training = LoraSettings(
-        instance_prompt=args.prompt, rank=args.rank, steps=args.steps, learning_rate=args.lr, resolution=args.resolution,
+    training = lora_settings(
+        args.family, instance_prompt=args.prompt, rank=args.rank, steps=args.steps, learning_rate=args.lr, resolution=args.resolution,
         batch_size=args.batch_size, seed=args.seed, mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
     )
-    sampling = SampleSettings(prompt=args.prompt, count=args.samples, steps=args.sample_steps, guidance_scale=args.guidance, resolution=args.resolution, seed=args.seed)
+    sampling = sample_settings(
+        args.family, prompt=args.prompt, count=args.samples, resolution=args.resolution, seed=args.seed,
+        **_given(steps=args.sample_steps, guidance_scale=args.guidance),
+    )
     return training, sampling
 
 
@@ -178,11 +201,11 @@ class _Bar:
 def run_lora(args: argparse.Namespace) -> None:
     images = _load(args.images)
     training, sampling = _lora_settings(args)
-    pipe = _pipe(args)
+    mimic = _mimic(args)
     bar = _Bar()
-    run = train_lora(pipe, images, training, progress=lambda step, total, loss: bar("train", step, total, loss))
-    save_lora(run, args.out / "lora")
-    samples = generate_samples(pipe, sampling)
+    run = family_train_lora(mimic, images, training, progress=lambda step, total, loss: bar("train", step, total, loss))
+    family_save_lora(mimic, run, args.out / "lora")
+    samples = family_samples(mimic, sampling, adapter=args.out / "lora")  # from the file, as a mimic would share it
     for index, sample in enumerate(samples):
         to_pil(sample).save(args.out / f"sample_{index:02d}.png")
     comparison_grid([("inputs", images), ("LoRA samples", samples)]).save(args.out / "grid.png")
@@ -193,10 +216,11 @@ def run_compare(args: argparse.Namespace) -> None:
     clean = _load(args.images)
     protected = _protected(args, clean)
     training, sampling = _lora_settings(args)
-    pipe = _pipe(args)
-    duel = lora_duel(pipe, clean, protected, args.out, training, sampling, progress=_Bar())
+    mimic = _mimic(args)
+    duel = family_lora_duel(mimic, clean, protected, args.out, training, sampling, progress=_Bar())
     duel_grid(clean, protected, duel.clean_samples, duel.protected_samples).save(args.out / "grid.png")
     record: dict = {
+        "family": args.family,
         "training": asdict(training),
         "sampling": asdict(sampling),
         "seconds": {"clean": duel.clean.seconds, "protected": duel.protected.seconds},

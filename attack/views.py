@@ -1,6 +1,7 @@
 """The Space's proof tabs, as functions: what a mimic sees (VAE round trip, img2img) and the
 LoRA duel on clean vs protected copies. ``app.py`` wires these to the UI; the attacks themselves
-live in the modules beside this one. Images cross as ``LoadedImage`` / PIL images.
+live in the modules beside this one. Images cross as ``LoadedImage`` / PIL images. ``pipe``: an
+:class:`attack.mimic.Mimic` (any family, from ``attack.mimic.load_mimic``) or a bare SD-1.5 pipeline.
 """
 
 from __future__ import annotations
@@ -53,14 +54,19 @@ def mimic_round_trip(protector: Any, clean: LoadedImage, protected: LoadedImage,
     return MimicViews(tensor_to_pil(clean_rt), tensor_to_pil(protected_rt), numbers, markdown)
 
 
-def mimic_img2img(pipe: Any, clean: LoadedImage, protected: LoadedImage, prompt: str, strength: float, *, steps: int = 30) -> tuple[Image.Image, Image.Image]:
-    """SDEdit of both copies with the same prompt and seed (``attack.img2img``); needs a GPU in practice."""
-    from .img2img import Img2ImgSettings, img2img_pair
+def mimic_img2img(pipe: Any, clean: LoadedImage, protected: LoadedImage, prompt: str, strength: float, *, steps: int | None = None) -> tuple[Image.Image, Image.Image]:
+    """The family's img2img of both copies with the same prompt and seed (SD-1.5: SDEdit; FLUX.2
+    klein: reference edit, where ``strength`` is unused); ``steps=None``: the family's. Needs a GPU in practice."""
+    from .mimic import as_mimic, edit_settings, family_img2img
 
     if not 0 < strength <= 1:
         raise SpaceInputError(f"img2img strength must be in (0, 1], got {strength}")
-    settings = Img2ImgSettings(prompt=prompt.strip() or Img2ImgSettings.prompt, strength=strength, steps=steps, max_side=512)
-    clean_out, protected_out = img2img_pair(pipe, clean.pixels, protected.pixels, settings)
+    mimic = as_mimic(pipe)
+    options = {"prompt": prompt.strip()} if prompt.strip() else {}
+    if steps is not None:
+        options["steps"] = steps
+    settings = edit_settings(mimic.family, strength=strength, max_side=512, **options)
+    clean_out, protected_out = family_img2img(mimic, [clean.pixels, protected.pixels], settings)
     return tensor_to_pil(clean_out), tensor_to_pil(protected_out)
 
 
@@ -101,13 +107,15 @@ def _check_duel_count(count: int, limits: tuple[int, int]) -> None:
         raise SpaceInputError(f"{count} images given; the duel needs {limits[0]} to {limits[1]}")
 
 
-def _run_duel(pipe, clean, protected, protector, output_dir, steps, progress, *, resolution: int = 512, sample_steps: int = 25) -> tuple[Image.Image, dict[str, Any]]:
-    """``attack.lora.lora_duel`` with its defaults (SD-1.5 at 512²); tests pass a tiny resolution."""
+def _run_duel(pipe, clean, protected, protector, output_dir, steps, progress, *, resolution: int = 512, sample_steps: int | None = None) -> tuple[Image.Image, dict[str, Any]]:
+    """``attack.mimic.family_lora_duel`` with the family's defaults at 512²; tests pass a tiny resolution."""
     from .compare import duel_grid, duel_scores
-    from .lora import LoraSettings, SampleSettings, lora_duel
+    from .mimic import as_mimic, family_lora_duel, lora_settings, sample_settings
 
-    settings = LoraSettings(steps=int(steps), resolution=resolution)
-    device = pipe.device
+    mimic = as_mimic(pipe)
+    settings = lora_settings(mimic.family, steps=int(steps), resolution=resolution)
+    sampling = sample_settings(mimic.family, resolution=resolution, **({"steps": sample_steps} if sample_steps else {}))
+    device = mimic.device
 
     def report(name: str, step: int, total: int, loss: float) -> None:
         if progress is not None:
@@ -116,7 +124,7 @@ def _run_duel(pipe, clean, protected, protector, output_dir, steps, progress, *,
 
     clean_dev = [image.to(device) for image in clean]
     protected_dev = [image.to(device) for image in protected]
-    result = lora_duel(pipe, clean_dev, protected_dev, output_dir, settings, SampleSettings(resolution=resolution, steps=sample_steps), progress=report)
+    result = family_lora_duel(mimic, clean_dev, protected_dev, output_dir, settings, sampling, progress=report)
     if progress is not None:
         progress(0.95, "scoring")
     grid = duel_grid(clean, protected, result.clean_samples, result.protected_samples)
