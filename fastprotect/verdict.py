@@ -1,0 +1,98 @@
+"""A one-line verdict on one protected image, from numbers measured on the spot.
+
+Two questions a person asks, answered on a small copy in about a second on a CPU:
+
+* **How visible?** LPIPS (AlexNet) between the clean and the protected copy, read on the scale in
+  :data:`VISIBILITY_SCALE`.
+* **How strong?** The mimic damage of the protection divided by the damage of random noise with the
+  same energy (the same PSNR, :func:`fastprotect.evaluation.matched_noise`). Damage is
+  LPIPS(D(E(x̂)), x) − LPIPS(D(E(x)), x) with the Protector's own autoencoder (E, D): how much farther
+  from the image a fine-tuner's view of the protected copy is than its view of the clean one. A
+  ratio near 1 means the perturbation does no more than noise of the same strength would.
+
+The copy: the image scaled so its long side is at most ``mimic_side`` (a fine-tuner trains at about
+that resolution, so finer detail never reaches it), then a centred crop of at most ``crop``² pixels,
+both images on the 8-bit grid. Randomness (the noise) comes from ``seed`` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import metrics
+from .evaluation import matched_noise
+from .images import fit_within, resize_tensor
+
+# LPIPS-alex bands and their words. Reference points (docs/SPACE.md): random ±4/255 sign noise
+# measures about 0.03 on photos, ±8/255 about 0.11 (TAEF2 + LPIPS-alex, held-out images, 256² crops).
+VISIBILITY_SCALE: tuple[tuple[float, str], ...] = (
+    (0.03, "hard to see"),
+    (0.06, "faint: like fine film grain"),
+    (0.12, "visible up close, especially on flat areas such as skies and skin"),
+    (float("inf"), "clearly visible"),
+)
+# Below this, noise's damage is within the crop-to-crop spread of the measure and no ratio is given.
+MIN_NOISE_DAMAGE = 0.005
+STRENGTH_SCALE: tuple[tuple[float, str], ...] = (
+    (1.2, "no stronger than random noise of the same energy"),
+    (2.0, "stronger than random noise of the same energy"),
+    (float("inf"), "much stronger than random noise of the same energy"),
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    lpips: float | None  # LPIPS-alex(protected, clean) on the copy
+    psnr_db: float
+    damage: float | None  # mimic damage of the protection (see module docstring)
+    noise_damage: float | None  # the same for random noise of equal energy
+    ratio: float | None  # damage / noise_damage; None when either is not measurable
+    sentence: str
+
+    def as_dict(self) -> dict:
+        return {"lpips": self.lpips, "psnr_db": self.psnr_db, "damage": self.damage,
+                "noise_damage": self.noise_damage, "ratio": self.ratio, "sentence": self.sentence}
+
+
+def words(value: float, scale: tuple[tuple[float, str], ...]) -> str:
+    """The words of the first band whose upper bound exceeds ``value``."""
+    return next(text for bound, text in scale if value < bound)
+
+
+def mimic_copy(image: torch.Tensor, *, mimic_side: int = 1024, crop: int = 256) -> torch.Tensor:
+    """1×3×H×W [0, 1] -> the copy the verdict is measured on (module docstring), on the 8-bit grid."""
+    height, width = fit_within(*image.shape[-2:], mimic_side, min_side=8)
+    scaled = (resize_tensor(image.float(), height, width).clamp(0, 1) * 255).round() / 255
+    top, left = max(0, (height - crop) // 2), max(0, (width - crop) // 2)
+    return scaled[..., top : top + crop, left : left + crop]
+
+
+@torch.no_grad()
+def quick_verdict(protector, clean: torch.Tensor, protected: torch.Tensor, *, seed: int = 0,
+                  mimic_side: int = 1024, crop: int = 256) -> Verdict:
+    """The verdict on ``protected`` (1×3×H×W, [0, 1]) against ``clean``, with ``protector``'s
+    autoencoder and LPIPS. Without a decoder or LPIPS the missing parts are None and the sentence says so."""
+    device = protector.device
+    x = mimic_copy(clean.to(device), mimic_side=mimic_side, crop=crop)
+    x_hat = mimic_copy(protected.to(device), mimic_side=mimic_side, crop=crop)
+    psnr = metrics.psnr(x_hat, x)
+    perceptual, autoencoder = protector.perceptual, protector.autoencoder
+    if perceptual is None or min(x.shape[-2:]) < 32:
+        return Verdict(None, psnr, None, None, None, f"PSNR {psnr:.1f} dB; visibility and strength need LPIPS, which is not loaded.")
+    lpips = float(perceptual(x_hat, x)[0])
+    visible = f"{words(lpips, VISIBILITY_SCALE).capitalize()} (LPIPS {lpips:.3f}, PSNR {psnr:.1f} dB)"
+    if autoencoder.decoder is None:
+        return Verdict(lpips, psnr, None, None, None, f"{visible}; strength not measured (no decoder loaded).")
+    noise = matched_noise(x, x_hat, torch.Generator().manual_seed(seed)).to(device)
+    seen_clean, seen_protected, seen_noise = autoencoder.round_trip(torch.cat([x, x_hat, noise])).float().chunk(3)
+    baseline = float(perceptual(seen_clean, x)[0])
+    damage = float(perceptual(seen_protected, x)[0]) - baseline
+    noise_damage = float(perceptual(seen_noise, x)[0]) - baseline
+    if noise_damage < MIN_NOISE_DAMAGE:  # a ratio to almost nothing would only measure the noise's luck
+        return Verdict(lpips, psnr, damage, noise_damage, None,
+                       f"{visible}; damage to what a mimic sees {damage:.3f}, where random noise of the same energy does almost none ({max(noise_damage, 0):.3f}).")
+    ratio = damage / noise_damage
+    return Verdict(lpips, psnr, damage, noise_damage, ratio,
+                   f"{visible}; {words(ratio, STRENGTH_SCALE)} ({ratio:.1f}× its damage to what a mimic sees).")

@@ -1,0 +1,59 @@
+"""The one-line verdict: measured visibility and strength against noise of the same energy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastprotect import metrics
+from fastprotect.dummy import dummy_perceptual, dummy_protector
+from fastprotect.images import load_image
+from fastprotect.protect import Protector
+from fastprotect.verdict import STRENGTH_SCALE, VISIBILITY_SCALE, mimic_copy, quick_verdict, words
+
+
+def _image(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    return (torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(seed)) * 255).round() / 255
+
+
+def test_words_follow_the_bands():
+    assert words(0.0, VISIBILITY_SCALE) == "hard to see"
+    assert words(0.5, VISIBILITY_SCALE) == "clearly visible"
+    assert words(0.9, STRENGTH_SCALE).startswith("no stronger")
+    assert words(3.0, STRENGTH_SCALE).startswith("much stronger")
+
+
+def test_the_copy_is_the_mimics_resolution_then_a_centre_crop_on_the_8_bit_grid():
+    copy = mimic_copy(_image(600, 2400), mimic_side=1200, crop=128)
+    assert copy.shape[-2:] == (128, 128)
+    assert torch.equal(copy, (copy * 255).round() / 255)
+    assert mimic_copy(_image(40, 50), crop=256).shape[-2:] == (40, 50)  # small images are used whole
+
+
+def test_verdict_numbers_are_consistent_with_each_other():
+    protector = dummy_protector(perceptual=dummy_perceptual())
+    clean = _image(96, 128)
+    protected = protector.protect(clean, compute_metrics=False).image
+    verdict = quick_verdict(protector, clean, protected)
+    assert verdict.psnr_db == pytest.approx(metrics.psnr(protected, clean), abs=1e-6)
+    assert verdict.lpips is not None and verdict.lpips >= 0
+    if verdict.ratio is not None:
+        assert verdict.ratio == pytest.approx(verdict.damage / verdict.noise_damage)
+    assert f"{verdict.lpips:.3f}" in verdict.sentence
+    assert quick_verdict(protector, clean, protected) == verdict  # seeded: the same every time
+
+
+def test_without_lpips_the_verdict_says_so():
+    protector = dummy_protector()
+    clean = _image(64, 64)
+    verdict = quick_verdict(protector, clean, protector.protect(clean, compute_metrics=False).image)
+    assert verdict.lpips is None and verdict.ratio is None and "LPIPS" in verdict.sentence
+
+
+def test_on_a_real_painting_the_bundled_protection_beats_noise_and_a_larger_budget_is_more_visible(shared_images):
+    protector = Protector.from_pretrained()  # the bundled checkpoint, its TAEF2 and LPIPS: offline
+    clean = load_image(sorted((shared_images / "painting").iterdir())[0]).pixels
+    light, standard = (quick_verdict(protector, clean, protector.protect(clean, eta=levels / 255, compute_metrics=False).image)
+                       for levels in (2, 8))
+    assert light.lpips < standard.lpips
+    assert standard.ratio is not None and standard.ratio > 1.0
