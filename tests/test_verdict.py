@@ -56,4 +56,4 @@ def test_on_a_real_painting_the_bundled_protection_beats_noise_and_a_larger_budg
     light, standard = (quick_verdict(protector, clean, protector.protect(clean, eta=levels / 255, compute_metrics=False).image)
                        for levels in (2, 8))
     assert light.lpips < standard.lpips
-    assert standard.damage > max(standard.noise_damage, 0.0) + 0.01
+    assert standard.damage > 2 * max(standard.noise_damage, 0.0)  # twice what noise of the same energy does
