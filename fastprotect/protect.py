@@ -26,7 +26,6 @@ from . import environment, sources
 from .encoders import Autoencoder, load_autoencoder
 from .images import LoadedImage, fit_within, load_image, resize_tensor
 from .losses import encode_target
-from .mixture import MixtureOfPerturbations
 from .pgd import pgd_perturb
 from .strength import adaptive_scale, project_linf, quantise_within_budget
 from .targets import entropy_signature, target_patterns
@@ -34,6 +33,7 @@ from .timing import StageTimer
 from .vocabulary import DEFAULT_ETA, TARGET_NAMES, AutoencoderKind, TargetChoice, check_eta, check_refine_steps, check_target, levels_from_eta
 
 if TYPE_CHECKING:
+    from .mixture import MixtureOfPerturbations
     from .perceptual import PerceptualDistance
 
 ProtectionMode = Literal["pretrained", "per-image"]
@@ -146,6 +146,8 @@ class Protector:
         mixture, bundle = None, None
         if not per_image:
             where = sources.checkpoint_source(checkpoint)
+            from .mixture import MixtureOfPerturbations  # lazy: huggingface_hub costs a quarter second to import
+
             mixture = MixtureOfPerturbations.from_pretrained(where.location)
             bundle = sources.local_folder(where.location)
             kind = mixture.config.encoder_kind
