@@ -1,6 +1,6 @@
 """The mimic families the attacks run: which diffusion models a mimic fine-tunes and samples.
 
-One vocabulary for the whole project. A protection checkpoint records the family it protects
+The family names themselves are ``fastprotect.vocabulary.MimicFamily``. A protection checkpoint records the family it protects
 against (the encoder it was trained through belongs to that family's VAE), and the attacks that
 prove it must run on that family. This module imports nothing heavy (no torch, no diffusers), so
 the library and checkpoint configs can read it cheaply.
@@ -17,10 +17,11 @@ the library and checkpoint configs can read it cheaply.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
 
-MimicFamily = Literal["sd-1.5", "flux.2-klein"]
-FAMILIES: tuple[MimicFamily, ...] = get_args(MimicFamily)
+from fastprotect.vocabulary import MIMIC_FAMILIES as FAMILIES
+from fastprotect.vocabulary import MimicFamily
+
+# The attack CLI's default when no checkpoint decides; the Space follows its checkpoint's mimic_base.
 DEFAULT_FAMILY: MimicFamily = "sd-1.5"
 
 

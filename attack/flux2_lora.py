@@ -19,7 +19,6 @@ and :class:`~attack.lora.DuelResult`, so callers treat both families alike.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -31,7 +30,10 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 
 from .flux2 import encode_latents, text_options
-from .lora import SETTINGS_FILE, TRAINED_ADAPTER, DuelResult, LoraRun, LoraSettings, ProgressCallback, SampleSettings, remove_lora, use_lora
+from .lora import (
+    SETTINGS_FILE, TRAINED_ADAPTER, DuelResult, LoraRun, LoraSettings, ProgressCallback, SampleSettings, remove_lora, run_adapter_training,
+    use_lora,
+)
 from .pipeline import center_square, seeded_generator, stack_images
 
 # Attention projections of both block kinds, as the diffusers klein LoRA script targets by default:
@@ -160,39 +162,13 @@ def train_flux2_lora(
     with torch.no_grad():
         prompt = pipe.encode_prompt(settings.instance_prompt, device=device, **text_options(pipe))
     schedule = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)  # training sigmas, unshifted by set_timesteps
-    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate)
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
-    checkpointing = settings.gradient_checkpointing if settings.gradient_checkpointing is not None else device.type == "cuda"
-    if checkpointing:
-        transformer.enable_gradient_checkpointing()
-
-    generator = seeded_generator(settings.seed)
     run = LoraRun(state_dict={}, metadata=config.to_dict(), settings=settings)
-    order: list[int] = []
-    start = time.perf_counter()
-    transformer.train()  # gradient checkpointing acts in train mode only; klein has no dropout
-    try:
-        for step in range(settings.steps):
-            batch = []
-            while len(batch) < settings.batch_size:  # shuffled epochs over the image set
-                if not order:
-                    order = torch.randperm(len(items), generator=generator).tolist()
-                batch.append(order.pop())
-            loss = _flow_matching_loss(pipe, schedule, clean[batch], prompt, generator, autocast_dtype)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            run.losses.append(loss.detach().item())
-            if progress is not None:
-                progress(step + 1, settings.steps, run.losses[-1])
-    finally:
-        transformer.eval()
-        if checkpointing:
-            transformer.disable_gradient_checkpointing()
-    run.seconds = time.perf_counter() - start
+
+    def loss_of(batch: list[int], generator: torch.Generator) -> torch.Tensor:
+        return _flow_matching_loss(pipe, schedule, clean[batch], prompt, generator, autocast_dtype)
+
+    run.losses, run.seconds = run_adapter_training(transformer, trainable, settings, len(items), loss_of,
+                                                   autocast_dtype=autocast_dtype, progress=progress)
     adapter_state = get_peft_model_state_dict(transformer, adapter_name=adapter_name)
     run.state_dict = {key: value.detach().float().cpu().clone() for key, value in adapter_state.items()}
     return run

@@ -153,42 +153,67 @@ def train_lora(
     with torch.no_grad():
         prompt_embeds, _ = pipe.encode_prompt(settings.instance_prompt, device, 1, False)
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)  # the training-time forward process
+    run = LoraRun(state_dict={}, metadata=config.to_dict(), settings=settings)
+
+    def loss_of(batch: list[int], generator: torch.Generator) -> torch.Tensor:
+        return _training_step(pipe, noise_scheduler, means[batch], stds[batch], prompt_embeds, generator, autocast_dtype)
+
+    run.losses, run.seconds = run_adapter_training(unet, trainable, settings, len(items), loss_of, autocast_dtype=autocast_dtype, progress=progress)
+    adapter_state = get_peft_model_state_dict(unet, adapter_name=adapter_name)
+    run.state_dict = {key: value.detach().float().cpu().clone() for key, value in convert_state_dict_to_diffusers(adapter_state).items()}
+    return run
+
+
+def run_adapter_training(
+    model: torch.nn.Module,
+    trainable: list[torch.nn.Parameter],
+    settings: LoraSettings,
+    num_items: int,
+    loss_of: Callable[[list[int], torch.Generator], torch.Tensor],
+    *,
+    autocast_dtype: torch.dtype | None,
+    progress: ProgressCallback | None = None,
+) -> tuple[list[float], float]:
+    """The optimisation loop every mimic family shares; returns (loss per step, seconds).
+
+    AdamW on ``trainable`` (the adapter), loss scaling when autocasting to fp16, gradient clipping,
+    batches drawn from shuffled epochs of ``num_items`` images, gradient checkpointing on CUDA (or as
+    ``settings`` says) only while training. ``loss_of(batch indices, generator)`` computes one step's
+    loss; ``generator`` (seeded from ``settings.seed``) is the run's only source of randomness.
+    """
+    device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
-    use_checkpointing = settings.gradient_checkpointing if settings.gradient_checkpointing is not None else device.type == "cuda"
-    if use_checkpointing:
-        unet.enable_gradient_checkpointing()
-
+    checkpointing = settings.gradient_checkpointing if settings.gradient_checkpointing is not None else device.type == "cuda"
+    if checkpointing:
+        model.enable_gradient_checkpointing()
     generator = seeded_generator(settings.seed)
-    run = LoraRun(state_dict={}, metadata=config.to_dict(), settings=settings)
+    losses: list[float] = []
     order: list[int] = []
     start = time.perf_counter()
-    unet.train()  # gradient checkpointing only acts in train mode; SD's UNet has no dropout
+    model.train()  # gradient checkpointing acts in train mode only; neither family's model has dropout
     try:
         for step in range(settings.steps):
             batch = []
             while len(batch) < settings.batch_size:  # walk through shuffled epochs of the image set
                 if not order:
-                    order = torch.randperm(len(items), generator=generator).tolist()
+                    order = torch.randperm(num_items, generator=generator).tolist()
                 batch.append(order.pop())
-            loss = _training_step(pipe, noise_scheduler, means[batch], stds[batch], prompt_embeds, generator, autocast_dtype)
+            loss = loss_of(batch, generator)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
-            run.losses.append(loss.detach().item())
+            losses.append(loss.detach().item())
             if progress is not None:
-                progress(step + 1, settings.steps, run.losses[-1])
+                progress(step + 1, settings.steps, losses[-1])
     finally:
-        unet.eval()
-        if use_checkpointing:
-            unet.disable_gradient_checkpointing()
-    run.seconds = time.perf_counter() - start
-    adapter_state = get_peft_model_state_dict(unet, adapter_name=adapter_name)
-    run.state_dict = {key: value.detach().float().cpu().clone() for key, value in convert_state_dict_to_diffusers(adapter_state).items()}
-    return run
+        model.eval()
+        if checkpointing:
+            model.disable_gradient_checkpointing()
+    return losses, time.perf_counter() - start
 
 
 def _training_step(

@@ -21,7 +21,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import torch
 from huggingface_hub import ModelCard, ModelCardData, PyTorchModelHubMixin
@@ -29,7 +29,9 @@ from torch import nn
 
 from .hub import WeightsUnavailableError, resolve_file
 from .targets import entropy_signature, target_patterns
-from .vocabulary import AUTOENCODER_KINDS, DEFAULT_ETA, MAX_ETA, TARGET_NAMES, AutoencoderKind, check_eta
+from .vocabulary import (
+    AUTOENCODER_KINDS, DEFAULT_ETA, MAX_ETA, MIMIC_FAMILIES, MIMIC_FAMILY_OF_ENCODER, TARGET_NAMES, AutoencoderKind, check_eta,
+)
 
 FORMAT_VERSION = 2
 CONFIG_NAME = "config.json"
@@ -39,9 +41,6 @@ CARD_NAME = "README.md"
 DESCRIPTORS = {"channel-mean-std": 2, "layout-4x4": 16}
 # The mimic model family a checkpoint protects against (MixtureConfig.mimic_base, issue 11): the
 # diffusion models whose VAE the training encoder is, or approximates.
-MimicFamily = Literal["sd-1.5", "flux.2-klein"]
-MIMIC_FAMILIES: tuple[MimicFamily, ...] = get_args(MimicFamily)
-MIMIC_FAMILY_OF_ENCODER: dict[AutoencoderKind, str] = {"sd-vae": "sd-1.5", "taesd": "sd-1.5", "taef2": "flux.2-klein"}
 # Format 1 stored the entropy signature's name; this was its only value (fastprotect.targets.entropy_signature).
 V1_SIGNATURE = "value-and-spectral-entropy"
 LOAD_HINT = "Pass a local checkpoint folder (--checkpoint or FASTPROTECT_CHECKPOINT)."

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .vocabulary import TARGET_NAMES, levels_from_eta
+from .vocabulary import MIMIC_DISPLAY_NAMES, TARGET_NAMES, levels_from_eta
 
 if TYPE_CHECKING:
     from .mixture import MixtureConfig
@@ -40,8 +40,6 @@ PROXY_NOTE = {
 }
 # How the card names each K-means descriptor (fastprotect.mixture.DESCRIPTORS).
 DESCRIPTOR_WORDS = {"channel-mean-std": "per-channel mean/std", "layout-4x4": "per-channel 4×4 grid means (layout)"}
-# How the card names each mimic family (fastprotect.mixture.MIMIC_FAMILIES).
-MIMIC_WORDS = {"sd-1.5": "Stable Diffusion 1.5", "flux.2-klein": "FLUX.2 [klein]"}
 
 
 def _group_table(groups: list[dict[str, int]]) -> str:
@@ -91,7 +89,7 @@ def card_body(config: MixtureConfig, *, dtype: str = "fp32", training: Mapping[s
     eta_levels = levels_from_eta(config.eta)
     subfolder = f" (subfolder `{config.encoder_subfolder}`)" if config.encoder_subfolder else ""
     lines = [
-        f"# FastProtect mixture of perturbations ({config.encoder_kind}, against {MIMIC_WORDS[config.mimic_base]} mimicry)",
+        f"# FastProtect mixture of perturbations ({config.encoder_kind}, against {MIMIC_DISPLAY_NAMES[config.mimic_base]} mimicry)",
         "",
         "A re-implementation of the pre-trained *mixture of perturbations* of FastProtect (Ahn et al., CVPR 2025, "
         "arXiv 2412.11423; no official code). At inference an image is encoded once, routed to one of "
@@ -102,7 +100,7 @@ def card_body(config: MixtureConfig, *, dtype: str = "fp32", training: Mapping[s
         "",
         "| | |",
         "|---|---|",
-        f"| protects against | mimicry by {MIMIC_WORDS[config.mimic_base]} fine-tuning / img2img (`mimic_base: {config.mimic_base}`) |",
+        f"| protects against | mimicry by {MIMIC_DISPLAY_NAMES[config.mimic_base]} fine-tuning / img2img (`mimic_base: {config.mimic_base}`) |",
         f"| trained against | the `{config.encoder_kind}` encoder, `{config.encoder_source}`{subfolder} |",
         f"| budget η | {eta_levels}/255 (L∞; global and group parts within ±η/2 each) |",
         f"| groups | K = {config.num_groups}: K-means++ on the {DESCRIPTOR_WORDS[config.descriptor]} of the latent of a "

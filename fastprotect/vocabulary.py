@@ -80,6 +80,14 @@ AUTOENCODER_DISPLAY_NAMES: dict[AutoencoderKind, str] = {
     "taef2": "TAEF2 (a tiny distilled copy of the FLUX.2 VAE)",
 }
 
+# ----------------------------------------------------------------------------- mimic families
+# The diffusion-model family whose mimicry a checkpoint protects against (its ``mimic_base``), and
+# so the family the Space's proof attacks with: the family whose VAE the encoder is, or imitates.
+MimicFamily = Literal["sd-1.5", "flux.2-klein"]
+MIMIC_FAMILIES: tuple[MimicFamily, ...] = get_args(MimicFamily)
+MIMIC_FAMILY_OF_ENCODER: dict[AutoencoderKind, MimicFamily] = {"sd-vae": "sd-1.5", "taesd": "sd-1.5", "taef2": "flux.2-klein"}
+MIMIC_DISPLAY_NAMES: dict[MimicFamily, str] = {"sd-1.5": "Stable Diffusion 1.5", "flux.2-klein": "FLUX.2 [klein] 4B"}
+
 # ------------------------------------------------------------------------------------ files
 # What a folder scan picks up as an image (files named explicitly are always tried, so a bad one
 # is reported rather than silently skipped). Output is always PNG.
