@@ -160,10 +160,10 @@ def test_flat_region_energy_ratio() -> None:
     assert math.isnan(flat_region_energy_ratio(x, torch.where(flat, x + a, x)).item())  # nothing in the textured third
 
 
-def test_matched_noise_has_the_protections_psnr_within_its_linf() -> None:
+def test_matched_noise_has_the_protections_psnr_and_stays_random_where_the_image_saturates() -> None:
     x = images(2, (24, 24), seed=9)
-    x[0, :, :4] = 0.0  # saturated pixels: the noise must not lose energy to clipping
-    x[1, :, -4:] = 1.0
+    x[0, :, :8] = 0.0  # black and white areas: noise added then clipped, never a uniform shift
+    x[1, :, -8:] = 1.0
     generator = torch.Generator().manual_seed(0)
     x_hat = (x + (torch.rand(x.shape, generator=generator) * 2 - 1) * 6 / 255).clamp(0, 1)
     x_hat = (x_hat * 255).round() / 255
@@ -171,8 +171,10 @@ def test_matched_noise_has_the_protections_psnr_within_its_linf() -> None:
     assert noise.shape == x.shape and 0 <= noise.min() and noise.max() <= 1
     assert torch.allclose(noise * 255, (noise * 255).round(), atol=1e-4)  # on the 8-bit grid
     for i in range(2):
-        assert metrics.psnr(noise[i : i + 1], x[i : i + 1]) == pytest.approx(metrics.psnr(x_hat[i : i + 1], x[i : i + 1]), abs=0.02)
-        assert metrics.linf_levels(noise[i : i + 1], x[i : i + 1]) <= metrics.linf_levels(x_hat[i : i + 1], x[i : i + 1])
+        assert metrics.psnr(noise[i : i + 1], x[i : i + 1]) == pytest.approx(metrics.psnr(x_hat[i : i + 1], x[i : i + 1]), abs=0.05)
+    black, white = noise[0, :, :8], noise[1, :, -8:]
+    assert 0.3 < (black == 0).float().mean() < 0.7  # about half the moves point out of range and are clipped away
+    assert 0.3 < (white == 1).float().mean() < 0.7
     assert not torch.allclose(noise, x_hat)
     assert torch.equal(matched_noise(x, x_hat, torch.Generator().manual_seed(1)), noise)  # seeded
     assert torch.equal(matched_noise(x, x.clone(), torch.Generator()), x)  # no perturbation, no noise
