@@ -22,6 +22,7 @@ from attack.roundtrip import load_round_tripper, roundtrip_report
 from fastprotect.encoders import Autoencoder
 from fastprotect.images import load_image
 from fastprotect.losses import encode_target
+from fastprotect.vocabulary import DEFAULT_ETA
 from fastprotect.perceptual import load_perceptual
 from fastprotect.pgd import pgd_perturb
 from fastprotect.targets import target_pattern
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 # Hokusai, The Great Wave off Kanagawa (c. 1831): public domain. Never a face (research-only set).
 DEFAULT_IMAGE = SHARED / "data" / "images" / "painting" / "painting_004.jpg"
-ETA = 8 / 255
+ETA = DEFAULT_ETA
 
 
 def protected_copy(

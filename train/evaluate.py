@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from fastprotect.evaluation import TRANSFORMS, Harness, Reference, summarise, transform
-from fastprotect.vocabulary import MAX_ETA_LEVELS, TARGET_NAMES, eta_from_levels
+from fastprotect.vocabulary import DEFAULT_ETA_LEVELS, MAX_ETA_LEVELS, TARGET_NAMES, eta_from_levels
 
 from . import data
 from .compare import compare, equal_lpips, equal_lpips_by_domain
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lpips-backbone", default=None, help="local LPIPS AlexNet backbone file")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--per-domain", type=int, default=3, help="held-out images per domain")
-    p.add_argument("--eta", type=float, default=8.0, help="budget in 8-bit levels")
+    p.add_argument("--eta", type=float, default=float(DEFAULT_ETA_LEVELS), help="budget in 8-bit levels")
     p.add_argument("--pgd-steps", default="1,2,3,5,10,20", help="PGD step counts at which PGD is measured")
     p.add_argument("--pgd-report", default="5,20", help="the two PGD step counts shown as full rows")
     p.add_argument("--curve-etas", default="4,6,8,12")
