@@ -39,7 +39,8 @@ def make_image(path: Path, size: int) -> Path:
 def start_dummy_app() -> str:
     """The Space (``app.build_demo``, queued like ``app.main``) on a dummy Protector; its URL."""
     import app
-    from fastprotect import space
+    from webapp import space
+    from webapp.limits import SpaceLimits
     from fastprotect.bundle import bundled_checkpoint
     from fastprotect.dummy import dummy_space_protector
     from fastprotect.sources import LPIPS_BUNDLE_FILE
@@ -48,8 +49,9 @@ def start_dummy_app() -> str:
     workspace = space.Workspace()
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(workspace.root / "cached_examples")
     loaded = space.LoadOutcome(dummy_space_protector(lpips_backbone=lpips if lpips.is_file() else None))
-    demo = app.build_demo(loaded, workspace=workspace).queue(max_size=app.QUEUE_SIZE, default_concurrency_limit=app.CONCURRENCY_LIMIT)
-    demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True, max_file_size=app.MAX_FILE_SIZE, allowed_paths=[], ssr_mode=False)
+    limits = SpaceLimits.from_environment()
+    demo = app.build_demo(loaded, workspace=workspace, limits=limits)
+    app.launch(demo, limits, server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     return demo.local_url
 
 
@@ -59,7 +61,7 @@ def one_request(url: str, image: Path, index: int) -> tuple[float, str | None]:
     client = Client(url, verbose=False)
     start = time.perf_counter()
     try:
-        png = client.predict(handle_file(str(image)), 8, "auto", True, 0, api_name="/protect")[0]
+        png = client.predict(handle_file(str(image)), 8, "auto", True, 0, api_name="/protect")[1]  # (verdict, png, ...)
         with Image.open(png) as result:
             if result.format != "PNG" or result.size != Image.open(image).size:
                 return time.perf_counter() - start, f"request {index}: wrong output {result.format} {result.size}"

@@ -5,7 +5,8 @@ from the repository root to serve the app on 127.0.0.1::
 
     python -m tests.launch_dummy_app --port 7861 [--per-image] [--unavailable] [--lpips PATH]
 
-It prints ``READY http://127.0.0.1:PORT`` once the server answers.
+It prints ``WORKSPACE <folder>`` and then ``READY http://127.0.0.1:PORT`` once the server answers;
+SIGTERM / SIGINT remove the workspace (``webapp.handlers.install_cleanup``), as in the real Space.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ def shared_lpips_backbone() -> Path | None:
     return path if path.is_file() else None
 
 
-def build_dummy_demo(*, per_image: bool = False, unavailable: bool = False, lpips_backbone=None, workspace=None):
+def build_dummy_demo(*, per_image: bool = False, unavailable: bool = False, lpips_backbone=None, workspace=None, limits=None, upload_root=None):
+    """The dummy Space, not yet launched: launch it with ``app.launch(demo, limits)``."""
     import app
-    from fastprotect import space
+    from webapp import space
 
     if workspace is not None:  # Gradio's example cache inside the app's temp space, not the repo
         os.environ["GRADIO_EXAMPLES_CACHE"] = str(workspace.root / "cached_examples")
@@ -39,8 +41,7 @@ def build_dummy_demo(*, per_image: bool = False, unavailable: bool = False, lpip
         loaded = space.LoadOutcome(None, "WeightsUnavailableError: Could not get 'config.json' (tests: simulated offline start)")
     else:
         loaded = space.LoadOutcome(dummy_space_protector(per_image=per_image, lpips_backbone=lpips_backbone))
-    demo = app.build_demo(loaded, workspace=workspace)
-    return demo.queue(max_size=app.QUEUE_SIZE, default_concurrency_limit=app.CONCURRENCY_LIMIT)
+    return app.build_demo(loaded, workspace=workspace, limits=limits, upload_root=upload_root)
 
 
 def main() -> None:
@@ -54,14 +55,15 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
     import app
-    from fastprotect import space
+    from webapp import handlers, space
+    from webapp.limits import SpaceLimits
 
     workspace = space.Workspace()
-    demo = build_dummy_demo(per_image=args.per_image, unavailable=args.unavailable, lpips_backbone=None if args.no_lpips else (args.lpips or shared_lpips_backbone()), workspace=workspace)
-    demo.launch(
-        server_name="127.0.0.1", server_port=args.port, prevent_thread_lock=True, max_file_size=app.MAX_FILE_SIZE,
-        allowed_paths=[], quiet=True, ssr_mode=False,
-    )
+    handlers.install_cleanup(workspace)
+    print(f"WORKSPACE {workspace.root}", flush=True)
+    limits = SpaceLimits.from_environment()
+    demo = build_dummy_demo(per_image=args.per_image, unavailable=args.unavailable, lpips_backbone=None if args.no_lpips else (args.lpips or shared_lpips_backbone()), workspace=workspace, limits=limits)
+    app.launch(demo, limits, server_name="127.0.0.1", server_port=args.port, prevent_thread_lock=True, quiet=True)
     print(f"READY http://127.0.0.1:{args.port}", flush=True)
     demo.block_thread()
 

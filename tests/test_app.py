@@ -20,9 +20,9 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 import app  # noqa: E402
-from attack import views  # noqa: E402
-from fastprotect import examples, space  # noqa: E402
 from fastprotect.dummy import dummy_sd15_pipeline, dummy_space_protector  # noqa: E402
+from webapp import examples, handlers, space, views  # noqa: E402
+from webapp.limits import SpaceLimits  # noqa: E402
 from tests.launch_dummy_app import build_dummy_demo, shared_lpips_backbone  # noqa: E402
 
 ETA_LEVELS = 8
@@ -46,9 +46,10 @@ def rgba_png(path: Path, width: int = 48, height: int = 40, seed: int = 0) -> Pa
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     workspace = space.Workspace(tmp_path_factory.mktemp("space"))
-    demo = build_dummy_demo(workspace=workspace, lpips_backbone=shared_lpips_backbone())  # LPIPS: real when present
+    limits = SpaceLimits(max_batch_files=3)
+    demo = build_dummy_demo(workspace=workspace, lpips_backbone=shared_lpips_backbone(), limits=limits)  # LPIPS: real when present
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, max_file_size=app.MAX_FILE_SIZE, allowed_paths=[], ssr_mode=False)
+    app.launch(demo, limits, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/", workspace
     demo.close()
 
@@ -60,10 +61,11 @@ def client(server):
 
 def test_protect_endpoint_returns_png_of_input_size_with_alpha_and_budget(client, tmp_path):
     source = rgba_png(tmp_path / "my photo.png")
-    png, slider, perturbation, lpips_map, info, info_md = client.predict(
+    verdict, png, slider, details, perturbation, lpips_map, info = client.predict(
         handle_file(str(source)), ETA_LEVELS, "auto", True, 0, api_name="/protect"
     )
-    assert Path(png).name == "my photo_protected.png"  # the visitor's own name, spaces kept
+    assert Path(png).name == "my photo_protected_eta8.png"  # the visitor's own name, spaces kept, the setting
+    assert "Protected at Standard" in verdict and "PSNR" in verdict
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # a real PNG, not WebP/JPEG renamed
     with Image.open(source) as original, Image.open(png) as protected:
         assert protected.format == "PNG" and protected.mode == "RGBA" and protected.size == original.size
@@ -75,10 +77,11 @@ def test_protect_endpoint_returns_png_of_input_size_with_alpha_and_budget(client
     if shared_lpips_backbone() is not None:  # real LPIPS: adaptive strength ran, its map is shown
         assert Image.open(lpips_map).format == "PNG" and info["lpips"] is not None and info["adaptive_strength"]
     assert info["width"] == 48 and info["height"] == 40 and info["linf_levels"] <= ETA_LEVELS
-    assert {"target", "group", "psnr_db", "ssim", "timings_s"} <= set(info) and "PSNR" in info_md
+    assert {"target", "group", "psnr_db", "ssim", "timings_s"} <= set(info) and "PSNR" in details
+    assert "total (you waited)" in info["timings_s"]
 
 
-def test_protect_endpoint_reports_bad_input_and_keeps_serving(client, tmp_path, monkeypatch):
+def test_protect_endpoint_reports_bad_input_and_keeps_serving(client, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
     with pytest.raises(Exception, match="not an image"):
@@ -89,11 +92,9 @@ def test_protect_endpoint_reports_bad_input_and_keeps_serving(client, tmp_path, 
     corrupt.write_bytes(rgba_png(tmp_path / "whole.png").read_bytes()[:100])
     with pytest.raises(Exception, match="cut.png"):
         client.predict(handle_file(str(corrupt)), ETA_LEVELS, "auto", True, 0, api_name="/protect")
-    with monkeypatch.context() as patch:
-        patch.setattr(app, "MAX_PIXELS", 1000)  # read per request: the server runs in this process
-        with pytest.raises(Exception, match="MP limit"):
-            client.predict(handle_file(str(rgba_png(tmp_path / "big.png"))), ETA_LEVELS, "auto", True, 0, api_name="/protect")
-    png = client.predict(handle_file(str(rgba_png(tmp_path / "ok.png"))), ETA_LEVELS, "high", False, 1, api_name="/protect")[0]
+    with pytest.raises(Exception, match="refine steps"):
+        client.predict(handle_file(str(rgba_png(tmp_path / "r.png"))), ETA_LEVELS, "auto", True, 51, api_name="/protect")
+    png = client.predict(handle_file(str(rgba_png(tmp_path / "ok.png"))), ETA_LEVELS, "high", False, 1, api_name="/protect")[1]
     assert Image.open(png).size == (48, 40)
 
 
@@ -106,8 +107,8 @@ def test_batch_endpoint_keeps_good_files_and_reports_bad_ones(client, tmp_path):
     )
     with zipfile.ZipFile(zip_path) as archive:
         names = set(archive.namelist())
-        assert {"good0_protected.png", "good1_protected.png", "report.csv", "report.json"} == names
-        assert Image.open(io.BytesIO(archive.read("good1_protected.png"))).size == (72, 48)
+        assert {"good0_protected_eta8.png", "good1_protected_eta8.png", "report.csv", "report.json"} == names
+        assert Image.open(io.BytesIO(archive.read("good1_protected_eta8.png"))).size == (72, 48)
         rows = json.loads(archive.read("report.json"))
     assert [row["status"] for row in rows] == ["ok", "error", "ok"]
     assert rows[1]["file"] == "broken.png" and rows[1]["message"]
@@ -115,12 +116,11 @@ def test_batch_endpoint_keeps_good_files_and_reports_bad_ones(client, tmp_path):
     assert any("broken.png" in map(str, row) and "error" in row for row in shown)
 
 
-def test_batch_refuses_empty_and_too_many(client, tmp_path, monkeypatch):
+def test_batch_refuses_empty_and_too_many(client, tmp_path):
     with pytest.raises(Exception, match="no files"):
         client.predict([], ETA_LEVELS, "auto", True, api_name="/batch")
-    monkeypatch.setattr(app, "MAX_BATCH_FILES", 2)  # read per request: the server is in this process
-    files = [handle_file(str(rgba_png(tmp_path / f"f{i}.png", seed=i))) for i in range(3)]
-    with pytest.raises(Exception, match="at most 2"):
+    files = [handle_file(str(rgba_png(tmp_path / f"f{i}.png", seed=i))) for i in range(4)]  # the server's limit: 3
+    with pytest.raises(Exception, match="at most 3"):
         client.predict(files, ETA_LEVELS, "auto", True, api_name="/batch")
 
 
@@ -146,6 +146,15 @@ def test_only_the_apps_own_files_are_served(server):
         assert response.status_code in (403, 404), path
 
 
+def test_expired_result_is_a_short_message(server, tmp_path):
+    session = Client(server[0], verbose=False)
+    session.predict(handle_file(str(rgba_png(tmp_path / "e.png"))), ETA_LEVELS, "auto", True, 0, api_name="/protect")
+    server[1].sweep(-1)  # what the 15-minute sweep does
+    with pytest.raises(Exception, match="expired") as caught:
+        session.predict(api_name="/round_trip")
+    assert "Traceback" not in str(caught.value)
+
+
 def test_offline_start_shows_a_message_not_a_trace():
     demo = build_dummy_demo(unavailable=True)
     texts = [str(block.get_config().get("value", "")) for block in demo.blocks.values()]
@@ -156,6 +165,7 @@ def test_per_image_mode_is_announced_and_works(tmp_path):
     protector = dummy_space_protector(per_image=True)
     assert "per-image" in app._status_markdown(space.LoadOutcome(protector))
     outcome = space.protect_upload(protector, rgba_png(tmp_path / "p.png"), space.ProtectOptions(), tmp_path)
+    assert outcome.png_path.name == "p_protected_eta8.png"
     assert outcome.info["mode"] == "per-image" and outcome.info["linf_levels"] <= 8
 
 

@@ -1,9 +1,8 @@
-"""Space-side helpers: everything ``app.py`` needs that is not UI.
+"""The Space's file and model helpers (handlers are in :mod:`webapp.handlers`).
 
 Loading the models once with a page-friendly outcome, the app's private temp space (every file
 the Space serves is written below it, and old files are deleted), protecting one upload into a
-downloadable PNG plus the pictures the page shows, the batch ZIP with its per-file report, and
-procedurally generated example images (no third-party pictures, no faces).
+downloadable PNG plus the pictures the page shows, and the batch ZIP with its per-file report.
 
 Images cross these functions as PIL images or ``1×3×H×W`` float tensors in ``[0, 1]``.
 """
@@ -29,8 +28,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .images import ImageError, LoadedImage, load_image, save_png, to_pil, unique_stem
-from .vocabulary import DEFAULT_ETA_LEVELS, MAX_ETA_LEVELS, check_refine_steps, check_target, eta_from_levels
+from fastprotect.images import ImageError, LoadedImage, load_image, save_png, to_pil, unique_stem
+from fastprotect.vocabulary import DEFAULT_ETA_LEVELS, MAX_ETA_LEVELS, check_refine_steps, check_target, eta_from_levels
 
 ProgressCallback = Callable[[float, str], None]
 logger = logging.getLogger(__name__)
@@ -115,7 +114,7 @@ class Workspace:
 
 def safe_stem(name: str | None, default: str = "image") -> str:
     """A file-name stem safe to serve, in the user's script: see ``fastprotect.images.safe_stem``."""
-    from . import images
+    from fastprotect import images
 
     return images.safe_stem(name, default)
 
@@ -142,13 +141,13 @@ def load_space_protector(**options: Any) -> LoadOutcome:
     """
     start = time.perf_counter()
     try:
-        from .protect import Protector
+        from fastprotect.protect import Protector
 
         protector = Protector.from_pretrained(**options)
     except Exception as error:  # start-up must survive anything: the page explains instead
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         return LoadOutcome(None, f"{type(error).__name__}: {message}", time.perf_counter() - start)
-    from .sources import checkpoint_source
+    from fastprotect.sources import checkpoint_source
 
     checkpoint = checkpoint_source(options.get("checkpoint")).location
     # A folder's name, never the server's path; a Hub id as it is.
@@ -206,7 +205,7 @@ def protect_upload(
     max_pixels: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> ProtectOutcome:
-    """Load, protect and save one image as ``<name>_protected.png`` in ``output_dir``.
+    """Load, protect and save one image as ``<name>_protected_eta<levels>.png`` in ``output_dir``.
 
     Raises :class:`ImageError` (bad file) or :class:`SpaceInputError` (bad options), both with a
     one-line message.
@@ -216,7 +215,7 @@ def protect_upload(
         loaded, eta=options.eta, target=options.target, adaptive_strength=options.adaptive_strength,
         refine_steps=int(options.refine_steps), seed=int(options.seed), progress=progress,
     )
-    path = Path(output_dir) / f"{safe_stem(loaded.name)}_protected.png"
+    path = Path(output_dir) / output_name(loaded.name, options)
     save_png(loaded, result.image, path)
     info = _json_safe(result.info.as_dict())
     return ProtectOutcome(
@@ -230,6 +229,34 @@ def protect_upload(
         loaded=loaded,
         protected_pixels=result.image,
     )
+
+
+def output_name(name: str | None, options: ProtectOptions) -> str:
+    """The download's file name: the upload's own stem plus the settings, ``<name>_protected_eta8.png``."""
+    return f"{safe_stem(name)}_protected_eta{int(options.eta_levels)}.png"
+
+
+def header_size(path: str | os.PathLike) -> tuple[int, int, bool] | None:
+    """(width, height, has alpha) from the file's header without decoding it; None when unreadable."""
+    try:
+        with Image.open(path) as image:
+            return image.width, image.height, "A" in image.getbands() or "transparency" in image.info
+    except Exception:  # an unreadable file is reported by the loader, with its reason
+        return None
+
+
+def estimated_bytes(width: int, height: int, alpha: bool) -> int:
+    """A generous upper bound on what protecting one image writes: the PNG (≈ raw size at worst)
+    plus the page's copies (at most as large again)."""
+    return 2 * width * height * (4 if alpha else 3) + 1_000_000
+
+
+def fit_view(image: Image.Image, max_side: int) -> Image.Image:
+    """A copy whose long side is at most ``max_side`` (the image itself when it fits)."""
+    if max(image.size) <= max_side:
+        return image
+    scale = max_side / max(image.size)
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
 
 
 def _json_safe(value: Any) -> Any:
@@ -329,7 +356,7 @@ def protect_batch(
     """Protect ``files`` ((path, display name) pairs) into ``output_dir/protected.zip``.
 
     Bad files are listed in the report (``status`` "error" with the reason) and skipped; good ones
-    are kept. The ZIP holds one ``<name>_protected.png`` per good file plus ``report.csv`` and
+    are kept. The ZIP holds one ``<name>_protected_eta<levels>.png`` per good file plus ``report.csv`` and
     ``report.json``. Raises :class:`SpaceInputError` for no files or more than ``max_files``.
     """
     if not files:

@@ -1,6 +1,6 @@
 """The Space's proof tabs, as functions: what a mimic sees (VAE round trip, img2img) and the
-LoRA duel on clean vs protected copies. ``app.py`` wires these to the UI; the attacks themselves
-live in the modules beside this one. Images cross as ``LoadedImage`` / PIL images. ``pipe``: an
+LoRA duel on clean vs protected copies. ``app.py`` wires these to the UI (through
+:mod:`webapp.handlers`); the attacks themselves live in :mod:`attack`. Images cross as ``LoadedImage`` / PIL images. ``pipe``: an
 :class:`attack.mimic.Mimic` (any family, from ``attack.mimic.load_mimic``) or a bare SD-1.5 pipeline.
 """
 
@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from fastprotect.images import ImageError, LoadedImage, load_image
-from fastprotect.space import ProgressCallback, SpaceInputError, _json_safe, tensor_to_pil
+from .space import ProgressCallback, SpaceInputError, _json_safe, tensor_to_pil
 
 @dataclass
 class MimicViews:
@@ -25,23 +25,25 @@ class MimicViews:
     markdown: str
 
 
-def mimic_round_trip(protector: Any, clean: LoadedImage, protected: LoadedImage, *, max_side: int = 768) -> MimicViews:
-    """Round-trip a clean image and its protected copy through the protector's autoencoder;
-    with LPIPS loaded, also measure how far each view lands from the clean original."""
-    from .roundtrip import round_trip, roundtrip_report
+def mimic_round_trip(protector: Any, clean: LoadedImage, protected: LoadedImage, *, max_side: int = 768, autoencoder: Any = None, device: Any = None) -> MimicViews:
+    """Round-trip a clean image and its protected copy through ``autoencoder`` (default: the
+    protector's own; the Space passes the mimic's VAE, ``attack.mimic.family_autoencoder``, when a
+    mimic is loaded); with LPIPS loaded, also measure how far each view lands from the clean original."""
+    from attack.roundtrip import round_trip, roundtrip_report
 
+    autoencoder = autoencoder if autoencoder is not None else protector.autoencoder
     if (clean.width, clean.height) != (protected.width, protected.height):
         raise SpaceInputError("the clean and protected images differ in size")
-    device = protector.device
+    device = device if device is not None else protector.device
     x, p = clean.pixels.to(device), protected.pixels.to(device)
     numbers: dict[str, float] = {}
     with torch.no_grad():
         if protector.perceptual is not None:
-            report = roundtrip_report(protector.autoencoder, x, p, protector.perceptual, max_side=max_side)
+            report = roundtrip_report(autoencoder, x, p, protector.perceptual, max_side=max_side)
             clean_rt, protected_rt, numbers = report.clean_round_trip, report.protected_round_trip, report.as_dict()
         else:
-            clean_rt = round_trip(protector.autoencoder, x, max_side=max_side)
-            protected_rt = round_trip(protector.autoencoder, p, max_side=max_side)
+            clean_rt = round_trip(autoencoder, x, max_side=max_side)
+            protected_rt = round_trip(autoencoder, p, max_side=max_side)
     lines = ["| LPIPS to the clean original | value |", "|---|---|"]
     labels = {
         "lpips_protected": "protected image (the visible cost)",
@@ -57,7 +59,7 @@ def mimic_round_trip(protector: Any, clean: LoadedImage, protected: LoadedImage,
 def mimic_img2img(pipe: Any, clean: LoadedImage, protected: LoadedImage, prompt: str, strength: float, *, steps: int | None = None) -> tuple[Image.Image, Image.Image]:
     """The family's img2img of both copies with the same prompt and seed (SD-1.5: SDEdit; FLUX.2
     klein: reference edit, where ``strength`` is unused); ``steps=None``: the family's. Needs a GPU in practice."""
-    from .mimic import as_mimic, edit_settings, family_img2img
+    from attack.mimic import as_mimic, edit_settings, family_img2img
 
     if not 0 < strength <= 1:
         raise SpaceInputError(f"img2img strength must be in (0, 1], got {strength}")
@@ -109,8 +111,8 @@ def _check_duel_count(count: int, limits: tuple[int, int]) -> None:
 
 def _run_duel(pipe, clean, protected, protector, output_dir, steps, progress, *, resolution: int = 512, sample_steps: int | None = None) -> tuple[Image.Image, dict[str, Any]]:
     """``attack.mimic.family_lora_duel`` with the family's defaults at 512²; tests pass a tiny resolution."""
-    from .compare import duel_grid, duel_scores
-    from .mimic import as_mimic, family_lora_duel, lora_settings, sample_settings
+    from attack.compare import duel_grid, duel_scores
+    from attack.mimic import as_mimic, family_lora_duel, lora_settings, sample_settings
 
     mimic = as_mimic(pipe)
     settings = lora_settings(mimic.family, steps=int(steps), resolution=resolution)

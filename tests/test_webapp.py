@@ -1,0 +1,205 @@
+"""The Space's handlers called directly (no server) with a dummy Protector; its limits, its
+workspace sweeps, its clean-up on SIGTERM, and how it names the mimic family.
+
+Dummy random models: plumbing, limits and file handling, never protection strength.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fastprotect.dummy import dummy_space_protector
+from fastprotect.vocabulary import MAX_REFINE_STEPS
+from webapp import handlers, space
+from webapp.handlers import SpaceContext, VisitorError
+from webapp.limits import SpaceLimits
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def png(path: Path, width: int = 48, height: int = 40, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def protector():
+    return dummy_space_protector()
+
+
+@pytest.fixture
+def ctx(protector, tmp_path):
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    return SpaceContext(space.LoadOutcome(protector), space.Workspace(tmp_path / "ws"), SpaceLimits(), upload_root=uploads)
+
+
+def upload(ctx: SpaceContext, name: str = "my photo.png", **size) -> str:
+    return str(png(ctx.upload_root / name, **size))
+
+
+def test_protect_returns_the_page_outputs_and_deletes_the_original(ctx):
+    source = upload(ctx)
+    out = handlers.protect(ctx, source, 8, "auto", False, 0)
+    assert Path(out.png).name == "my photo_protected_eta8.png" and Path(out.png).exists()
+    assert out.verdict.startswith("**Protected at Standard") and " s." in out.verdict
+    assert "meaning" in out.details and "you waited" in out.details
+    assert out.info["timings_s"]["total (you waited)"] > 0
+    assert not Path(source).exists()  # the original is gone as soon as the result is written
+    assert all(Path(path).exists() for path in out.last.values())  # the mimic tab's copies
+    with pytest.raises(VisitorError, match="no longer on the server"):
+        handlers.protect(ctx, source, 8)
+
+
+def test_download_names_carry_the_settings(ctx):
+    assert Path(handlers.protect(ctx, upload(ctx, "a.png"), 12).png).name == "a_protected_eta12.png"
+    assert Path(handlers.protect(ctx, upload(ctx, "b.jpg.png"), 4).png).name == "b_protected_eta4.png"
+
+
+def test_examples_are_never_deleted(ctx):
+    from webapp.examples import make_example_images
+
+    example = make_example_images(ctx.workspace.root / "examples", size=64)[0]
+    ctx.upload_root = ctx.workspace.root  # even when the examples sit below the upload folder
+    out = handlers.protect(ctx, str(example), 8)
+    assert example.exists() and out.last is not None
+    copy = Path(upload(ctx, "sunset_hills.png"))  # Gradio serves an example from its upload folder
+    handlers.protect(ctx, str(copy), 8, keep_original=True)
+    handlers.protect(ctx, str(copy), 8, keep_original=True)  # a second click on the same example
+    assert copy.exists()
+
+
+def test_reset_clears_every_output():
+    cleared = handlers.reset_outputs()
+    assert cleared._fields == handlers.ProtectOutputs._fields
+    assert cleared.verdict == handlers.READY_HINT and all(value in (None, "") for value in cleared[1:])
+
+
+def test_bad_requests_are_one_line(ctx):
+    with pytest.raises(VisitorError, match="Upload an image first"):
+        handlers.protect(ctx, None)
+    with pytest.raises(VisitorError, match="refine steps"):
+        handlers.protect(ctx, upload(ctx), 8, "auto", True, MAX_REFINE_STEPS + 1)
+    with pytest.raises(VisitorError, match="budget"):
+        handlers.protect(ctx, upload(ctx), 99)
+    small = SpaceContext(ctx.loaded, ctx.workspace, SpaceLimits(max_pixels=1000), upload_root=ctx.upload_root)
+    with pytest.raises(VisitorError, match="MP limit"):
+        handlers.protect(small, upload(small))
+
+
+def test_disk_cap_refuses_a_request(ctx):
+    tight = SpaceContext(ctx.loaded, ctx.workspace, SpaceLimits(request_disk_bytes=1_000_000), upload_root=ctx.upload_root)
+    with pytest.raises(VisitorError, match="limit per request") as caught:
+        handlers.protect(tight, upload(tight, width=400, height=300))
+    assert "\n" not in str(caught.value)
+
+
+def test_batch_caps_files_and_summed_pixels(ctx):
+    files = [upload(ctx, f"f{i}.png", width=64, height=64, seed=i) for i in range(3)]
+    capped = SpaceContext(ctx.loaded, ctx.workspace, SpaceLimits(batch_max_pixels=10_000), upload_root=ctx.upload_root)
+    with pytest.raises(VisitorError, match="MP in all"):
+        handlers.batch(capped, files, 8, "auto", False)
+    few = SpaceContext(ctx.loaded, ctx.workspace, SpaceLimits(max_batch_files=2), upload_root=ctx.upload_root)
+    with pytest.raises(VisitorError, match="at most 2"):
+        handlers.batch(few, files, 8, "auto", False)
+    out = handlers.batch(ctx, files, 8, "auto", False)
+    assert Path(out.zip_path).exists() and len(out.pairs) == 3 and out.warning is None
+    assert not any(Path(path).exists() for path in files)  # originals deleted
+    assert all(Path(path).exists() for pair in out.pairs for path in pair)  # the duel's copies kept
+
+
+def test_round_trip_follows_the_last_result_and_expires_cleanly(ctx):
+    with pytest.raises(VisitorError, match="Protect an image"):
+        handlers.round_trip(ctx, None)
+    out = handlers.protect(ctx, upload(ctx), 8)
+    seen = handlers.round_trip(ctx, out.last)
+    assert seen.clean.size == seen.protected.size and "Stable Diffusion 1.5 VAE" in seen.markdown
+    assert ctx.workspace.sweep(-1) >= 1  # the sweep removes the result…
+    with pytest.raises(VisitorError, match="expired"):  # …and the mimic tab says so in one line
+        handlers.round_trip(ctx, out.last)
+
+
+def test_sweep_keeps_recent_results(ctx):
+    out = handlers.protect(ctx, upload(ctx), 8)
+    assert ctx.workspace.sweep(ctx.limits.workspace_max_age_s) == 0 and Path(out.png).exists()
+    old = time.time() - ctx.limits.workspace_max_age_s - 1
+    os.utime(Path(out.png).parent, (old, old))
+    assert ctx.workspace.sweep(ctx.limits.workspace_max_age_s) == 1 and not Path(out.png).exists()
+
+
+def test_proofs_refuse_without_a_gpu_naming_the_family(ctx):
+    with pytest.raises(VisitorError, match="Stable Diffusion 1.5 needs a GPU"):
+        handlers.duel(ctx, [], False, [], 100)
+    with pytest.raises(VisitorError, match="img2img with Stable Diffusion 1.5 needs a GPU"):
+        handlers.img2img(ctx, None, "a photo", 0.5)
+
+
+def test_family_follows_the_checkpoint(protector):
+    assert handlers.family_of(protector) == protector.mixture.config.mimic_base == "sd-1.5"
+    assert handlers.family_name("flux.2-klein") == "FLUX.2 [klein] 4B"
+    per_image = dummy_space_protector(per_image=True)
+    assert handlers.family_of(per_image) == "sd-1.5"  # the dummy's encoder kind is sd-vae
+    assert "TAEF2 (a tiny distilled copy of the FLUX.2 VAE)" == handlers.AUTOENCODER_DISPLAY_NAMES["taef2"]
+
+
+def test_bundled_checkpoint_names_flux2():
+    import json
+
+    from fastprotect.bundle import bundled_checkpoint
+
+    assert json.loads((bundled_checkpoint() / "config.json").read_text())["mimic_base"] == "flux.2-klein"
+    assert handlers.family_name("flux.2-klein") == "FLUX.2 [klein] 4B"
+
+
+def test_limits_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("FASTPROTECT_MAX_BATCH_FILES", "5")
+    monkeypatch.setenv("FASTPROTECT_SPACE_MAX_PIXELS", "1000000")
+    limits = SpaceLimits.from_environment()
+    assert limits.max_batch_files == 5 and limits.max_pixels == 1_000_000 and limits.max_refine_steps == MAX_REFINE_STEPS
+    with pytest.raises(Exception):
+        limits.max_pixels = 1  # frozen
+    with pytest.raises(ValueError):
+        SpaceLimits(queue_size=0)
+
+
+def test_sigterm_and_sigint_remove_the_workspace():
+    """The dummy Space in a subprocess: SIGTERM (then, in a second one, SIGINT) removes its temp folder."""
+    for number in (signal.SIGTERM, signal.SIGINT):
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen([sys.executable, "-m", "tests.launch_dummy_app", "--port", str(free_port()), "--no-lpips"], cwd=ROOT, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            workspace, lines = None, []
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                line = process.stdout.readline()
+                lines.append(line)
+                if line.startswith("WORKSPACE "):
+                    workspace = Path(line.split(" ", 1)[1].strip())
+                if line.startswith("READY") or (not line and process.poll() is not None):
+                    break
+            assert workspace is not None and workspace.exists(), "".join(lines)
+            process.send_signal(number)
+            process.wait(timeout=30)
+            assert not workspace.exists(), f"signal {number}: {workspace} left behind"
+        finally:
+            if process.poll() is None:
+                process.kill()
