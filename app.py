@@ -63,7 +63,12 @@ CSS = """
 .prose td:last-child { white-space: normal; min-width: 14em; }
 #batch-report td, #batch-report th { white-space: nowrap; }
 /* the target captions (low / mid / high) are never cut off */
-#targets .caption-label { white-space: nowrap; overflow: visible; text-overflow: clip; }
+#targets .caption-label { white-space: nowrap; overflow: visible; text-overflow: clip; opacity: 1 !important; }
+#targets .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
+#targets .thumbnail-item { width: 100% !important; height: auto !important; aspect-ratio: 1; }
+#targets label[data-testid=block-label] { position: static !important; margin-bottom: 4px; }
+#targets .grid-wrap { height: auto !important; }
+#targets { height: auto !important; }
 #verdict { font-size: 1.05em; }
 .tab-container button.selected { color: #4338ca !important; }
 h1 { margin: 0 0 .2em 0 !important; font-size: 1.5em !important; }

@@ -203,3 +203,26 @@ def test_sigterm_and_sigint_remove_the_workspace():
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+def test_zero_gpu_decorates_only_the_proofs(protector, tmp_path, monkeypatch):
+    """With the `spaces` package (ZeroGPU), protection stays on the CPU: only img2img and the duel
+    are wrapped in spaces.GPU (the round trip too, but only with a mimic loaded)."""
+    import types
+
+    import app
+
+    decorated: list[str] = []
+
+    def gpu(duration):
+        def wrap(function):
+            decorated.append(function.__name__)
+            return function
+
+        return wrap
+
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=gpu))
+    demo = app.build_demo(protector, workspace=space.Workspace(tmp_path / "ws"), limits=SpaceLimits(), examples=False)
+    assert sorted(decorated) == ["duel", "img2img"]
+    texts = " ".join(str(block.get_config().get("value", "")) for block in demo.blocks.values())
+    assert "Stable Diffusion 1.5" in texts and "no GPU" in texts

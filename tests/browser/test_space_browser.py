@@ -229,6 +229,12 @@ def test_example_click_protects_and_the_mimic_tab_follows(page):
 
 def test_target_thumbnail_selects_the_target(page):
     page.locator("#advanced").get_by_text("Advanced").first.click()
+    for index, name in enumerate(("low", "mid", "high")):  # each caption whole, inside its thumbnail
+        thumbnail = page.locator("#targets .thumbnail-item").nth(index)
+        caption = thumbnail.locator(".caption-label")
+        outer, inner = thumbnail.bounding_box(), caption.bounding_box()
+        assert caption.inner_text() == name and caption.evaluate("e => e.scrollWidth <= e.clientWidth")
+        assert inner["x"] >= outer["x"] and inner["x"] + inner["width"] <= outer["x"] + outer["width"] + 1
     page.locator("#targets .thumbnail-item").nth(2).click()  # the third thumbnail: "high"
     page.wait_for_function("() => document.querySelector('#target input[value=high]').checked")
     page.locator("#targets .thumbnail-item").nth(0).click()
