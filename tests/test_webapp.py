@@ -226,3 +226,16 @@ def test_zero_gpu_decorates_only_the_proofs(protector, tmp_path, monkeypatch):
     assert sorted(decorated) == ["duel", "img2img"]
     texts = " ".join(str(block.get_config().get("value", "")) for block in demo.blocks.values())
     assert "Stable Diffusion 1.5" in texts and "no GPU" in texts
+
+
+def test_with_a_mimic_loaded_the_round_trip_uses_its_vae(ctx):
+    """The mimic's own VAE (here the dummy SD-1.5 stack on CPU), named on the page."""
+    from attack.mimic import Mimic
+    from fastprotect.dummy import dummy_sd15_pipeline
+
+    pipe = dummy_sd15_pipeline(0)
+    ctx.mimic = Mimic("sd-1.5", pipe, pipe)
+    out = handlers.protect(ctx, upload(ctx, width=64, height=48), 8)
+    seen = handlers.round_trip(ctx, out.last)
+    assert "the VAE of Stable Diffusion 1.5 (the model a mimic would fine-tune)" in seen.markdown
+    assert seen.clean.size == seen.protected.size
