@@ -111,7 +111,7 @@ def build_demo(
 
     ``mimic``: an :class:`attack.mimic.Mimic` enabling img2img, the LoRA duel and the mimic's own
     VAE round trip (None: those two are shown disabled, with ``attack_note`` saying why).
-    ``upload_root``: uploads below it are deleted once protected (default: Gradio's upload folder).
+    ``upload_root``: a batch's uploads below it are deleted once its ZIP is written (default: Gradio's upload folder).
     """
     if not isinstance(loaded, space.LoadOutcome):
         loaded = space.LoadOutcome(loaded)
@@ -130,7 +130,7 @@ def build_demo(
         return tuple(_visitor_errors(handlers.protect)(ctx, image, eta_levels, target, adaptive, refine_steps, progress=_progress(progress)))
 
     def protect_example(image, progress=gr.Progress()):  # our own pictures: kept for the next click
-        return tuple(_visitor_errors(handlers.protect)(ctx, image, DEFAULT_ETA_LEVELS, "auto", True, 0, progress=_progress(progress), keep_original=True))
+        return tuple(_visitor_errors(handlers.protect)(ctx, image, DEFAULT_ETA_LEVELS, "auto", True, 0, progress=_progress(progress)))
 
     def batch(files, eta_levels, target, adaptive, progress=gr.Progress()):
         out = _visitor_errors(handlers.batch)(ctx, files, eta_levels, target, adaptive, progress=_progress(progress))

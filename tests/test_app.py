@@ -21,7 +21,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 import app  # noqa: E402
 from fastprotect.dummy import dummy_sd15_pipeline, dummy_space_protector  # noqa: E402
-from webapp import examples, handlers, space, views  # noqa: E402
+from webapp import examples, space, views  # noqa: E402
 from webapp.limits import SpaceLimits  # noqa: E402
 from tests.launch_dummy_app import build_dummy_demo, shared_lpips_backbone  # noqa: E402
 

@@ -56,15 +56,17 @@ def upload(ctx: SpaceContext, name: str = "my photo.png", **size) -> str:
     return str(png(ctx.upload_root / name, **size))
 
 
-def test_protect_returns_the_page_outputs_and_deletes_the_original(ctx):
+def test_protect_returns_the_page_outputs_and_keeps_the_original_for_another_strength(ctx):
     source = upload(ctx)
     out = handlers.protect(ctx, source, 8, "auto", False, 0)
     assert Path(out.png).name == "my photo_protected_eta8.png" and Path(out.png).exists()
     assert out.verdict.startswith("**Protected at Standard") and " s." in out.verdict
     assert "meaning" in out.details and "you waited" in out.details
     assert out.info["timings_s"]["total (you waited)"] > 0
-    assert not Path(source).exists()  # the original is gone as soon as the result is written
     assert all(Path(path).exists() for path in out.last.values())  # the mimic tab's copies
+    stronger = handlers.protect(ctx, source, 12)  # the visitor tries another strength on the same upload
+    assert Path(stronger.png).name == "my photo_protected_eta12.png"
+    Path(source).unlink()  # what Gradio's delete_cache does after 15 minutes
     with pytest.raises(VisitorError, match="no longer on the server"):
         handlers.protect(ctx, source, 8)
 
@@ -82,8 +84,8 @@ def test_examples_are_never_deleted(ctx):
     out = handlers.protect(ctx, str(example), 8)
     assert example.exists() and out.last is not None
     copy = Path(upload(ctx, "sunset_hills.png"))  # Gradio serves an example from its upload folder
-    handlers.protect(ctx, str(copy), 8, keep_original=True)
-    handlers.protect(ctx, str(copy), 8, keep_original=True)  # a second click on the same example
+    handlers.protect(ctx, str(copy), 8)
+    handlers.protect(ctx, str(copy), 8)  # a second click on the same example
     assert copy.exists()
 
 

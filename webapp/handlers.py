@@ -82,8 +82,9 @@ class SpaceContext:
     workspace: space.Workspace
     limits: SpaceLimits = field(default_factory=SpaceLimits)
     mimic: Any | None = None  # attack.mimic.Mimic, loaded once at start-up on a GPU
-    # Uploads below this folder are deleted once their result is written (Gradio's upload cache);
-    # anything else (the example pictures) is never touched.
+    # A batch's uploads below this folder are deleted once the ZIP is written (Gradio's upload cache);
+    # anything else (single uploads, which Gradio's delete_cache removes after 15 minutes so that a
+    # visitor can try another strength, and the example pictures) is never touched here.
     upload_root: Path | None = None
 
     @property
@@ -140,11 +141,11 @@ def preset_label(levels: int) -> str:
 
 
 def protect(ctx: SpaceContext, image: Any, eta_levels: Any = DEFAULT_ETA_LEVELS, target: Any = "auto", adaptive: Any = True,
-            refine_steps: Any = 0, *, progress: Progress | None = None, keep_original: bool = False) -> ProtectOutputs:
+            refine_steps: Any = 0, *, progress: Progress | None = None) -> ProtectOutputs:
     """Protect one upload: the PNG, the before/after pair, the verdict and its numbers.
 
-    The visitor's original is deleted once the result is written, unless ``keep_original`` (the
-    example pictures: Gradio serves them from its upload folder too)."""
+    The visitor's original stays in Gradio's upload folder so that another strength can be tried
+    on it; Gradio's ``delete_cache`` removes it with the results after 15 minutes."""
     start = time.perf_counter()
     upload = space.uploaded_path(image)
     if upload is None:
@@ -152,7 +153,7 @@ def protect(ctx: SpaceContext, image: Any, eta_levels: Any = DEFAULT_ETA_LEVELS,
     path, name = upload
     chosen, model = options(eta_levels, target, adaptive, refine_steps), ctx.need_protector()
     if not Path(path).exists():
-        raise VisitorError(f"{name}: this upload is no longer on the server (uploads are deleted once protected); drop the image again.")
+        raise VisitorError(f"{name}: this upload is no longer on the server (uploads are kept 15 minutes); drop the image again.")
     size = space.header_size(path)
     if size is not None:
         check_disk(ctx, space.estimated_bytes(*size))
@@ -179,8 +180,6 @@ def protect(ctx: SpaceContext, image: Any, eta_levels: Any = DEFAULT_ETA_LEVELS,
     last = {"clean": str(folder / "view_clean.png"), "protected": str(folder / "view_protected.png")}
     before.convert("RGB").save(last["clean"])
     after.convert("RGB").save(last["protected"])
-    if not keep_original:
-        discard_upload(ctx, path)
     waited = time.perf_counter() - start
     outcome.info["timings_s"] = {**(outcome.info.get("timings_s") or {}), "verdict": round(verdict_s, 3), "total (you waited)": round(waited, 3)}
     if verdict is not None:

@@ -275,7 +275,6 @@ def test_phone_every_tab_by_name_and_readable_tables(phone, tmp_path):
 
 
 def test_screenshot_every_tab(page):
-    from webapp.examples import make_example_images  # a picture worth a screenshot (procedural, CC0)
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.get_by_role("tab", name=TABS["protect"]).click()
