@@ -25,8 +25,8 @@ from . import metrics
 from .evaluation import matched_noise
 from .images import fit_within, resize_tensor
 
-# LPIPS-alex bands and their words. Reference points (docs/SPACE.md): random ±4/255 sign noise
-# measures about 0.03 on photos, ±8/255 about 0.11 (TAEF2 + LPIPS-alex, held-out images, 256² crops).
+# LPIPS-alex bands and their words. Reference points (docs/EVALUATION.md, python -m benchmarks.noise_control):
+# random ±4/255 sign noise measures 0.037 and ±8/255 0.131 on 16 held-out images at 256².
 VISIBILITY_SCALE: tuple[tuple[float, str], ...] = (
     (0.03, "hard to see"),
     (0.06, "faint: like fine film grain"),
