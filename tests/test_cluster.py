@@ -194,7 +194,6 @@ sys.exit(cluster.main(sys.argv[2:], factory=Slow))
 """
 
 
-@pytest.mark.slow
 def test_killed_job_resumes_on_rerun(first_run, ray_address, tmp_path):
     outputs = tmp_path / "out"
     argv = [ray_address, str(first_run["inputs"]), str(outputs), "--all-files"]
