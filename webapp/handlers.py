@@ -234,7 +234,7 @@ def details_markdown(info: dict[str, Any], verdict: Verdict | None) -> str:
     rows = [
         ("LPIPS (visibility)", num(verdict.lpips if verdict else info.get("lpips"), ".3f"),
          f"perceptual distance to your image (AlexNet): 0 = identical. Bands: {bands}; above: clearly visible"),
-        ("PSNR", f"{num(verdict.psnr_db if verdict else info.get('psnr_db'), '.1f')} dB", "pixel-level closeness: higher = closer (40 dB ≈ invisible noise, 30 dB ≈ faint grain)"),
+        ("PSNR", f"{num(verdict.psnr_db if verdict else info.get('psnr_db'), '.1f')} dB", "pixel-level closeness: higher = closer (random ±4/255 noise measures 36.6 dB, ±8/255 30.6 dB; docs/EVALUATION.md)"),
         ("damage", num(verdict.damage if verdict else None, ".3f"), "how much farther from your image the mimic's autoencoder view of the protected copy lands than its view of the clean one (LPIPS); higher = stronger"),
         ("damage of random noise", num(verdict.noise_damage if verdict else None, ".3f"), "the same for random noise of the same energy (same PSNR): what no protection at all would do"),
         ("ratio", "n/a" if not verdict or verdict.ratio is None else f"{verdict.ratio:.1f}×", "damage ÷ noise damage: near 1 = no better than noise"),
