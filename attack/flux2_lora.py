@@ -31,10 +31,9 @@ from peft.utils import get_peft_model_state_dict
 
 from .flux2 import encode_latents, text_options
 from .lora import (
-    SETTINGS_FILE, TRAINED_ADAPTER, DuelResult, LoraRun, LoraSettings, ProgressCallback, SampleSettings, remove_lora, run_adapter_training,
-    use_lora,
+    SETTINGS_FILE, TRAINED_ADAPTER, DuelResult, LoraRun, LoraSettings, ProgressCallback, SampleSettings, generate_samples, run_adapter_training, run_duel,
 )
-from .pipeline import center_square, seeded_generator, stack_images
+from .pipeline import center_square, stack_images
 
 # Attention projections of both block kinds, as the diffusers klein LoRA script targets by default:
 # double-stream blocks' image-stream q/k/v/out, single-stream blocks' fused qkv+MLP input
@@ -190,20 +189,7 @@ def save_flux2_lora(run: LoraRun, directory: str | Path) -> Path:
 def generate_flux2_samples(pipe: Flux2KleinPipeline, settings: SampleSettings = FLUX2_SAMPLING, *, default_prompt: str = FLUX2_LORA.instance_prompt) -> torch.Tensor:
     """``settings.count`` images from the pipeline as it stands (with whatever adapter is loaded):
     count×3×res×res in [0, 1]; sample i uses seed ``settings.seed + i``."""
-    samples = []
-    for index in range(settings.count):
-        output = pipe(
-            prompt=settings.prompt or default_prompt,
-            height=settings.resolution,
-            width=settings.resolution,
-            num_inference_steps=settings.steps,
-            guidance_scale=settings.guidance_scale,
-            generator=seeded_generator(settings.seed + index),
-            output_type="pt",
-            **text_options(pipe),
-        )
-        samples.append(output.images.float().cpu())
-    return torch.cat(samples)
+    return generate_samples(pipe, settings, default_prompt=default_prompt, **text_options(pipe))
 
 
 def flux2_lora_duel(
@@ -226,14 +212,5 @@ def flux2_lora_duel(
     """
     sampling = sampling or replace(FLUX2_SAMPLING, resolution=settings.resolution)
     sampling = replace(sampling, prompt=sampling.prompt or settings.instance_prompt)
-    output_dir = Path(output_dir)
-    runs, dirs, samples = {}, {}, {}
-    for name, images in (("clean", clean_images), ("protected", protected_images)):
-        report = (lambda step, total, loss, name=name: progress(name, step, total, loss)) if progress else None
-        runs[name] = train_flux2_lora(trainer, images, settings, progress=report)
-        remove_lora(trainer)
-        dirs[name] = save_flux2_lora(runs[name], output_dir / name)
-    for name in runs:  # sample from the saved files: what a mimic would share is what we test
-        with use_lora(sampler, dirs[name]):
-            samples[name] = generate_flux2_samples(sampler, sampling)
-    return DuelResult(runs["clean"], runs["protected"], samples["clean"], samples["protected"], dirs["clean"], dirs["protected"])
+    return run_duel(trainer, sampler, clean_images, protected_images, output_dir, settings, sampling,
+                    train=train_flux2_lora, save=save_flux2_lora, sample=generate_flux2_samples, progress=progress)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -271,20 +272,23 @@ def use_lora(pipe: StableDiffusionPipeline, directory: str | Path, adapter_name:
 
 
 @torch.no_grad()
-def generate_samples(pipe: StableDiffusionPipeline, settings: SampleSettings, *, default_prompt: str = LoraSettings.instance_prompt) -> torch.Tensor:
+def generate_samples(pipe: StableDiffusionPipeline, settings: SampleSettings, *, default_prompt: str = LoraSettings.instance_prompt,
+                     **call_options: Any) -> torch.Tensor:
     """``settings.count`` images from the pipeline as it stands (with whatever adapter is active):
     count×3×res×res in [0, 1]. Sample i uses seed ``settings.seed + i``, so sample i is the same
-    image whatever the count, and two adapters sampled with the same settings share their noise."""
+    image whatever the count, and two adapters sampled with the same settings share their noise.
+    ``call_options`` go to the pipeline call as they are (a family's text-encoder options)."""
     samples = []
     for index in range(settings.count):
         output = pipe(
-            settings.prompt or default_prompt,
+            prompt=settings.prompt or default_prompt,
             height=settings.resolution,
             width=settings.resolution,
             num_inference_steps=settings.steps,
             guidance_scale=settings.guidance_scale,
             generator=seeded_generator(settings.seed + index),
             output_type="pt",
+            **call_options,
         )
         samples.append(output.images.float().cpu())
     return torch.cat(samples)
@@ -320,14 +324,24 @@ def lora_duel(
     """
     sampling = sampling or SampleSettings(resolution=settings.resolution)
     sampling = replace(sampling, prompt=sampling.prompt or settings.instance_prompt)
+    return run_duel(pipe, pipe, clean_images, protected_images, output_dir, settings, sampling,
+                    train=train_lora, save=save_lora, sample=generate_samples, progress=progress)
+
+
+def run_duel(trainer, sampler, clean_images, protected_images, output_dir: str | Path, settings: LoraSettings,
+             sampling: SampleSettings, *, train: Callable, save: Callable, sample: Callable,
+             progress: Callable[[str, int, int, float], None] | None = None) -> DuelResult:
+    """The duel every mimic family runs: ``train(trainer, images, settings, progress=...)`` a LoRA on
+    each set, ``save`` it under ``output_dir/{clean,protected}/``, load each saved file into
+    ``sampler`` and ``sample(sampler, sampling)`` with identical seeds (``trainer`` may be ``sampler``)."""
     output_dir = Path(output_dir)
     runs, dirs, samples = {}, {}, {}
     for name, images in (("clean", clean_images), ("protected", protected_images)):
         report = (lambda step, total, loss, name=name: progress(name, step, total, loss)) if progress else None
-        runs[name] = train_lora(pipe, images, settings, progress=report)
-        remove_lora(pipe)
-        dirs[name] = save_lora(runs[name], output_dir / name)
+        runs[name] = train(trainer, images, settings, progress=report)
+        remove_lora(trainer)
+        dirs[name] = save(runs[name], output_dir / name)
     for name in runs:  # sample from the saved files: what a mimic would share is what we test
-        with use_lora(pipe, dirs[name]):
-            samples[name] = generate_samples(pipe, sampling)
+        with use_lora(sampler, dirs[name]):
+            samples[name] = sample(sampler, sampling)
     return DuelResult(runs["clean"], runs["protected"], samples["clean"], samples["protected"], dirs["clean"], dirs["protected"])
