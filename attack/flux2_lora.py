@@ -31,7 +31,7 @@ from peft.utils import get_peft_model_state_dict
 
 from .flux2 import encode_latents, text_options
 from .lora import (
-    SETTINGS_FILE, TRAINED_ADAPTER, DuelResult, LoraRun, LoraSettings, ProgressCallback, SampleSettings, generate_samples, run_adapter_training, run_duel,
+    SETTINGS_FILE, TRAINED_ADAPTER, DuelResult, autocast_dtype, LoraRun, LoraSettings, ProgressCallback, SampleSettings, generate_samples, run_adapter_training, run_duel,
 )
 from .pipeline import center_square, stack_images
 
@@ -61,19 +61,6 @@ def lora_target_names(transformer: torch.nn.Module, suffixes: Sequence[str]) -> 
     if not names:
         raise ValueError(f"no Linear layer of the transformer matches {list(suffixes)}")
     return names
-
-
-def _autocast_dtype(settings: LoraSettings, transformer: torch.nn.Module, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for the transformer forward, or None for plain float32.
-    ``"auto"``: bf16 on CUDA (FLUX is not fp16-safe, so ``"fp16"`` is honoured only if asked), off on CPU."""
-    choice = settings.mixed_precision
-    if choice == "auto":
-        choice = "bf16" if device.type == "cuda" else "no"
-    if choice == "no":
-        if transformer.dtype != torch.float32:
-            raise ValueError(f"mixed_precision='no' needs a float32 transformer; this one is {transformer.dtype}")
-        return None
-    return torch.float16 if choice == "fp16" else torch.bfloat16
 
 
 @torch.no_grad()
@@ -153,7 +140,7 @@ def train_flux2_lora(
     """
     items = stack_images(images)
     transformer, device = pipe.transformer, pipe.transformer.device
-    autocast_dtype = _autocast_dtype(settings, transformer, device)
+    autocast = autocast_dtype(settings, transformer, device, fp16_safe=False)  # FLUX is not fp16-safe
     for module in (transformer, pipe.vae, pipe.text_encoder):
         module.requires_grad_(False)
     config, trainable = _add_adapter(transformer, settings, adapter_name)
@@ -164,10 +151,10 @@ def train_flux2_lora(
     run = LoraRun(state_dict={}, metadata=config.to_dict(), settings=settings)
 
     def loss_of(batch: list[int], generator: torch.Generator) -> torch.Tensor:
-        return _flow_matching_loss(pipe, schedule, clean[batch], prompt, generator, autocast_dtype)
+        return _flow_matching_loss(pipe, schedule, clean[batch], prompt, generator, autocast)
 
     run.losses, run.seconds = run_adapter_training(transformer, trainable, settings, len(items), loss_of,
-                                                   autocast_dtype=autocast_dtype, progress=progress)
+                                                   autocast_dtype=autocast, progress=progress)
     adapter_state = get_peft_model_state_dict(transformer, adapter_name=adapter_name)
     run.state_dict = {key: value.detach().float().cpu().clone() for key, value in adapter_state.items()}
     return run

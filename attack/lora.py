@@ -81,17 +81,20 @@ class LoraRun:
     seconds: float = 0.0
 
 
-def _precision(settings: LoraSettings, unet: torch.nn.Module, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for the UNet forward, or None for plain float32 training."""
+def autocast_dtype(settings: LoraSettings, model: torch.nn.Module, device: torch.device, *, fp16_safe: bool = True) -> torch.dtype | None:
+    """The autocast dtype of a mimic's training forward, or None for plain float32.
+
+    ``"auto"``: off on CPU; on CUDA bf16 when the model is bf16 or not ``fp16_safe`` (FLUX), else fp16
+    (SD-1.5's UNet). An explicit ``"fp16"``/``"bf16"`` is honoured; ``"no"`` needs a float32 model."""
     choice = settings.mixed_precision
     if choice == "auto":
         if device.type != "cuda":
             choice = "no"
         else:
-            choice = "bf16" if unet.dtype == torch.bfloat16 else "fp16"
+            choice = "bf16" if model.dtype == torch.bfloat16 or not fp16_safe else "fp16"
     if choice == "no":
-        if unet.dtype != torch.float32:
-            raise ValueError(f"mixed_precision='no' needs a float32 UNet; this one is {unet.dtype}")
+        if model.dtype != torch.float32:
+            raise ValueError(f"mixed_precision='no' needs a float32 {type(model).__name__}; this one is {model.dtype}")
         return None
     return torch.float16 if choice == "fp16" else torch.bfloat16
 
@@ -134,7 +137,7 @@ def train_lora(
     """
     items = stack_images(images)
     unet, device = pipe.unet, pipe.device
-    autocast_dtype = _precision(settings, unet, device)
+    autocast = autocast_dtype(settings, unet, device)
     for module in (unet, pipe.vae, pipe.text_encoder):
         module.requires_grad_(False)
     config = LoraConfig(
@@ -157,9 +160,9 @@ def train_lora(
     run = LoraRun(state_dict={}, metadata=config.to_dict(), settings=settings)
 
     def loss_of(batch: list[int], generator: torch.Generator) -> torch.Tensor:
-        return _training_step(pipe, noise_scheduler, means[batch], stds[batch], prompt_embeds, generator, autocast_dtype)
+        return _training_step(pipe, noise_scheduler, means[batch], stds[batch], prompt_embeds, generator, autocast)
 
-    run.losses, run.seconds = run_adapter_training(unet, trainable, settings, len(items), loss_of, autocast_dtype=autocast_dtype, progress=progress)
+    run.losses, run.seconds = run_adapter_training(unet, trainable, settings, len(items), loss_of, autocast_dtype=autocast, progress=progress)
     adapter_state = get_peft_model_state_dict(unet, adapter_name=adapter_name)
     run.state_dict = {key: value.detach().float().cpu().clone() for key, value in convert_state_dict_to_diffusers(adapter_state).items()}
     return run

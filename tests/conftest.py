@@ -41,3 +41,12 @@ def shared_images() -> Path:
 def lpips_examples() -> Path:
     """``../shared/data/lpips``: the LPIPS project's three reference images (skips when absent)."""
     return _require(SHARED / "data" / "lpips")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run the test on one torch thread: small models are faster so, and much faster on a busy machine."""
+    from attack.pipeline import one_thread
+
+    with one_thread():
+        yield

@@ -10,16 +10,13 @@ from PIL import Image
 
 from attack.cli import main, parse_args
 from attack.compare import ROW_TITLES, to_pil
-from attack.pipeline import load_pipeline, one_thread
+from attack.pipeline import load_pipeline
 from fastprotect.hub import WeightsUnavailableError
 
 FAST = ["--dummy", "--steps", "2", "--rank", "2", "--resolution", "32", "--samples", "2", "--sample-steps", "2"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():  # small models: one thread is faster, and much faster on a busy machine
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small models: one thread is faster
 
 
 @pytest.fixture

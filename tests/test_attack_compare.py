@@ -6,15 +6,11 @@ import pytest
 import torch
 
 from attack.compare import METRIC_SIZE, ROW_TITLES, comparison_grid, duel_grid, duel_scores, mimicry_scores, pattern_ncc
-from attack.pipeline import one_thread
 from fastprotect.targets import target_pattern
 from fastprotect.vocabulary import TARGET_NAMES
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():  # small tensors: one thread is faster, and much faster on a busy machine
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small models: one thread is faster
 
 
 class MeanAbsolute(torch.nn.Module):

@@ -16,7 +16,6 @@ from attack.flux2 import Flux2EditSettings, edit_size, flux2_img2img, flux2_roun
 from attack.flux2_lora import FLUX2_LORA, FLUX2_SAMPLING, flux2_lora_duel, generate_flux2_samples, lora_target_names, train_flux2_lora
 from attack.lora import remove_lora
 from attack.mimic import family_img2img, family_lora_duel, family_round_trip, lora_settings, load_mimic
-from attack.pipeline import one_thread
 from fastprotect.hub import WeightsUnavailableError
 
 SIZE = 64  # the pipeline's smallest reference image
@@ -25,10 +24,7 @@ SAMPLE = replace(FLUX2_SAMPLING, count=2, steps=2, resolution=SIZE, seed=0)
 EDIT = Flux2EditSettings(prompt="a painting", steps=2, seed=3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():  # tiny models: one thread is faster, and much faster on a busy machine
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small models: one thread is faster
 
 
 @pytest.fixture

@@ -7,16 +7,12 @@ import torch
 
 from attack.img2img import Img2ImgSettings, img2img, img2img_pair
 from attack.roundtrip import round_trip, roundtrip_report
-from attack.pipeline import one_thread
 from fastprotect.dummy import dummy_sd15_pipeline
 
 FAST = Img2ImgSettings(prompt="a painting", strength=0.5, steps=4, guidance_scale=2.0, seed=3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():  # small models: one thread is faster, and much faster on a busy machine
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small models: one thread is faster
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from attack.lora import (
     train_lora,
     use_lora,
 )
-from attack.pipeline import one_thread
 from fastprotect.dummy import dummy_sd15_pipeline
 
 SIZE = 32
@@ -25,10 +24,7 @@ SAMPLE = SampleSettings(count=2, steps=2, resolution=SIZE, seed=0)
 ONE_SAMPLE = SampleSettings(count=1, steps=2, resolution=SIZE, seed=0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():  # small models: one thread is faster, and much faster on a busy machine
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small models: one thread is faster
 
 
 @pytest.fixture
