@@ -262,6 +262,7 @@ def test_phone_every_tab_by_name_and_readable_tables(phone, tmp_path):
         assert tab.is_visible() and tab.bounding_box()["x"] + tab.bounding_box()["width"] <= PHONE["width"], title
     _upload_and_protect(phone, _rgba_png(tmp_path / "phone.png"))
     phone.locator("#details").get_by_text("Details").first.click()
+    phone.locator("#info-record td:nth-child(2)").first.wait_for()  # the accordion renders its table after the click
     cells = phone.locator("#info-record td:nth-child(2)").all()
     assert cells and all(cell.evaluate("e => getComputedStyle(e).whiteSpace") == "nowrap" for cell in cells)
     phone.locator("#details").get_by_text("Details").first.click()
