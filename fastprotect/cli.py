@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .argparsing import OneLineArgumentParser
+from .bundle import BUNDLED_METHODS
 from .vocabulary import (
     AUTOENCODER_KINDS, DEFAULT_ETA_LEVELS, MAX_ETA_LEVELS, MAX_REFINE_STEPS, TARGET_CHOICES, check_refine_steps, eta_from_levels, is_image_name,
 )
@@ -37,7 +38,10 @@ def add_protection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-adaptive-strength", dest="adaptive_strength", action="store_false")
     parser.add_argument("--refine-steps", type=int, default=0, help=f"extra PGD steps after the pre-trained step, 0–{MAX_REFINE_STEPS}")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint", default=None, help="mixture checkpoint: Hub id or folder (default: FASTPROTECT_CHECKPOINT, else the bundled one)")
+    parser.add_argument("--method", choices=BUNDLED_METHODS, default=None,
+                        help="a bundled checkpoint by method: generator (the default one) or mixture (the paper's method)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="generator or mixture checkpoint: Hub id or folder (default: FASTPROTECT_CHECKPOINT, else the bundled generator)")
     parser.add_argument("--per-image", action="store_true", help="ignore any checkpoint and run per-image PGD")
     parser.add_argument("--encoder-kind", choices=AUTOENCODER_KINDS, default=None, help="encoder for per-image mode")
     parser.add_argument("--encoder-source", default=None, help="local folder/file or Hub id of the encoder weights")
@@ -63,8 +67,12 @@ def check_protection_options(parser: argparse.ArgumentParser, args: argparse.Nam
         check_refine_steps(args.refine_steps)
     except ValueError as error:
         parser.error(f"--eta / --refine-steps: {error}")
-    if args.per_image and args.checkpoint:
-        parser.error("--per-image and --checkpoint exclude each other")
+    if sum(map(bool, (args.per_image, args.checkpoint, args.method))) > 1:
+        parser.error("--per-image, --checkpoint and --method exclude each other")
+    if args.method:  # a bundled checkpoint, found in a checkout or in the installed package
+        from .bundle import bundled_checkpoint_for
+
+        args.checkpoint = str(bundled_checkpoint_for(args.method))
     if args.device == "auto":  # the GPU when there is one
         import torch
 

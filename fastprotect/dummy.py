@@ -8,7 +8,7 @@ global RNG is left alone). Their outputs prove that the code runs, never that pr
 "Dummy" means random weights. "Tiny" means the real TAESD family of tiny autoencoders
 (:mod:`fastprotect.taesd`); :func:`dummy_autoencoder` builds those too, with random weights.
 
-Sections: autoencoders · mixture · perceptual · protector · the SD-1.5 attack stack · FLUX.2 [klein]
+Sections: autoencoders · mixture · generator · perceptual · protector · the SD-1.5 attack stack · FLUX.2 [klein]
 [klein] (to come: add its dummy components in their own section, same conventions). Heavy
 libraries (diffusers, transformers, lpips) are imported inside the functions that need them.
 """
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from transformers import CLIPTokenizer, Qwen2TokenizerFast, Qwen3ForCausalLM
 
     from .encoders import Autoencoder
+    from .generator import PerturbationGenerator
     from .mixture import MixtureOfPerturbations
     from .perceptual import PerceptualDistance
     from .protect import Protector
@@ -121,6 +122,21 @@ def dummy_mixture(*, latent_channels: int = 4, encoder_kind: AutoencoderKind = "
     return mixture.eval()
 
 
+# ================================================================================== generator
+def dummy_generator(*, width: int = 8, blocks: int = 1, encoder_kind: AutoencoderKind = "sd-vae", seed: int = 0,
+                    **config: Any) -> PerturbationGenerator:
+    """A random perturbation generator (eval mode): a narrow net whose last layer is scaled up so that
+    its raw pattern sits near ±1, the strongest the budget allows. ``config``: GeneratorConfig fields."""
+    from .generator import GeneratorConfig, PerturbationGenerator
+
+    settings = GeneratorConfig(width=width, blocks=blocks, encoder_kind=encoder_kind, encoder_source=DUMMY_SOURCE, **config)
+    with _seeded(seed):
+        model = PerturbationGenerator(settings)
+    with torch.no_grad():
+        model.net.head.weight.mul_(50)
+    return model.eval()
+
+
 # ================================================================================= perceptual
 def dummy_perceptual(seed: int = 0) -> PerceptualDistance:
     """LPIPS v0.1 AlexNet with a random trunk and the real linear heads (they ship inside the
@@ -143,15 +159,17 @@ SPACE_PROTECTOR_OPTIONS: dict[str, Any] = {"assign_size": 32, "map_size": 64, "m
 SPACE_NOTE = "Dummy random models (tests): the output is not protected."
 
 
-def dummy_protector(*, with_mixture: bool = True, perceptual: torch.nn.Module | None = None, seed: int = 0,
-                    **options: Any) -> Protector:
-    """A :class:`fastprotect.protect.Protector` on :func:`dummy_autoencoder` (small SD-VAE) and, unless
-    ``with_mixture`` is False (per-image mode), :func:`dummy_mixture`. ``options`` go to Protector
-    (``map_size`` defaults to 64)."""
+def dummy_protector(*, with_mixture: bool = True, with_generator: bool = False, perceptual: torch.nn.Module | None = None,
+                    seed: int = 0, **options: Any) -> Protector:
+    """A :class:`fastprotect.protect.Protector` on :func:`dummy_autoencoder` (small SD-VAE) with
+    :func:`dummy_generator` when ``with_generator``, else :func:`dummy_mixture` unless ``with_mixture``
+    is False (per-image mode). ``options`` go to Protector (``map_size`` defaults to 64)."""
     from .protect import Protector
 
-    mixture = dummy_mixture(seed=seed) if with_mixture else None
-    return Protector(dummy_autoencoder(seed=seed), mixture=mixture, perceptual=perceptual, **{"map_size": 64, **options})
+    generator = dummy_generator(seed=seed) if with_generator else None
+    mixture = dummy_mixture(seed=seed) if with_mixture and generator is None else None
+    return Protector(dummy_autoencoder(seed=seed), mixture=mixture, generator=generator, perceptual=perceptual,
+                     **{"map_size": 64, **options})
 
 
 def dummy_space_protector(*, per_image: bool = False, lpips_backbone: str | os.PathLike | None = None) -> Protector:

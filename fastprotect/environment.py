@@ -22,8 +22,8 @@ class Variable:
 
 
 VARIABLES: tuple[Variable, ...] = (
-    Variable("FASTPROTECT_CHECKPOINT", "the bundled `checkpoints/taef2-mixture`",
-             "Mixture checkpoint: a local folder or a Hub repo id. Same as `--checkpoint`.", "library"),
+    Variable("FASTPROTECT_CHECKPOINT", "the bundled `checkpoints/taef2-generator`",
+             "Generator or mixture checkpoint: a local folder or a Hub repo id. Same as `--checkpoint`.", "library"),
     Variable("FASTPROTECT_ENCODER_SOURCE", "—",
              "Encoder weights for whatever encoder kind is in use: a folder, a file or a Hub repo id. Same as `--encoder-source`; wins over the per-kind variables.", "library"),
     Variable("FASTPROTECT_SD_VAE", "`stable-diffusion-v1-5/stable-diffusion-v1-5` (subfolder `vae`)",

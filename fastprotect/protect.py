@@ -1,6 +1,10 @@
 """Protector: the inference pipeline. One public entry point, :meth:`Protector.protect`.
 
-Pre-trained mode (a mixture checkpoint is loaded), no optimisation:
+Pre-trained mode, generator checkpoint (the default, :mod:`fastprotect.generator`), no optimisation:
+  1. δ = generator(x) on a copy whose long side ≤ its ``work_size``, upsampled: the texture budget
+     and the energy cap are part of the generator, so there is no separate strength step.
+  2. project to the caller's L∞ budget η, quantise to 8 bits (steps 4–5 below).
+Pre-trained mode, mixture checkpoint (the paper's method, selectable), no optimisation:
   1. z = E(x resized to assign_size²); k = nearest K-means centroid; t = entropy-closest target
      (or the target the caller forces).
   2. δ = bilinear resize(δ_g^t + Δ_k^t, H×W) · η / η_train: any size, any aspect ratio.
@@ -33,10 +37,12 @@ from .timing import StageTimer
 from .vocabulary import DEFAULT_ETA, TARGET_NAMES, AutoencoderKind, TargetChoice, check_eta, check_refine_steps, check_target, levels_from_eta
 
 if TYPE_CHECKING:
+    from .generator import PerturbationGenerator
     from .mixture import MixtureOfPerturbations
     from .perceptual import PerceptualDistance
 
 ProtectionMode = Literal["pretrained", "per-image"]
+ProtectionMethod = Literal["generator", "mixture", "per-image"]
 ProgressCallback = Callable[[float, str], None]
 
 
@@ -46,6 +52,7 @@ class ProtectionInfo:
     """What happened to one image; every number is also what the UI shows."""
 
     mode: ProtectionMode
+    method: ProtectionMethod  # generator / mixture (both "pretrained" mode) or per-image PGD
     target: str
     group: int | None
     eta_levels: int  # budget in 8-bit levels (8 for eta = 8/255)
@@ -74,7 +81,7 @@ class ProtectionResult:
 
 
 class Protector:
-    """Protects images with a pre-trained mixture (fast) or per-image PGD (fallback).
+    """Protects images with a pre-trained generator or mixture (fast) or per-image PGD (slow).
 
     Build with :meth:`from_pretrained`, or directly from already loaded parts (tests pass tiny
     models). Models are put in eval mode on ``device``; nothing is moved to a GPU implicitly.
@@ -85,6 +92,7 @@ class Protector:
         autoencoder: Autoencoder,
         *,
         mixture: MixtureOfPerturbations | None = None,
+        generator: PerturbationGenerator | None = None,
         perceptual: "PerceptualDistance | None" = None,
         device: str | torch.device = "cpu",
         assign_size: int | None = None,
@@ -98,7 +106,10 @@ class Protector:
         self.device = torch.device(device)
         self.autoencoder = autoencoder
         self.encoder = autoencoder.encoder.to(self.device).eval()
+        if mixture is not None and generator is not None:
+            raise ValueError("pass a mixture or a generator, not both")
         self.mixture = mixture.to(self.device).eval() if mixture is not None else None
+        self.generator = generator.to(self.device).eval() if generator is not None else None
         self.perceptual = perceptual.to(self.device).eval() if perceptual is not None else None
         self.assign_size = assign_size or (mixture.config.assign_size if mixture is not None else 256)
         self.map_size, self.metrics_size, self.work_size = map_size, metrics_size, work_size
@@ -111,7 +122,17 @@ class Protector:
 
     @property
     def mode(self) -> ProtectionMode:
-        return "pretrained" if self.mixture is not None else "per-image"
+        return "per-image" if self.method == "per-image" else "pretrained"
+
+    @property
+    def method(self) -> ProtectionMethod:
+        return "generator" if self.generator is not None else "mixture" if self.mixture is not None else "per-image"
+
+    @property
+    def checkpoint_config(self):
+        """The loaded checkpoint's config (GeneratorConfig or MixtureConfig), None in per-image mode."""
+        model = self.generator or self.mixture
+        return model.config if model is not None else None
 
     @property
     def target_images(self) -> torch.Tensor:
@@ -136,6 +157,7 @@ class Protector:
         """Load the mixture, the encoder it was trained against, and LPIPS.
 
         ``checkpoint``: a folder or Hub id; None means FASTPROTECT_CHECKPOINT, else the bundled one.
+        Its ``config.json`` says which method it holds (a generator's has ``"method": "generator"``).
         ``per_image=True`` loads no mixture and runs per-image PGD on ``encoder_kind`` (default
         FASTPROTECT_ENCODER_KIND, else TAEF2). Every weight is found by :mod:`fastprotect.sources`
         (argument → environment → the checkpoint's bundle → Hub), so the bundled checkpoint works
@@ -143,15 +165,22 @@ class Protector:
         (``WeightsUnavailableError`` / ``CheckpointError``) naming what failed; there is no silent
         fallback to another mode. ``dtype``: float16 halves memory and time on a GPU.
         """
-        mixture, bundle = None, None
+        mixture, generator, bundle = None, None, None
         if not per_image:
             where = sources.checkpoint_source(checkpoint)
-            from .mixture import MixtureOfPerturbations  # lazy: huggingface_hub costs a quarter second to import
+            if sources.checkpoint_method(where.location) == "generator":
+                from .generator import PerturbationGenerator
 
-            mixture = MixtureOfPerturbations.from_pretrained(where.location)
+                generator = PerturbationGenerator.from_pretrained(where.location)
+                model = generator
+            else:
+                from .mixture import MixtureOfPerturbations  # lazy: huggingface_hub costs a quarter second to import
+
+                mixture = MixtureOfPerturbations.from_pretrained(where.location)
+                model = mixture
             bundle = sources.local_folder(where.location)
-            kind = mixture.config.encoder_kind
-            hub_default = (mixture.config.encoder_source, mixture.config.encoder_subfolder)
+            kind = model.config.encoder_kind
+            hub_default = (model.config.encoder_source, model.config.encoder_subfolder)
         else:
             kind = encoder_kind or environment.get("FASTPROTECT_ENCODER_KIND") or "taef2"
             bundle = sources.local_folder(sources.checkpoint_source().location)  # its encoder, if the same kind
@@ -162,7 +191,7 @@ class Protector:
 
         backbone = sources.lpips_source(argument=lpips_backbone, bundle=bundle if lpips_net == "alex" else None)
         perceptual = load_perceptual(lpips_net, None if backbone.origin == "download" else backbone.location, device=device)
-        protector = cls(autoencoder, mixture=mixture, perceptual=perceptual, device=device, **options)
+        protector = cls(autoencoder, mixture=mixture, generator=generator, perceptual=perceptual, device=device, **options)
         protector.sources = {"encoder": source.describe(), "lpips": backbone.describe()}
         return protector
 
@@ -198,13 +227,20 @@ class Protector:
         generator = torch.Generator(device="cpu").manual_seed(seed)
 
         with torch.no_grad():
-            report(0.05, "assignment")
-            with self.timer(timings, "assign"):
-                small = resize_tensor(x, self.assign_size, self.assign_size)
-                latent = self.encoder.encode(small)
-            with self.timer(timings, "select"):
-                target_index = self._select_target(latent, target)
-                group = int(self.mixture.assign(latent)[0]) if self.mixture is not None else None
+            group = None
+            if self.generator is not None:  # no encoder at protection time: the target is the trained one
+                target_index = TARGET_NAMES.index(self.generator.config.target if target == "auto" else target)
+                report(0.25, "perturbation")
+                with self.timer(timings, "generate"):
+                    delta = self._generate(x, eta)
+            else:
+                report(0.05, "assignment")
+                with self.timer(timings, "assign"):
+                    small = resize_tensor(x, self.assign_size, self.assign_size)
+                    latent = self.encoder.encode(small)
+                with self.timer(timings, "select"):
+                    target_index = self._select_target(latent, target)
+                    group = int(self.mixture.assign(latent)[0]) if self.mixture is not None else None
 
             if self.mixture is not None:
                 report(0.25, "perturbation")
@@ -212,10 +248,10 @@ class Protector:
                     scale = eta / self.mixture.config.eta
                     base = self.mixture.perturbation(torch.tensor([target_index], device=self.device), torch.tensor([group], device=self.device))
                     delta = resize_tensor(base, height, width) * scale
-            else:
+            elif self.generator is None:
                 delta = torch.zeros_like(x)
 
-        if self.mixture is None:  # per-image mode: the PGD baseline from a seeded random start
+        if self.mode == "per-image":  # per-image mode: the PGD baseline from a seeded random start
             report(0.3, f"per-image PGD ({self.per_image_steps} steps)")
             with self.timer(timings, "pgd"):
                 delta = self._pgd(x, delta, target_index, eta, self.per_image_steps, generator, report, refine=False)
@@ -223,7 +259,11 @@ class Protector:
         with torch.no_grad():
             delta = project_linf(delta, eta)
             lpips_map = None
-            if adaptive_strength and self.perceptual is not None:
+            # The generator's texture budget and energy cap replace the LPIPS-driven strength S,
+            # which only re-weights the mixture's fixed patterns (issue 10: measured there).
+            if adaptive_strength and self.generator is not None:
+                pass
+            elif adaptive_strength and self.perceptual is not None:
                 report(0.7, "adaptive strength")
                 with self.timer(timings, "lpips_map"):
                     lpips_map = self._visibility_map(x, delta)
@@ -231,9 +271,9 @@ class Protector:
             elif adaptive_strength:
                 notes.append("Adaptive strength skipped: no LPIPS model loaded.")
 
-        if self.mixture is None and refine_steps:
+        if self.mode == "per-image" and refine_steps:
             notes.append("Refine steps apply to the pre-trained mode only; per-image mode ran its own PGD steps.")
-        if self.mixture is not None and refine_steps:  # the paper's Fig. 7c: PGD from the pre-trained step
+        if self.mode == "pretrained" and refine_steps:  # the paper's Fig. 7c: PGD from the pre-trained step
             report(0.75, f"refine ({refine_steps} PGD steps)")
             with self.timer(timings, "refine"):
                 delta = self._pgd(x, delta, target_index, eta, refine_steps, generator, report, refine=True)
@@ -243,12 +283,12 @@ class Protector:
                 protected = quantise_within_budget(x, (x + project_linf(delta, eta)).clamp(0, 1), eta)
             report(0.9, "metrics")
             info = ProtectionInfo(
-                mode=self.mode, target=TARGET_NAMES[target_index], group=group,
+                mode=self.mode, method=self.method, target=TARGET_NAMES[target_index], group=group,
                 eta_levels=levels_from_eta(eta), linf_levels=metrics.linf_levels(protected, x),
                 psnr_db=float("nan"), ssim=float("nan"), lpips=None,
                 adaptive_strength=lpips_map is not None,
-                refine_steps=refine_steps if self.mixture is not None else 0,
-                per_image_steps=self.per_image_steps if self.mixture is None else 0,
+                refine_steps=refine_steps if self.mode == "pretrained" else 0,
+                per_image_steps=self.per_image_steps if self.mode == "per-image" else 0,
                 width=width, height=height, timings_s=timings, notes=notes,
             )
             if compute_metrics:
@@ -296,6 +336,18 @@ class Protector:
         if (work_h, work_w) == (height, width):
             return result
         return delta + resize_tensor(result - start, height, width)
+
+    def _generate(self, x: torch.Tensor, eta: float) -> torch.Tensor:
+        """The generator's δ for x (1×3×H×W): its network runs on a copy whose long side is at most
+        the checkpoint's ``work_size`` (cost bounded whatever the photo's size); its raw pattern is
+        upsampled, then the budget map and energy cap are applied at full resolution."""
+        height, width = x.shape[-2:]
+        work_h, work_w = fit_within(height, width, self.generator.config.work_size, min_side=8)
+        small = x if (work_h, work_w) == (height, width) else resize_tensor(x, work_h, work_w)
+        raw = self.generator.raw(small)
+        if (work_h, work_w) != (height, width):
+            raw = resize_tensor(raw, height, width)
+        return self.generator.perturbation(x, eta, raw=raw)
 
     def _visibility_map(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """Spatial LPIPS of (x, x + δ) on a copy whose long side ≤ map_size, upsampled to H×W."""

@@ -95,7 +95,7 @@ def lpips_source(*, argument: str | Path | None = None, bundle: Path | None = No
 
 
 def checkpoint_source(argument: str | Path | None = None) -> WeightSource:
-    """Which mixture checkpoint to load: argument → FASTPROTECT_CHECKPOINT → the bundled one."""
+    """Which checkpoint (generator or mixture) to load: argument → FASTPROTECT_CHECKPOINT → the bundled one."""
     if argument is not None:
         return WeightSource(str(argument), "argument")
     value = environment.get("FASTPROTECT_CHECKPOINT")
@@ -104,6 +104,22 @@ def checkpoint_source(argument: str | Path | None = None) -> WeightSource:
     from .bundle import bundled_checkpoint
 
     return WeightSource(str(bundled_checkpoint()), "bundled")
+
+
+def checkpoint_method(location: str) -> str:
+    """Which method a checkpoint holds, from its ``config.json``: "generator" when the config says
+    ``"method": "generator"`` (fastprotect.generator), else "mixture" (whose configs carry no
+    ``method`` field). Fetching problems are the loaders' one-line errors."""
+    import json
+
+    from .hub import resolve_file
+
+    path = resolve_file(location, "config.json", hint="Pass a local checkpoint folder (--checkpoint or FASTPROTECT_CHECKPOINT).")
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return "mixture"  # the mixture loader reports the unreadable file with its own error
+    return "generator" if isinstance(raw, dict) and raw.get("method") == "generator" else "mixture"
 
 
 def local_folder(location: str) -> Path | None:

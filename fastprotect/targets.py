@@ -36,10 +36,24 @@ def _motif(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 def target_pattern(name: TargetName, size: int) -> torch.Tensor:
     """The target image ``name`` at ``size``×``size``: 1×3×S×S float32 in [0, 1], deterministic."""
+    return target_window(name, size, size)
+
+
+def target_window(name: TargetName, height: int, width: int, *, full: tuple[int, int] | None = None,
+                  offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """The pattern ``name`` drawn over an image of ``full`` = (H, W) pixels (default: height × width,
+    the tiles stretched with the image as a resize of the square pattern would), cut to the
+    ``height`` × ``width`` window whose top-left pixel is ``offset``: 1×3×h×w float32 in [0, 1].
+
+    Used by the generator, which sees the target beside the image: at inference the whole image,
+    in training a crop of a larger virtual image (so it learns the pattern at every scale).
+    """
     if name not in REPETITIONS:
         raise ValueError(f"unknown target {name!r}; expected one of {TARGET_NAMES}")
-    coords = (torch.arange(size, dtype=torch.float64) + 0.5) / size * REPETITIONS[name]
-    v, u = torch.meshgrid(coords % 1.0, coords % 1.0, indexing="ij")
+    full_h, full_w = full or (height, width)
+    rows = (torch.arange(height, dtype=torch.float64) + offset[0] + 0.5) / full_h * REPETITIONS[name]
+    cols = (torch.arange(width, dtype=torch.float64) + offset[1] + 0.5) / full_w * REPETITIONS[name]
+    v, u = torch.meshgrid(rows % 1.0, cols % 1.0, indexing="ij")
     return _motif(u, v).float().unsqueeze(0)
 
 

@@ -39,19 +39,22 @@ def protected_copy(
 ) -> tuple[torch.Tensor, str]:
     """A protected copy of ``image`` (1×3×H×W, [0, 1], within ±eta) and a note on how it was made.
 
-    The committed mixture checkpoint (``fastprotect.bundle.bundled_checkpoint()``) through the
+    The committed default checkpoint (``fastprotect.bundle.bundled_checkpoint()``) through the
     library's Protector when there is one trained against this autoencoder's kind; otherwise
     ``pgd_steps`` signed-gradient steps toward the "mid" pattern on the autoencoder's encoder.
     """
     from fastprotect.bundle import bundled_checkpoint
+    from fastprotect.generator import PerturbationGenerator
     from fastprotect.mixture import MixtureOfPerturbations
     from fastprotect.protect import Protector
+    from fastprotect.sources import checkpoint_method
 
     checkpoint = bundled_checkpoint()
     if Path(checkpoint, "config.json").is_file():
-        mixture = MixtureOfPerturbations.from_pretrained(checkpoint)
-        if mixture.config.encoder_kind == autoencoder.kind:
-            protector = Protector(autoencoder, mixture=mixture, perceptual=perceptual)
+        method = checkpoint_method(str(checkpoint))
+        model = (PerturbationGenerator if method == "generator" else MixtureOfPerturbations).from_pretrained(checkpoint)
+        if model.config.encoder_kind == autoencoder.kind:
+            protector = Protector(autoencoder, perceptual=perceptual, **{method: model})
             return protector.protect(image, eta=eta).image, f"Protector ({checkpoint.name})"
     height, width = image.shape[-2:]
     target = encode_target(autoencoder.encoder, target_pattern("mid", max(height, width)), height, width)

@@ -59,8 +59,8 @@ def family_of(protector: Protector | None) -> str:
     per-image mode, the family of the encoder kind."""
     if protector is None:
         return "flux.2-klein"
-    if protector.mixture is not None:
-        return protector.mixture.config.mimic_base
+    if protector.checkpoint_config is not None:
+        return protector.checkpoint_config.mimic_base
     return MIMIC_FAMILY_OF_ENCODER.get(getattr(protector.autoencoder, "kind", "taef2"), "sd-1.5")
 
 

@@ -152,7 +152,7 @@ def load_space_protector(**options: Any) -> LoadOutcome:
     checkpoint = checkpoint_source(options.get("checkpoint")).location
     # A folder's name, never the server's path; a Hub id as it is.
     details = {"checkpoint": Path(checkpoint).name if Path(checkpoint).exists() else checkpoint}
-    if protector.mixture is None:
+    if protector.mode == "per-image":
         details["checkpoint"] = "none (per-image mode)"
     return LoadOutcome(protector, None, time.perf_counter() - start, details)
 
@@ -163,6 +163,7 @@ def describe_protector(protector: Any, details: dict[str, str] | None = None) ->
     mixture = protector.mixture
     described = {
         "mode": protector.mode,
+        "method": protector.method,
         "encoder": f"{getattr(autoencoder, 'kind', type(autoencoder).__name__)} from {getattr(autoencoder, 'source', 'memory')}",
         "LPIPS": type(protector.perceptual).__name__ if protector.perceptual is not None else "not loaded (adaptive strength off)",
         "device": str(protector.device),
@@ -172,6 +173,14 @@ def describe_protector(protector: Any, details: dict[str, str] | None = None) ->
         described["mixture"] = (
             f"{config.num_targets} targets × {config.num_groups} groups, {config.size}² perturbations, "
             f"trained at η = {config.eta * 255:.0f}/255 against {config.encoder_kind}"
+        )
+    generator = getattr(protector, "generator", None)
+    if generator is not None:
+        config = generator.config
+        described["generator"] = (
+            f"{generator.parameter_count():,} parameters, texture budget (full at local contrast {config.contrast_reference:g}, "
+            f"floor {config.mask_floor:g}), RMS cap {config.rms_levels:g} levels, trained at η = {config.eta * 255:.0f}/255 "
+            f"against {config.encoder_kind}"
         )
     described.update(details or {})
     return described

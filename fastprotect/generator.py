@@ -1,0 +1,288 @@
+"""PerturbationGenerator: a small image-conditioned network that writes the protection in one pass.
+
+The paper's mixture (:mod:`fastprotect.mixture`) picks one of K fixed patterns per image, so its
+energy sits in a flat sky as much as in foliage (flat-region ratio 0.87, issue 10). The generator
+instead *places* the perturbation where the image hides it, and is trained against the encoder with
+the visibility budget already in the loop:
+
+    δ(x) = cap_r( η · m(x) ⊙ tanh(G(x, m(x), y)) )
+
+* ``m(x)`` — the texture budget map, computed, not learned: ``clamp(c(x) / c0, floor, 1) ** γ``
+  with ``c`` the local contrast of :func:`texture_budget` (std of luminance in a 7×7 window). A flat
+  sky (c ≈ 0) gets ``floor``·η at most, texture gets the full η. Being computed, no optimiser can
+  bend it to fool a perceptual network (issue 10's measurement traps).
+* ``G`` — a residual conv net (stride-4 trunk, ≈ 0.4 M parameters for width 32), fully
+  convolutional, so any size and aspect ratio. It sees the image, the budget map and the target
+  pattern ``y`` drawn over the image (:func:`fastprotect.targets.target_window`): a convolution has
+  no idea where it is in the image, and the pull is towards a pattern at fixed positions.
+* ``cap_r`` — an energy cap: the whole δ is scaled down so that its RMS is at most ``rms_levels``
+  8-bit levels (PSNR ≥ 20·log10(255 / rms_levels) before rounding), whatever the image.
+
+No encoder runs at protection time: the cost is the generator's forward pass. Training
+(``python -m train.generator``) pulls the encoder's latent and features of x + δ towards a target
+pattern's, through random resizes, blur and noise (expectation over transformations).
+
+A checkpoint folder holds ``config.json`` (``method: "generator"``, a :class:`GeneratorConfig`),
+``model.safetensors`` and a model card, like the mixture's; :func:`is_generator_checkpoint` tells
+them apart.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .targets import target_window
+from .vocabulary import AUTOENCODER_KINDS, DEFAULT_ETA, MAX_ETA, MIMIC_FAMILIES, MIMIC_FAMILY_OF_ENCODER, TARGET_NAMES, AutoencoderKind, check_eta
+
+METHOD = "generator"
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+# ITU-R BT.601 luma, as fastprotect.evaluation.local_contrast (the flat-region measure) uses.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+class GeneratorCheckpointError(ValueError):
+    """A generator checkpoint that is malformed: wrong fields, keys or shapes."""
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Everything needed to rebuild the generator and use it exactly as it was trained."""
+
+    method: str = METHOD
+    format_version: int = FORMAT_VERSION
+    width: int = 32  # channels at full resolution; the stride-4 trunk has 2 × width
+    blocks: int = 4  # residual blocks in the trunk
+    eta: float = DEFAULT_ETA  # L∞ budget the generator was trained for (scaled linearly at inference)
+    rms_levels: float = 4.0  # energy cap at eta: RMS of δ in 8-bit levels (scaled with η at inference)
+    contrast_reference: float = 0.04  # c0: local contrast (luma std, [0, 1] units) that gets the full budget
+    mask_floor: float = 0.1  # budget fraction left to perfectly flat regions
+    mask_gamma: float = 1.0
+    contrast_window: int = 7
+    target: str = "mid"  # the target pattern the training pulled towards (a TARGET_NAMES entry)
+    encoder_kind: AutoencoderKind = "taef2"  # the encoder it was trained against
+    mimic_base: str = ""
+    encoder_source: str = "madebyollin/taef2"
+    encoder_subfolder: str | None = None
+    work_size: int = 1024  # the generator runs on a copy whose long side is at most this
+
+    def __post_init__(self) -> None:
+        if not self.mimic_base and self.encoder_kind in MIMIC_FAMILY_OF_ENCODER:
+            object.__setattr__(self, "mimic_base", MIMIC_FAMILY_OF_ENCODER[self.encoder_kind])
+        if self.method != METHOD:
+            raise GeneratorCheckpointError(f"method must be {METHOD!r}; got {self.method!r}")
+        if self.format_version != FORMAT_VERSION:
+            raise GeneratorCheckpointError(f"format_version {self.format_version} is not supported (this fastprotect reads {FORMAT_VERSION})")
+        for name in ("width", "blocks", "contrast_window", "work_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise GeneratorCheckpointError(f"{name} must be a positive integer; got {value!r}")
+        if self.contrast_window % 2 == 0:
+            raise GeneratorCheckpointError(f"contrast_window must be odd; got {self.contrast_window}")
+        try:
+            check_eta(self.eta)
+        except (TypeError, ValueError) as error:
+            raise GeneratorCheckpointError(f"eta {self.eta!r} is not a budget in (0, {MAX_ETA:.4f}]: {error}") from None
+        for name in ("rms_levels", "contrast_reference"):
+            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
+                raise GeneratorCheckpointError(f"{name} must be a number > 0; got {getattr(self, name)!r}")
+        if not 0 <= self.mask_floor <= 1 or self.mask_gamma <= 0:
+            raise GeneratorCheckpointError(f"mask_floor must be in [0, 1] and mask_gamma > 0; got {self.mask_floor}, {self.mask_gamma}")
+        if self.target not in TARGET_NAMES:
+            raise GeneratorCheckpointError(f"unknown target {self.target!r}; known: {', '.join(TARGET_NAMES)}")
+        if self.encoder_kind not in AUTOENCODER_KINDS:
+            raise GeneratorCheckpointError(f"unknown encoder_kind {self.encoder_kind!r}; known: {', '.join(AUTOENCODER_KINDS)}")
+        if self.mimic_base not in MIMIC_FAMILIES:
+            raise GeneratorCheckpointError(f"unknown mimic_base {self.mimic_base!r}; known: {', '.join(MIMIC_FAMILIES)}")
+
+
+def texture_budget(images: torch.Tensor, *, reference: float, floor: float, gamma: float, window: int = 7) -> torch.Tensor:
+    """The budget map m(x) in [floor, 1], B×1×H×W: ``clamp(c / reference, floor, 1) ** gamma``.
+
+    ``c`` is the local contrast: the standard deviation of BT.601 luma in a ``window``² square
+    around each pixel (reflect padding), the quantity the flat-region energy ratio is ranked by.
+    Differentiable but used without gradient: it depends on the clean image only.
+    """
+    weights = torch.tensor(_LUMA, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    luma = (images * weights).sum(1, keepdim=True)
+    pad = window // 2
+    mode = "reflect" if min(images.shape[-2:]) > pad else "replicate"
+    padded = F.pad(luma, (pad, pad, pad, pad), mode=mode)
+    mean = F.avg_pool2d(padded, window, stride=1)
+    variance = (F.avg_pool2d(padded * padded, window, stride=1) - mean * mean).clamp_min(0)
+    return (variance.sqrt() / reference).clamp(floor, 1).pow(gamma)
+
+
+def cap_energy(delta: torch.Tensor, rms: float) -> torch.Tensor:
+    """Scale each image's δ (B×3×H×W) down so that its RMS is at most ``rms`` ([0, 1] units)."""
+    current = delta.pow(2).flatten(1).mean(1).sqrt().clamp_min(1e-12)
+    return delta * (rms / current).clamp(max=1).view(-1, 1, 1, 1)
+
+
+class _Residual(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.silu(self.conv1(x)))
+
+
+class GeneratorNet(nn.Module):
+    """G(x, m, y) -> B×3×H×W raw pattern in (−1, 1). Input: the image and the target in [−1, 1],
+    the budget map.
+
+    Full-resolution stem and head (the pattern is pixel-sharp where the encoder's first layers
+    look), a stride-4 residual trunk for context (which texture, which edge), a skip between them.
+    Sizes not divisible by 4 are padded (replicate) and cropped back.
+    """
+
+    def __init__(self, width: int = 32, blocks: int = 4) -> None:
+        super().__init__()
+        wide = 2 * width
+        self.stem = nn.Conv2d(7, width, 3, padding=1)
+        self.down1 = nn.Conv2d(width, wide, 3, stride=2, padding=1)
+        self.down2 = nn.Conv2d(wide, wide, 3, stride=2, padding=1)
+        self.trunk = nn.Sequential(*[_Residual(wide) for _ in range(blocks)])
+        self.up1 = nn.Conv2d(wide, wide, 3, padding=1)
+        self.up2 = nn.Conv2d(wide, width, 3, padding=1)
+        self.fuse = nn.Conv2d(2 * width, width, 3, padding=1)
+        self.head = nn.Conv2d(width, 3, 3, padding=1)
+
+    def forward(self, images: torch.Tensor, budget: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        height, width = images.shape[-2:]
+        pad_h, pad_w = (-height) % 4, (-width) % 4
+        x = torch.cat([images * 2 - 1, budget, target.expand_as(images) * 2 - 1], dim=1)
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        skip = F.silu(self.stem(x))
+        h = F.silu(self.down2(F.silu(self.down1(skip))))
+        h = self.trunk(h)
+        h = F.silu(self.up1(F.interpolate(h, scale_factor=2, mode="nearest")))
+        h = F.silu(self.up2(F.interpolate(h, scale_factor=2, mode="nearest")))
+        h = F.silu(self.fuse(torch.cat([h, skip], dim=1)))
+        return torch.tanh(self.head(h))[..., :height, :width]
+
+
+class PerturbationGenerator(nn.Module):
+    """The network plus its budget rule: :meth:`perturbation` gives δ(x) within ±η and the energy cap."""
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.net = GeneratorNet(config.width, config.blocks)
+
+    def budget(self, images: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        return texture_budget(images, reference=c.contrast_reference, floor=c.mask_floor, gamma=c.mask_gamma, window=c.contrast_window)
+
+    def target(self, height: int, width: int, **window) -> torch.Tensor:
+        """The target pattern over an image of height × width (``window``: see target_window)."""
+        return target_window(self.config.target, height, width, **window)
+
+    def raw(self, images: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        """G's output for images B×3×H×W: the pattern before budget and cap."""
+        if target is None:
+            target = self.target(*images.shape[-2:])
+        return self.net(images, self.budget(images), target.to(images))
+
+    def perturbation(self, images: torch.Tensor, eta: float | None = None, *, raw: torch.Tensor | None = None,
+                     target: torch.Tensor | None = None) -> torch.Tensor:
+        """δ for images B×3×H×W in [0, 1]: ``cap(η · m ⊙ G)``; the cap scales with η (``rms_levels``
+        is stated at the training η). ``raw``: G's output when already computed (e.g. upsampled
+        from a working copy); ``target``: the pattern window (default: over the whole image).
+        Differentiable with respect to the network's parameters."""
+        eta = self.config.eta if eta is None else eta
+        budget = self.budget(images)
+        if raw is None:
+            if target is None:
+                target = self.target(*images.shape[-2:])
+            raw = self.net(images, budget, target.to(images))
+        rms = self.config.rms_levels / 255 * eta / self.config.eta
+        return cap_energy(eta * budget * raw, rms)
+
+    def forward(self, images: torch.Tensor, eta: float | None = None) -> torch.Tensor:
+        return self.perturbation(images, eta)
+
+    # ----------------------------------------------------------------------------- files
+    def save_pretrained(self, folder: str | Path, *, card: str | None = None) -> Path:
+        """config.json + model.safetensors (+ README.md when ``card`` is given) in ``folder``."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        state = {name: tensor.detach().contiguous().cpu() for name, tensor in self.state_dict().items()}
+        save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "method": METHOD})
+        if card is not None:
+            (folder / CARD_NAME).write_text(card)
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, location: str | Path, **hub: Any) -> PerturbationGenerator:
+        """Load strictly from a local folder or a Hub repo id (``hub``: revision, token, cache_dir,
+        local_files_only, force_download). Problems are one-line errors
+        (``WeightsUnavailableError`` / :class:`GeneratorCheckpointError`)."""
+        from safetensors.torch import load_file
+
+        from .hub import resolve_file
+
+        hint = "Pass a local checkpoint folder (--checkpoint or FASTPROTECT_CHECKPOINT)."
+        config = read_config(resolve_file(location, CONFIG_NAME, hint=hint, **hub))
+        weights = resolve_file(location, WEIGHTS_NAME, hint=hint, **hub)
+        model = cls(config)
+        try:
+            state = load_file(str(weights))
+        except Exception as error:  # truncated or not a safetensors file
+            raise GeneratorCheckpointError(f"{weights}: unreadable weights ({type(error).__name__}: {error})") from error
+        expected = model.state_dict()
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise GeneratorCheckpointError(f"{weights}: weights do not match the config: missing {missing}, unexpected {unexpected}")
+        for name, tensor in state.items():
+            if tensor.shape != expected[name].shape:
+                raise GeneratorCheckpointError(f"{weights}: tensor {name!r} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}")
+        model.load_state_dict({name: tensor.float() for name, tensor in state.items()}, strict=True)
+        return model.eval()
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def read_config(path: str | Path) -> GeneratorConfig:
+    """config.json -> GeneratorConfig, strictly (every field, no other)."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise GeneratorCheckpointError(f"{path}: unreadable config ({error})") from error
+    if not isinstance(raw, dict):
+        raise GeneratorCheckpointError(f"{path}: config.json must hold a JSON object")
+    known = {field.name for field in fields(GeneratorConfig)}
+    unexpected, missing = sorted(set(raw) - known), sorted(known - set(raw))
+    if unexpected or missing:
+        raise GeneratorCheckpointError(f"{path}: config fields do not match this fastprotect version: missing {missing}, unexpected {unexpected}")
+    try:
+        return GeneratorConfig(**raw)
+    except GeneratorCheckpointError as error:
+        raise GeneratorCheckpointError(f"{path}: {error}") from None
+
+
+def is_generator_config(raw: Any) -> bool:
+    """Whether a parsed config.json describes a generator checkpoint (a mixture's has no ``method``)."""
+    return isinstance(raw, dict) and raw.get("method") == METHOD
+
+
+def psnr_floor_db(config: GeneratorConfig) -> float:
+    """The PSNR the energy cap guarantees before 8-bit rounding: 20·log10(255 / rms_levels)."""
+    return 20 * math.log10(255 / config.rms_levels)

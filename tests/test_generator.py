@@ -1,0 +1,169 @@
+"""The perturbation generator (fastprotect.generator): its budget rule, its files, its place in the Protector,
+and its trainer (train/generator.py). Random weights: these prove the guarantees, not the protection."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from fastprotect.dummy import dummy_autoencoder, dummy_generator, dummy_protector
+from fastprotect.generator import (
+    GeneratorCheckpointError, GeneratorConfig, PerturbationGenerator, cap_energy, psnr_floor_db, texture_budget,
+)
+from fastprotect.images import load_image, png_bytes
+from fastprotect.protect import Protector
+from fastprotect.vocabulary import eta_from_levels
+
+
+def half_flat_image(height: int = 64, width: int = 64, seed: int = 0) -> torch.Tensor:
+    """Left half one flat grey, right half random texture: 1×3×H×W on the 8-bit grid."""
+    image = torch.full((1, 3, height, width), 0.5)
+    texture = torch.rand((1, 3, height, width - width // 2), generator=torch.Generator().manual_seed(seed))
+    image[..., width // 2 :] = texture
+    return (image * 255).round() / 255
+
+
+def test_the_budget_map_is_the_floor_on_flat_areas_and_full_on_texture():
+    image = half_flat_image()
+    budget = texture_budget(image, reference=0.06, floor=0.1, gamma=1.0)
+    assert budget.shape == (1, 1, 64, 64)
+    assert torch.allclose(budget[..., :, :20], torch.tensor(0.1))  # far from the edge: flat
+    assert torch.allclose(budget[..., :, 40:], torch.tensor(1.0))  # random texture: contrast ≫ 0.06
+
+
+def test_the_energy_cap_bounds_the_rms_and_leaves_weaker_patterns_alone():
+    strong = torch.ones(2, 3, 8, 8) * 0.1
+    capped = cap_energy(strong, 0.02)
+    assert torch.allclose(capped.pow(2).flatten(1).mean(1).sqrt(), torch.tensor([0.02, 0.02]))
+    weak = torch.ones(1, 3, 8, 8) * 0.01
+    assert torch.equal(cap_energy(weak, 0.02), weak)
+
+
+def test_generated_perturbation_respects_eta_energy_and_flat_areas():
+    model = dummy_generator(mask_floor=0.1, contrast_reference=0.06)
+    image = half_flat_image()
+    eta = model.config.eta
+    with torch.no_grad():
+        delta = model.perturbation(image)
+    assert delta.abs().max() <= eta + 1e-7
+    assert delta.pow(2).mean().sqrt() <= model.config.rms_levels / 255 + 1e-7
+    assert delta[..., :20].abs().max() <= 0.1 * eta + 1e-7  # flat: at most the floor's share
+    assert delta[..., 40:].abs().max() > 0.5 * eta  # texture: most of the budget is used
+
+
+def test_protector_with_a_generator_keeps_size_budget_and_reports_its_method():
+    protector = dummy_protector(with_generator=True)
+    for height, width in ((37, 53), (64, 64)):
+        image = half_flat_image(height, width)
+        result = protector.protect(image, eta=eta_from_levels(6), compute_metrics=False)
+        assert result.image.shape == image.shape
+        assert result.info.linf_levels <= 6
+        assert result.info.method == "generator" and result.info.mode == "pretrained"
+        assert result.info.target == protector.generator.config.target and result.info.group is None
+        assert "assign" not in result.info.timings_s  # no encoder runs to protect
+        assert result.perturbation.abs().sum() > 0
+
+
+def test_the_psnr_floor_of_the_energy_cap_holds_after_rounding():
+    protector = dummy_protector(with_generator=True)
+    image = half_flat_image(96, 96, seed=3)
+    result = protector.protect(image, compute_metrics=True)
+    floor = psnr_floor_db(protector.generator.config)
+    # rounding to 8 bits can add up to half a level per value: allow 0.5 dB below the cap's floor
+    assert result.info.psnr_db >= floor - 0.5
+
+
+def test_large_images_run_the_network_on_a_working_copy():
+    protector = dummy_protector(with_generator=True)
+    protector.generator = PerturbationGenerator(GeneratorConfig(**{**protector.generator.config.__dict__, "work_size": 32})).eval()
+    protector.generator.load_state_dict(dummy_generator().state_dict())
+    seen: list[tuple[int, int]] = []
+    net = protector.generator.net
+    handle = net.register_forward_pre_hook(lambda module, inputs: seen.append(tuple(inputs[0].shape[-2:])))
+    try:
+        result = protector.protect(half_flat_image(64, 128), compute_metrics=False)
+    finally:
+        handle.remove()
+    assert seen == [(16, 32)]
+    assert result.image.shape[-2:] == (64, 128)
+
+
+def test_save_and_load_round_trip_and_from_pretrained_dispatches_on_the_method(tmp_path, monkeypatch):
+    model = dummy_generator(encoder_kind="taef2")
+    folder = model.save_pretrained(tmp_path / "gen", card="# card\n")
+    assert json.loads((folder / "config.json").read_text())["method"] == "generator"
+    loaded = PerturbationGenerator.from_pretrained(folder)
+    image = half_flat_image()
+    with torch.no_grad():
+        assert torch.equal(loaded.perturbation(image), model.perturbation(image))
+    # Protector.from_pretrained reads the method from config.json; the encoder comes from the argument.
+    import fastprotect.protect as protect_module
+
+    monkeypatch.setattr(protect_module, "load_autoencoder", lambda *a, **k: dummy_autoencoder("taef2"))
+    monkeypatch.setattr("fastprotect.perceptual.load_perceptual", lambda *a, **k: None)
+    protector = Protector.from_pretrained(folder, encoder_source=str(tmp_path))
+    assert protector.method == "generator" and protector.mixture is None
+
+
+def test_a_malformed_generator_checkpoint_is_a_one_line_error(tmp_path):
+    folder = dummy_generator().save_pretrained(tmp_path / "gen")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"width": 16}))
+    with pytest.raises(GeneratorCheckpointError, match="shape"):
+        PerturbationGenerator.from_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps(config | {"colour": "red"}))
+    with pytest.raises(GeneratorCheckpointError, match="unexpected \\['colour'\\]"):
+        PerturbationGenerator.from_pretrained(folder)
+    with pytest.raises(GeneratorCheckpointError, match="mask_floor"):
+        GeneratorConfig(mask_floor=1.5)
+
+
+def test_protected_png_round_trip_keeps_the_budget(tmp_path):
+    from PIL import Image
+
+    protector = dummy_protector(with_generator=True)
+    image = half_flat_image(40, 72)
+    source = tmp_path / "in.png"
+    Image.fromarray((image[0].permute(1, 2, 0) * 255).round().byte().numpy()).save(source)
+    loaded = load_image(source)
+    result = protector.protect(loaded, eta=eta_from_levels(8), compute_metrics=False)
+    path = tmp_path / "p.png"
+    path.write_bytes(png_bytes(loaded, result.image))
+    reread = load_image(path).pixels
+    assert int(((reread - image).abs().max() * 255).round()) <= 8
+
+
+def test_the_trainer_runs_resumes_and_writes_a_loadable_generator(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import train.generator as trainer
+
+    data = tmp_path / "data" / "painting"
+    data.mkdir(parents=True)
+    for index in range(3):
+        pixels = (torch.rand(48, 48, 3, generator=torch.Generator().manual_seed(index)) * 255).byte().numpy()
+        Image.fromarray(pixels).save(data / f"p{index}.png")
+    monkeypatch.setattr("fastprotect.encoders.load_autoencoder", lambda *a, **k: dummy_autoencoder("sd-vae"))
+    out = tmp_path / "run"
+    common = ["--data", str(tmp_path / "data"), "--out", str(out), "--batch", "2", "--crop", "32", "--load-size", "48",
+              "--width", "8", "--blocks", "1", "--save-every", "2", "--log-every", "1"]
+    assert trainer.main([*common, "--steps", "2"]) == 0
+    assert trainer.main([*common, "--steps", "3", "--resume"]) == 0
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in log] == [1, 2, 3]
+    assert all(math.isfinite(record["loss"]) for record in log)
+    assert PerturbationGenerator.from_pretrained(out / "generator").config.width == 8
+
+
+def test_trainer_transforms_keep_shape_and_range():
+    import train.generator as trainer
+
+    images = torch.rand(2, 3, 40, 40)
+    for name, params in (("resize", {"scale": 0.5}), ("blur", {"sigma": 0.7}), ("noise", {"sigma": 0.01, "seed": 1}), ("identity", {})):
+        out = trainer.apply_transform(images, name, params)
+        assert out.shape == images.shape
+        assert out.min() >= -1e-6 and out.max() <= 1 + 1e-6
+    assert not torch.equal(trainer.apply_transform(images, "blur", {"sigma": 0.7}), images)

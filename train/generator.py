@@ -1,0 +1,236 @@
+"""Train the perturbation generator (fastprotect.generator) against a frozen encoder.
+
+    python -m train.generator --data ../shared/data/pool --out runs/generator [--steps 3000]
+
+Each step: random crops of the training images (random scale, flips); δ = generator(x) (texture
+budget and energy cap inside, so the loss always sees an admissible perturbation); a random
+transformation T, the same for x + δ and x (identity, resize down and back, blur, small noise:
+expectation over transformations, so the effect survives re-encoding and is not tuned to one exact
+pixel grid); and the loss
+
+    pull(x̂) = rel(E(T(x̂)), E(y)) / rel(E(T(x)), E(y)) + λ · mean_l [same for feature map l]
+
+(``rel(a, b) = ‖a − b‖²``, y the window of the target pattern under the crop, drawn over a virtual
+image 1–4× the crop's side, :func:`random_window`; the generator sees the same window): how much of the way
+from the clean image to the target the protected one still has to go, 1 = no effect. Dividing by
+the clean image's own distance makes every image count alike, whatever its content (cartoons have
+latents far from any pattern and would otherwise dominate or vanish). The decoder is never used:
+optimising through a tiny distilled decoder fools it rather than the mimic (issue 10).
+
+Snapshots (``--save-every``) hold the generator (``PerturbationGenerator.save_pretrained``) and
+``state.pt`` (optimiser, step, RNG) so ``--resume`` continues the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from fastprotect.argparsing import OneLineArgumentParser
+from fastprotect.generator import GeneratorConfig, PerturbationGenerator
+from fastprotect.vocabulary import TARGET_NAMES, eta_from_levels
+
+from . import data
+
+TRANSFORMS = ("identity", "resize", "blur", "noise")
+TRANSFORM_WEIGHTS = (0.4, 0.3, 0.15, 0.15)
+
+
+def random_transform(images: torch.Tensor, generator: torch.Generator) -> tuple[str, dict]:
+    """Draw one transformation (name, parameters) for a batch; :func:`apply_transform` applies it."""
+    pick = torch.multinomial(torch.tensor(TRANSFORM_WEIGHTS), 1, generator=generator).item()
+    name = TRANSFORMS[pick]
+    u = float(torch.rand((), generator=generator))
+    if name == "resize":
+        return name, {"scale": 0.5 + 0.4 * u}
+    if name == "blur":
+        return name, {"sigma": 0.4 + 0.6 * u}
+    if name == "noise":
+        return name, {"sigma": 2 / 255, "seed": int(torch.randint(0, 2**31 - 1, (), generator=generator))}
+    return name, {}
+
+
+def apply_transform(images: torch.Tensor, name: str, params: dict) -> torch.Tensor:
+    """Differentiable stand-ins for what happens to a published image: resize down and back
+    (bilinear, antialiased), Gaussian blur (JPEG's loss of high frequencies), additive noise."""
+    if name == "resize":
+        h, w = images.shape[-2:]
+        small = F.interpolate(images, size=(max(8, round(h * params["scale"])), max(8, round(w * params["scale"]))),
+                              mode="bilinear", align_corners=False, antialias=True)
+        return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    if name == "blur":
+        sigma = params["sigma"]
+        radius = max(1, math.ceil(2 * sigma))
+        offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+        kernel = torch.exp(-offsets**2 / (2 * sigma**2))
+        kernel = kernel / kernel.sum()
+        c = images.shape[1]
+        padded = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+        out = F.conv2d(padded, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+        return F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    if name == "noise":
+        noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(params["seed"])).to(images)
+        return (images + noise * params["sigma"]).clamp(0, 1)
+    return images
+
+
+def normalised_pull(output, clean, target, feature_weight: float) -> torch.Tensor:
+    """Per-sample loss (B): remaining distance to the target, relative to the clean image's (module docstring)."""
+
+    def rel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a.float() - b.float()).flatten(1).pow(2).sum(1)
+
+    loss = rel(output.latent, target.latent.expand_as(output.latent)) / rel(clean.latent, target.latent.expand_as(clean.latent)).clamp_min(1e-12)
+    if feature_weight:
+        terms = [rel(o, t.expand_as(o)) / rel(c, t.expand_as(c)).clamp_min(1e-12)
+                 for o, c, t in zip(output.features, clean.features, target.features, strict=True)]
+        loss = loss + feature_weight * torch.stack(terms).mean(0)
+    return loss
+
+
+def random_window(crop: int, generator: torch.Generator, largest: int = 4) -> dict:
+    """Where a crop sits in a virtual image of 1–``largest`` × its side: target_window's arguments,
+    so the generator meets the target pattern at every scale it will see at inference."""
+    side = int(torch.randint(crop, largest * crop + 1, (), generator=generator))
+    top, left = (int(torch.randint(0, side - crop + 1, (), generator=generator)) for _ in range(2))
+    return {"full": (side, side), "offset": (top, left)}
+
+
+def random_crops(images_u8: torch.Tensor, batch: int, crop: int, generator: torch.Generator) -> torch.Tensor:
+    """B×3×crop×crop in [0, 1]: random images, each either cropped at full scale or first shrunk by
+    up to 2× (scale variety), randomly flipped."""
+    n, _, size, _ = images_u8.shape
+    out = []
+    for index in torch.randint(0, n, (batch,), generator=generator).tolist():
+        image = images_u8[index : index + 1].float() / 255
+        side = int(torch.randint(crop, min(size, 2 * crop) + 1, (), generator=generator))
+        top, left = (int(torch.randint(0, size - side + 1, (), generator=generator)) for _ in range(2))
+        patch = image[..., top : top + side, left : left + side]
+        if side != crop:
+            patch = F.interpolate(patch, size=(crop, crop), mode="bilinear", align_corners=False, antialias=True)
+        if torch.rand((), generator=generator) < 0.5:
+            patch = patch.flip(-1)
+        out.append(patch)
+    return (torch.cat(out).clamp(0, 1) * 255).round() / 255
+
+
+def load_images(roots: list[Path], size: int, cache: Path | None) -> tuple[torch.Tensor, list[str]]:
+    """Every image under ``roots`` as N×3×size×size uint8 (cached to ``cache`` when given)."""
+    if cache is not None and cache.is_file():
+        payload = torch.load(cache)
+        return payload["images"], payload["names"]
+    entries, _ = data.scan(roots)
+    images = data.load_entries(roots, entries, size)
+    names = [f"{roots[e.root]}/{e.path}" for e in entries]
+    if cache is not None:
+        torch.save({"images": images, "names": names}, cache)
+    return images, names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineArgumentParser(prog="python -m train.generator", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, nargs="+", required=True, help="image folders (never the evaluation images)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--encoder-kind", default="taef2")
+    parser.add_argument("--encoder-source", default=None, help="local folder or Hub id of the encoder (default: the bundled TAEF2)")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--load-size", type=int, default=256, help="images are kept as centre squares of this side")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--blocks", type=int, default=4)
+    parser.add_argument("--eta-levels", type=int, default=8)
+    parser.add_argument("--rms-levels", type=float, default=4.0)
+    parser.add_argument("--contrast-reference", type=float, default=0.04)
+    parser.add_argument("--mask-floor", type=float, default=0.1)
+    parser.add_argument("--mask-gamma", type=float, default=1.0)
+    parser.add_argument("--target", choices=TARGET_NAMES, default="mid")
+    parser.add_argument("--feature-weight", type=float, default=1.0)
+    parser.add_argument("--no-eot", action="store_true", help="train without the random transformations")
+    parser.add_argument("--save-every", type=int, default=200)
+    parser.add_argument("--log-every", type=int, default=25)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=None, help="a .pt file to keep the decoded images in between runs")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--device", default="cpu")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.batch < 1 or args.crop < 32:
+        parser.error("--steps and --batch must be at least 1 and --crop at least 32")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from fastprotect.bundle import bundled_checkpoint
+    from fastprotect.encoders import load_autoencoder
+
+    source = args.encoder_source or str(bundled_checkpoint())
+    encoder = load_autoencoder(args.encoder_kind, source, with_decoder=False, device=args.device).encoder
+    config = GeneratorConfig(
+        width=args.width, blocks=args.blocks, eta=eta_from_levels(args.eta_levels), rms_levels=args.rms_levels,
+        contrast_reference=args.contrast_reference, mask_floor=args.mask_floor, mask_gamma=args.mask_gamma,
+        target=args.target, encoder_kind=args.encoder_kind,
+    )
+    model = PerturbationGenerator(config).to(args.device).train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
+    rng = torch.Generator().manual_seed(args.seed)
+    step = 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    state_path = args.out / "state.pt"
+    if args.resume and state_path.is_file():
+        state = torch.load(state_path)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        rng.set_state(state["rng"])
+        step = state["step"]
+    images, names = load_images(args.data, args.load_size, args.cache)
+    log = (args.out / "log.jsonl").open("a")
+    print(f"{len(names)} training images, generator {model.parameter_count():,} parameters, from step {step}", flush=True)
+    started, window = time.perf_counter(), []
+    while step < args.steps:
+        x = random_crops(images, args.batch, args.crop, rng).to(args.device)
+        pattern = model.target(args.crop, args.crop, **random_window(args.crop, rng)).to(args.device)
+        with torch.no_grad():
+            target = encoder(pattern)
+        delta = model.perturbation(x, target=pattern)
+        protected = (x + delta).clamp(0, 1)
+        name, params = ("identity", {}) if args.no_eot else random_transform(x, rng)
+        with torch.no_grad():
+            clean = encoder(apply_transform(x, name, params))
+        loss = normalised_pull(encoder(apply_transform(protected, name, params)), clean, target, args.feature_weight).mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        step += 1
+        window.append(float(loss.detach()))
+        if step % args.log_every == 0 or step == args.steps:
+            record = {"step": step, "loss": sum(window) / len(window), "elapsed_s": round(time.perf_counter() - started, 1),
+                      "rms_levels": float(delta.detach().pow(2).flatten(1).mean(1).sqrt().mean() * 255)}
+            print(json.dumps(record), flush=True)
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            window = []
+        if step % args.save_every == 0 or step == args.steps:
+            model.eval()
+            model.save_pretrained(args.out / "generator")
+            model.train()
+            torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "rng": rng.get_state(), "step": step}, state_path)
+            (args.out / "train_info.json").write_text(json.dumps(
+                {"config": asdict(config), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+                 | {"data": [str(d) for d in args.data]}, "step": step, "images": len(names)}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
