@@ -32,7 +32,7 @@ from webapp.limits import SpaceLimits  # noqa: E402
 logger = logging.getLogger("fastprotect.app")
 TITLE = "FastProtect: protect images against diffusion mimicry"
 PAPER_URL = "https://arxiv.org/abs/2412.11423"
-# Per-image mode (no mixture found) runs PGD on a copy this size, for this many steps: about
+# Per-image mode (no checkpoint found) runs PGD on a copy this size, for this many steps: about
 # 20 s on a 2-core CPU with TAEF2 instead of minutes at full size.
 PER_IMAGE_OPTIONS = {"work_size": 256, "per_image_steps": 20}
 GPU_SECONDS = {"round_trip": 30, "img2img": 60, "duel": 300}  # ZeroGPU reservations (proofs only)
@@ -174,9 +174,9 @@ def build_demo(
                     )
                     protect_button = gr.Button("Protect", variant="primary", elem_id="protect-button")
                     with gr.Accordion("Advanced: target pattern, adaptive strength, refine steps", open=False, elem_id="advanced"):
-                        target_in = gr.Radio(list(TARGET_CHOICES), value="auto", label="Target pattern", info="auto picks the pattern closest to your image (least change needed); or click a pattern below", elem_id="target")
+                        target_in = gr.Radio(list(TARGET_CHOICES), value="auto", label="Target pattern", info=_target_info(loaded.protector), elem_id="target")
                         targets = gr.Gallery(_target_gallery(loaded.protector), label="Target patterns, left to right: low, mid, high (click one to select it)", show_label=True, columns=3, height=200, format="png", elem_id="targets", interactive=False, allow_preview=False, buttons=[])
-                        adaptive_in = gr.Checkbox(True, label="Adaptive strength (less change where the eye would notice it; needs LPIPS)", elem_id="adaptive")
+                        adaptive_in = gr.Checkbox(True, label=_adaptive_label(loaded.protector), elem_id="adaptive")
                         refine_in = gr.Slider(0, MAX_REFINE_STEPS, value=0, step=1, label=f"Refine steps (0–{MAX_REFINE_STEPS}; PGD after the one-shot protection: stronger, slower)", elem_id="refine")
                 with gr.Column(scale=1, min_width=300):
                     verdict_md = gr.Markdown("Upload an image (or click an example below), choose a strength, press **Protect**.", elem_id="verdict")
@@ -186,7 +186,7 @@ def build_demo(
                 details_md = gr.Markdown(elem_id="info-record")
                 with gr.Row():
                     delta_out = gr.Image(label="Perturbation, amplified: grey = unchanged", format="png", type="pil", elem_id="perturbation")
-                    map_out = gr.Image(label="Visibility map: bright = more visible", format="png", type="pil", elem_id="lpips-map")
+                    map_out = gr.Image(label=_map_label(loaded.protector), format="png", type="pil", elem_id="lpips-map")
                 info_out = gr.JSON(label="Info record (as the API returns it)", elem_id="info-json")
             outputs = [verdict_md, file_out, slider_out, details_md, delta_out, map_out, info_out, last_protected]
             protect_button.click(protect, [image_in, strength_in, target_in, adaptive_in, refine_in], outputs, api_name="protect", concurrency_limit=limits.concurrency, preprocess=False)
@@ -263,11 +263,34 @@ def _status_markdown(loaded: space.LoadOutcome) -> str:
             "### ⚠️ Protection is unavailable on this server\n"
             f"The models could not be loaded: `{loaded.error}`\n\n"
             "The server has no network access to the Hugging Face Hub and no local copy of the weights. "
-            "Set `FASTPROTECT_CHECKPOINT` (mixture) and `FASTPROTECT_ENCODER_SOURCE` (autoencoder) to local folders and restart."
+            "Set `FASTPROTECT_CHECKPOINT` (generator or mixture checkpoint) and `FASTPROTECT_ENCODER_SOURCE` (autoencoder) to local folders and restart."
         )
     if loaded.protector.mode == "per-image":
-        return "ℹ️ **No pre-trained mixture found: running per-image protection (PGD on each image).** It works, but takes seconds to minutes instead of a fraction of a second."
+        return "ℹ️ **No pre-trained checkpoint found: running per-image protection (PGD on each image).** It works, but takes seconds to minutes instead of a fraction of a second."
     return ""
+
+
+def _is_generator(protector: Any | None) -> bool:
+    return getattr(protector, "method", None) == "generator"
+
+
+def _map_label(protector: Any | None) -> str:
+    if _is_generator(protector):
+        return "Texture budget: bright = where the change may go (flat areas get almost none)"
+    return "Visibility map: bright = more visible"
+
+
+def _adaptive_label(protector: Any | None) -> str:
+    if _is_generator(protector):
+        return "Adaptive strength (the paper's mixture method only: the generator places its change by texture itself)"
+    return "Adaptive strength (less change where the eye would notice it; needs LPIPS)"
+
+
+def _target_info(protector: Any | None) -> str:
+    if _is_generator(protector):
+        target = protector.generator.config.target
+        return f"the generator was trained towards '{target}' (auto); another pattern steers only the refine steps"
+    return "auto picks the pattern closest to your image (least change needed); or click a pattern below"
 
 
 def _target_gallery(protector: Any | None) -> list[tuple[Any, str]]:
@@ -300,12 +323,15 @@ style, and its outputs show the pattern.
 - It does not hide the image, stop anyone from copying it, or prove ownership.
 
 ## The method
-FastProtect (Ahn et al., CVPR 2025, *Nearly Zero-Cost Protection Against Mimicry by Personalized
-Diffusion Models*, [arXiv 2412.11423]({PAPER_URL})), re-implemented without official code: a pre-trained
-*mixture of perturbations* (one global and K group perturbations per target pattern) is chosen by the
-image's latent, resized to the image, shaped by an LPIPS visibility map (adaptive strength) and
-projected to the η budget, all without optimisation. Without a pre-trained mixture the Space falls
-back to per-image PGD on the same loss. Optional refine steps add PGD after the one-shot step.
+Built on FastProtect (Ahn et al., CVPR 2025, *Nearly Zero-Cost Protection Against Mimicry by Personalized
+Diffusion Models*, [arXiv 2412.11423]({PAPER_URL})), re-implemented without official code. The default here is
+a small pre-trained **perturbation generator**: one forward pass writes a change that pulls the encoder's view of
+the image towards a target pattern, placed where the image hides it (a computed texture budget: almost nothing in
+flat skies and skin, the full budget in texture and edges) and capped in energy, with no optimisation per image.
+The paper's *mixture of perturbations* (one global and K group patterns per target, chosen by the image's latent,
+shaped by an LPIPS visibility map) is the other bundled checkpoint (`--method mixture` on the command line).
+Without any checkpoint the Space falls back to per-image PGD on the same loss. Optional refine steps add PGD after
+the one-shot step.
 
 ## Loaded here
 {models}

@@ -1,4 +1,4 @@
-"""The model card (README.md) of a mixture checkpoint: one writer for every save.
+"""The model cards (README.md) of mixture and generator checkpoints: one writer for every save.
 
 ``MixtureOfPerturbations.generate_model_card`` (the Hub mixin's hook) renders :func:`card_body`,
 so every ``save_pretrained`` — a training run's step snapshots, its final folder, an export, a
@@ -14,12 +14,14 @@ no evaluation section.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .vocabulary import MIMIC_DISPLAY_NAMES, TARGET_NAMES, levels_from_eta
 
 if TYPE_CHECKING:
+    from .generator import GeneratorConfig
     from .mixture import MixtureConfig
 
 # The evaluation report sits between these markers, so that it can be replaced in place.
@@ -153,3 +155,73 @@ def replace_evaluation(text: str, evaluation: str) -> str:
     section = f"{EVALUATION_HEADING}\n\n{block}\n\n"
     head, found, tail = text.partition(LIMITS_HEADING)
     return f"{head}{section}{found}{tail}" if found else f"{text.rstrip()}\n\n{section}"
+
+
+def generator_card(config: GeneratorConfig, *, parameters: int, training: Mapping[str, Any] | None = None,
+                   evaluation: str | None = None) -> str:
+    """The README.md (YAML header + markdown) of a generator checkpoint (fastprotect.generator).
+
+    ``training``: the generator trainer's record (``train_info.json``: ``step``, ``images``,
+    ``wall_time_s``, ``hardware``, ``args``); ``evaluation``: a markdown table to include."""
+    training = training or {}
+    options = training.get("args") or {}
+    eta_levels = levels_from_eta(config.eta)
+    header = "---\nlibrary_name: fastprotect\nlicense: mit\ntags:\n- image-protection\n- adversarial-perturbation\n---\n\n"
+    lines = [
+        f"# FastProtect perturbation generator ({config.encoder_kind}, against {MIMIC_DISPLAY_NAMES[config.mimic_base]} mimicry)",
+        "",
+        "A small image-conditioned network that writes a protective perturbation in one forward pass, with no "
+        "per-image optimisation: δ(x) = cap(η · m(x) ⊙ G(x, m(x), y)). m is a *computed* texture budget (local "
+        "luminance contrast, full budget in texture, a small floor in flat areas), G a residual conv net that sees "
+        "the image, m and the target pattern y, and cap an energy cap on the RMS of δ. It replaces the paper's "
+        "mixture of fixed patterns as the default of this project (the mixture stays selectable).",
+        "",
+        PROXY_NOTE[config.encoder_kind],
+        "",
+        "| | |",
+        "|---|---|",
+        f"| protects against | mimicry by {MIMIC_DISPLAY_NAMES[config.mimic_base]} fine-tuning / img2img (`mimic_base: {config.mimic_base}`) |",
+        f"| trained against | the `{config.encoder_kind}` encoder, `{config.encoder_source}` |",
+        f"| budget | L∞ {eta_levels}/255; RMS at most {config.rms_levels:g} levels (PSNR ≥ {20 * math.log10(255 / config.rms_levels):.1f} dB before rounding); both scale with η |",
+        f"| texture budget | clamp(local contrast / {config.contrast_reference:g}, {config.mask_floor:g}, 1) ^ {config.mask_gamma:g}, "
+        f"contrast = std of BT.601 luma in a {config.contrast_window}×{config.contrast_window} window |",
+        f"| network | {parameters:,} parameters (width {config.width}, {config.blocks} residual blocks at 1/4 resolution), runs on a copy "
+        f"with long side ≤ {config.work_size} px |",
+        f"| target | `{config.target}` pattern (pull of the encoder's latent and features towards it) |",
+        f"| training | {training.get('step', 'not recorded')} steps, batch {options.get('batch', '?')}, {options.get('crop', '?')}² crops, "
+        f"{training.get('images', '?')} images |",
+        "| licence | MIT |",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from fastprotect.protect import Protector",
+        "protector = Protector.from_pretrained(\"PATH_OR_REPO\")  # this folder, or its Hub repo id",
+        "result = protector.protect(\"photo.jpg\")",
+        "```",
+        "",
+        "The folder bundles the TAEF2 autoencoder (for the Space's proofs and metrics, not needed to protect) and the "
+        "LPIPS AlexNet backbone (metrics), with their licences (LICENSE.taef2: MIT; LICENSE.lpips: BSD-2 + BSD-3).",
+        "",
+        "## Training",
+        "",
+        f"- data: {training.get('images', '?')} images of `{', '.join(options.get('data', [])) or '?'}` (the project's training pool: "
+        "objects, faces, paintings, cartoons; faces are research-only). No evaluation image was used.",
+        "- loss: remaining latent and feature distance to the target pattern, relative to the clean image's "
+        f"(λ = {options.get('feature_weight', '?')}), through random resize / blur / noise (expectation over transformations"
+        f"{', off' if options.get('no_eot') else ''}).",
+        f"- optimisation: Adam, lr {options.get('lr', '?')}, seed {options.get('seed', '?')}; wall time "
+        f"{training.get('wall_time_s', '?')} s on {training.get('hardware', 'unknown hardware')}.",
+        "",
+    ]
+    if evaluation:
+        lines += [EVALUATION_HEADING, "", EVAL_BEGIN, evaluation.strip("\n"), EVAL_END, ""]
+    lines += [
+        LIMITS_HEADING,
+        "",
+        "Measured against the encoder it was trained against (a proxy of the FLUX.2 VAE) and on transformations it "
+        "was trained with; transfer to other encoders is not measured. Purification (noisy upscaling, strong JPEG, "
+        "diffusion cleaning) can remove it.",
+        "",
+    ]
+    return header + "\n".join(lines)

@@ -78,6 +78,7 @@ class ProtectionResult:
     perturbation: torch.Tensor  # image − original, 1×3×H×W, within ±eta
     lpips_map: torch.Tensor | None  # 1×1×H×W visibility map used by adaptive strength (None when off)
     info: ProtectionInfo
+    budget_map: torch.Tensor | None = None  # 1×1×H×W texture budget of the generator in [0, 1] (None otherwise)
 
 
 class Protector:
@@ -296,7 +297,8 @@ class Protector:
                     self._fill_metrics(info, x, protected)
         timings["total"] = sum(value for key, value in timings.items() if key != "metrics")
         report(1.0, "done")
-        return ProtectionResult(image=protected, perturbation=protected - x, lpips_map=lpips_map, info=info)
+        budget_map = self.generator.budget(x) if self.generator is not None else None
+        return ProtectionResult(image=protected, perturbation=protected - x, lpips_map=lpips_map, info=info, budget_map=budget_map)
 
     # ----------------------------------------------------------------------------- helpers
     def _as_tensor(self, image: torch.Tensor | LoadedImage | str | Path) -> torch.Tensor:

@@ -70,7 +70,8 @@ def test_all_good_files_exit_zero(tmp_path, patched_protector):
 
 
 @pytest.mark.parametrize("argv", [["x", "-o", "y", "--eta", "0"], ["x", "-o", "y", "--eta", "40"], ["x", "-o", "y", "--refine-steps", "-2"],
-                                  ["x", "-o", "y", "--per-image", "--checkpoint", "z"], ["x"]])
+                                  ["x", "-o", "y", "--per-image", "--checkpoint", "z"], ["x", "-o", "y", "--method", "mixture", "--checkpoint", "z"],
+                                  ["x", "-o", "y", "--method", "gan"], ["x"]])
 def test_bad_arguments_exit_before_loading(argv, patched_protector):
     with pytest.raises(SystemExit) as exit_info:
         cli.parse_args(argv)

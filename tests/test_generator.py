@@ -156,6 +156,12 @@ def test_the_trainer_runs_resumes_and_writes_a_loadable_generator(tmp_path, monk
     assert [record["step"] for record in log] == [1, 2, 3]
     assert all(math.isfinite(record["loss"]) for record in log)
     assert PerturbationGenerator.from_pretrained(out / "generator").config.width == 8
+    exported = tmp_path / "export"
+    assert trainer.main(["export", "--run", str(out), "--output", str(exported)]) == 0
+    card = (exported / "README.md").read_text()
+    assert "3 steps" in card and "batch 2" in card and "32² crops" in card
+    assert {"taef2.safetensors", "alexnet_lpips_features.safetensors", "LICENSE.taef2", "LICENSE.lpips"} <= {f.name for f in exported.iterdir()}
+    assert PerturbationGenerator.from_pretrained(exported).config == PerturbationGenerator.from_pretrained(out / "generator").config
 
 
 def test_trainer_transforms_keep_shape_and_range():

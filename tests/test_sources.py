@@ -20,7 +20,8 @@ from fastprotect.encoders import TinyEncoder, TinyDecoder, load_autoencoder
 from fastprotect.hub import WeightsUnavailableError
 
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLED = ROOT / "checkpoints" / "taef2-mixture"
+BUNDLED = ROOT / "checkpoints" / "taef2-generator"  # the default
+BUNDLED_MIXTURE = ROOT / "checkpoints" / "taef2-mixture"
 
 
 @pytest.fixture
@@ -68,6 +69,8 @@ def test_lpips_and_checkpoint_precedence(clean_env, tmp_path):
     assert sources.lpips_source(bundle=tmp_path).origin == "environment"
     assert sources.lpips_source(argument="/arg.safetensors", bundle=tmp_path).origin == "argument"
     assert Path(sources.checkpoint_source().location).resolve() == BUNDLED.resolve()
+    assert sources.checkpoint_method(sources.checkpoint_source().location) == "generator"
+    assert sources.checkpoint_method(str(BUNDLED_MIXTURE)) == "mixture"
     clean_env.setenv("FASTPROTECT_CHECKPOINT", "someone/mixture")
     assert sources.checkpoint_source().location == "someone/mixture"
 
@@ -100,6 +103,7 @@ def test_real_taef2_single_file_is_bit_identical_to_the_pth_pair(shared_weights,
     images = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(1))
     original = load_autoencoder("taef2", shared_weights)
     bundled = load_autoencoder("taef2", BUNDLED / "taef2.safetensors")
+    assert (BUNDLED / "taef2.safetensors").read_bytes() == (BUNDLED_MIXTURE / "taef2.safetensors").read_bytes()
     assert torch.equal(original.encoder.encode(images), bundled.encoder.encode(images))
     assert torch.equal(original.round_trip(images), bundled.round_trip(images))
 
@@ -141,7 +145,16 @@ def test_fresh_machine_runs_the_pretrained_fast_path_offline(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     (row,) = json.loads((tmp_path / "r.json").read_text())
-    assert row["mode"] == "pretrained" and row["lpips"] is not None
+    assert row["mode"] == "pretrained" and row["method"] == "generator" and row["lpips"] is not None
+    # The paper's mixture is the other bundled method, one flag away, offline too.
+    done = subprocess.run(
+        [sys.executable, "-m", "fastprotect", str(tmp_path / "sky.png"), "-o", str(tmp_path / "out2"), "--method", "mixture",
+         "--report", str(tmp_path / "r2.json")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads((tmp_path / "r2.json").read_text())
+    assert row["mode"] == "pretrained" and row["method"] == "mixture" and row["group"] is not None
 
 
 # ------------------------------------------------------------------- the variables' one list

@@ -19,6 +19,12 @@ optimising through a tiny distilled decoder fools it rather than the mimic (issu
 
 Snapshots (``--save-every``) hold the generator (``PerturbationGenerator.save_pretrained``) and
 ``state.pt`` (optimiser, step, RNG) so ``--resume`` continues the same run.
+
+    python -m train.generator export --run RUN --output DIR [--evaluation TABLE.md]
+
+writes a shippable checkpoint folder: the run's generator, a model card (steps, wall time, hardware
+from the run's log; the evaluation table when given) and the bundled TAEF2 / LPIPS files with their
+licences, copied from the bundled mixture checkpoint, so the folder works offline on its own.
 """
 
 from __future__ import annotations
@@ -165,7 +171,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+BUNDLED_FILES = ("taef2.safetensors", "alexnet_lpips_features.safetensors", "LICENSE.taef2", "LICENSE.lpips")
+
+
+def export(run: Path, output: Path, *, evaluation: str | None = None, hardware: str | None = None) -> Path:
+    """The run's generator as a self-contained checkpoint folder (module docstring)."""
+    import shutil
+
+    from fastprotect.bundle import bundled_checkpoint_for
+    from fastprotect.modelcard import generator_card
+
+    from .trainer import hardware as this_machine
+
+    model = PerturbationGenerator.from_pretrained(run / "generator")
+    info = json.loads((run / "train_info.json").read_text())
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    info |= {"wall_time_s": records[-1]["elapsed_s"] if records else None, "hardware": hardware or this_machine()}
+    card = generator_card(model.config, parameters=model.parameter_count(), training=info, evaluation=evaluation)
+    model.save_pretrained(output, card=card)
+    source = bundled_checkpoint_for("mixture")
+    for name in BUNDLED_FILES:
+        shutil.copyfile(source / name, output / name)
+    return output
+
+
+def export_main(argv: list[str]) -> int:
+    parser = OneLineArgumentParser(prog="python -m train.generator export", description="Export a generator run as a checkpoint folder.")
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--evaluation", type=Path, default=None, help="a markdown file for the card's evaluation section")
+    parser.add_argument("--hardware", default=None, help="the training machine, when it is not this one")
+    args = parser.parse_args(argv)
+    evaluation = args.evaluation.read_text() if args.evaluation else None
+    print(export(args.run, args.output, evaluation=evaluation, hardware=args.hardware))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export"]:
+        return export_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.steps < 1 or args.batch < 1 or args.crop < 32:

@@ -50,6 +50,13 @@ TIMING_MEANINGS = {
 }
 
 
+METHOD_WORDS = {
+    "generator": "generator (one forward pass, texture budget; the default)",
+    "mixture": "mixture of perturbations (the paper's method)",
+    "per-image": "per-image PGD (no pre-trained checkpoint)",
+}
+
+
 class VisitorError(Exception):
     """A request that cannot be served, with one line that says why (shown on the page)."""
 
@@ -240,7 +247,9 @@ def details_markdown(info: dict[str, Any], verdict: Verdict | None) -> str:
         ("ratio", "n/a" if not verdict or verdict.ratio is None else f"{verdict.ratio:.1f}×", "damage ÷ noise damage: near 1 = no better than noise"),
         ("L∞", f"{info.get('linf_levels')} of {info.get('eta_levels')} levels", "largest change of any pixel value, in 8-bit levels (the budget η)"),
         ("SSIM", num(info.get("ssim"), ".3f"), "structural similarity on the full image: 1 = identical"),
-        ("target pattern", f"{info.get('target')} (group {info.get('group', 'n/a')})", "the pattern the protection pulls the mimic's view towards"),
+        ("method", METHOD_WORDS.get(info.get("method"), str(info.get("method"))), "how the change was made"),
+        ("target pattern", info.get("target") if info.get("group") is None else f"{info.get('target')} (group {info.get('group')})",
+         "the pattern the protection pulls the mimic's view towards" + ("; group = the mixture's K-means group" if info.get("group") is not None else "")),
         ("size", f"{info.get('width')}×{info.get('height')}", "of the protected PNG: the same as your image"),
     ]
     timings = info.get("timings_s") or {}

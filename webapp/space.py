@@ -198,7 +198,7 @@ class ProtectOutcome:
     original: Image.Image  # RGB(A), as uploaded (upright)
     protected: Image.Image  # RGB(A), exactly the PNG's pixels
     perturbation_view: Image.Image  # RGB, δ amplified so that ±η spans black…white
-    lpips_map_view: Image.Image  # RGB heat map of the visibility map (flat grey without LPIPS)
+    lpips_map_view: Image.Image  # RGB heat map: the visibility map (mixture), the texture budget (generator); flat grey without either
     info: dict[str, Any]
     loaded: LoadedImage = field(repr=False)
     protected_pixels: torch.Tensor = field(repr=False)  # 1×3×H×W in [0, 1]
@@ -233,7 +233,8 @@ def protect_upload(
         protected=to_pil(loaded, result.image),
         perturbation_view=perturbation_view(result.perturbation, options.eta),
         # Never None: Gradio's lazily cached examples cannot read back an empty image output.
-        lpips_map_view=heat_map(result.lpips_map) if result.lpips_map is not None else _no_map(result.image),
+        lpips_map_view=(heat_map(result.lpips_map) if result.lpips_map is not None
+                        else heat_map(result.budget_map) if result.budget_map is not None else _no_map(result.image)),
         info=info,
         loaded=loaded,
         protected_pixels=result.image,

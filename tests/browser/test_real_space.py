@@ -94,5 +94,5 @@ def test_fresh_offline_app_protects_in_pretrained_mode(real_app, tmp_path):
         record = page.locator("#info-record").inner_text()
         browser.close()
     assert "LPIPS" in verdict and "PSNR" in verdict
-    # Pre-trained mode routes the image to a mixture group; per-image mode has none and says so.
-    assert "(group " in record and "per-image" not in record, record
+    # The bundled default is the pre-trained generator; per-image mode would say so.
+    assert "generator (one forward pass" in record and "per-image" not in record, record
