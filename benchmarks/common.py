@@ -31,8 +31,10 @@ import torch
 from fastprotect import environment
 from fastprotect.dummy import dummy_autoencoder, dummy_mixture, dummy_perceptual
 from fastprotect.encoders import Autoencoder, load_autoencoder
+from fastprotect.generator import PerturbationGenerator
 from fastprotect.mixture import MixtureOfPerturbations
 from fastprotect.protect import Protector
+from fastprotect.sources import checkpoint_method
 from fastprotect.timing import StageTimer
 from fastprotect.vocabulary import is_image_name
 
@@ -126,8 +128,9 @@ class Models:
     autoencoder: Autoencoder
     perceptual: object
     mixture: MixtureOfPerturbations
-    mixture_source: str  # "checkpoint <path>" or "random (...)"
+    mixture_source: str  # "checkpoint <path>", "generator <path>" or "random (...)"
     trained: bool
+    generator: PerturbationGenerator | None = None  # when the checkpoint is a generator: it protects, the mixture only lends its targets
 
 
 def build_models(encoder: str, checkpoint: str | Path | None, *, weights: Path = DEFAULT_WEIGHTS, device: str = "cpu",
@@ -135,7 +138,10 @@ def build_models(encoder: str, checkpoint: str | Path | None, *, weights: Path =
     """Encoder (+ decoder), LPIPS and the mixture. ``half``: fp16 encoder and LPIPS (GPU only)."""
     autoencoder = build_autoencoder(encoder, Path(weights), device)
     perceptual = build_perceptual(encoder, Path(weights), device)
-    mixture, source, trained = None, "", False
+    mixture, source, trained, generator = None, "", False, None
+    if checkpoint is not None and (Path(checkpoint) / "config.json").exists() and checkpoint_method(str(checkpoint)) == "generator":
+        generator = PerturbationGenerator.from_pretrained(checkpoint).to(device)
+        generator_source, checkpoint = f"generator {checkpoint}", DEFAULT_CHECKPOINT
     if checkpoint is not None and Path(checkpoint).is_dir() and (Path(checkpoint) / "config.json").exists():
         mixture = MixtureOfPerturbations.from_pretrained(checkpoint)
         if mixture.config.latent_channels != autoencoder.encoder.latent_channels:
@@ -151,13 +157,16 @@ def build_models(encoder: str, checkpoint: str | Path | None, *, weights: Path =
     if half:
         autoencoder.encoder.half()
         perceptual.half()
-    return Models(autoencoder, perceptual, mixture.to(device), source, trained)
+    if generator is not None:
+        source, trained = generator_source, True
+    return Models(autoencoder, perceptual, mixture.to(device), source, trained, generator)
 
 
 def make_protector(models: Models, device: str, **options) -> Protector:
     """A Protector on ``models`` whose stage timer synchronises the device (on a GPU each stage then
     gets its own kernels, not whatever was queued before it; no cost on CPU)."""
-    return Protector(models.autoencoder, mixture=models.mixture, perceptual=models.perceptual, device=device,
+    mixture = None if models.generator is not None else models.mixture
+    return Protector(models.autoencoder, mixture=mixture, generator=models.generator, perceptual=models.perceptual, device=device,
                      timer=StageTimer.for_device(device), **options)
 
 

@@ -212,8 +212,12 @@ def generator_card(config: GeneratorConfig, *, parameters: int, training: Mappin
         f"{', off' if options.get('no_eot') else ''}).",
         f"- optimisation: Adam, lr {options.get('lr', '?')}, seed {options.get('seed', '?')}; wall time "
         f"{training.get('wall_time_s', '?')} s on {training.get('hardware', 'unknown hardware')}.",
-        "",
     ]
+    trained_cap = options.get("rms_levels")
+    if trained_cap is not None and float(trained_cap) != config.rms_levels:
+        lines.append(f"- energy cap: trained with an RMS cap of {float(trained_cap):g} levels; this folder applies "
+                     f"{config.rms_levels:g} (an inference-time operating point: the network is unchanged, the cap only scales δ down).")
+    lines += [""]
     if evaluation:
         lines += [EVALUATION_HEADING, "", EVAL_BEGIN, evaluation.strip("\n"), EVAL_END, ""]
     lines += [

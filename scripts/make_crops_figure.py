@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     eta = eta_from_levels(args.eta)
     scale, gap, label_h = 2, 6, 18
     tile = args.crop * scale
-    columns = ["clean", "generator (default)", "mixture (paper)", "generator change ×8", "mixture change ×8"]
+    columns = ["clean", "generator (default)", "mixture (paper)", "generator change x8", "mixture change x8"]
     rows = []
     for pick in args.pick:
         name, rule = pick.rsplit(":", 1)
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         draw.text((gap + c * (tile + gap), 3), title, fill="black")
     for r, (name, tiles) in enumerate(rows):
         y = label_h + r * (tile + label_h + gap)
-        draw.text((gap, y + 2), f"{name}: 100 % crop, shown ×{scale}", fill="black")
+        draw.text((gap, y + 2), f"{name}: 100 % crop, shown x{scale}", fill="black")
         for c, picture in enumerate(tiles):
             figure.paste(to_pil(picture, scale), (gap + c * (tile + gap), y + label_h))
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -174,8 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
 BUNDLED_FILES = ("taef2.safetensors", "alexnet_lpips_features.safetensors", "LICENSE.taef2", "LICENSE.lpips")
 
 
-def export(run: Path, output: Path, *, evaluation: str | None = None, hardware: str | None = None) -> Path:
-    """The run's generator as a self-contained checkpoint folder (module docstring)."""
+def export(run: Path, output: Path, *, evaluation: str | None = None, hardware: str | None = None,
+           rms_levels: float | None = None) -> Path:
+    """The run's generator as a self-contained checkpoint folder (module docstring). ``rms_levels``:
+    ship another energy cap than the training one (an inference-time operating point; the card says so)."""
     import shutil
 
     from fastprotect.bundle import bundled_checkpoint_for
@@ -184,9 +186,15 @@ def export(run: Path, output: Path, *, evaluation: str | None = None, hardware: 
     from .trainer import hardware as this_machine
 
     model = PerturbationGenerator.from_pretrained(run / "generator")
+    if rms_levels is not None:
+        state = model.state_dict()
+        model = PerturbationGenerator(replace(model.config, rms_levels=rms_levels))
+        model.load_state_dict(state)
+        model.eval()
     info = json.loads((run / "train_info.json").read_text())
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    info |= {"wall_time_s": records[-1]["elapsed_s"] if records else None, "hardware": hardware or this_machine()}
+    at_step = [r for r in records if r["step"] == info["step"]]  # the log can run past the last snapshot
+    info |= {"wall_time_s": at_step[-1]["elapsed_s"] if at_step else None, "hardware": hardware or this_machine()}
     card = generator_card(model.config, parameters=model.parameter_count(), training=info, evaluation=evaluation)
     model.save_pretrained(output, card=card)
     source = bundled_checkpoint_for("mixture")
@@ -201,9 +209,10 @@ def export_main(argv: list[str]) -> int:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--evaluation", type=Path, default=None, help="a markdown file for the card's evaluation section")
     parser.add_argument("--hardware", default=None, help="the training machine, when it is not this one")
+    parser.add_argument("--rms-levels", type=float, default=None, help="ship this energy cap instead of the training one")
     args = parser.parse_args(argv)
     evaluation = args.evaluation.read_text() if args.evaluation else None
-    print(export(args.run, args.output, evaluation=evaluation, hardware=args.hardware))
+    print(export(args.run, args.output, evaluation=evaluation, hardware=args.hardware, rms_levels=args.rms_levels))
     return 0
 
 

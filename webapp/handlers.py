@@ -35,11 +35,11 @@ Progress = Callable[[float, str], None]
 # How the page names each mimic family (attack.families): the model a mimic would actually use.
 FAMILY_DISPLAY_NAMES: dict[str, str] = {"sd-1.5": "Stable Diffusion 1.5", "flux.2-klein": "FLUX.2 [klein] 4B"}
 
-# The strength presets, with what the evaluation measured for each η (docs/EVALUATION.md, "Damage
-# vs LPIPS over η"; checkpoints/taef2-mixture/eval.json "curves", full method + adaptive strength):
-# mean LPIPS-alex on the 47 held-out evaluation images at 256², bundled TAEF2 checkpoint.
-PRESETS: tuple[tuple[str, int, float], ...] = (("Light", 4, 0.042), ("Standard", 8, 0.134), ("Strong", 12, 0.234))
-PRESET_SOURCE = "mean LPIPS-alex on 47 held-out images, bundled TAEF2 checkpoint, docs/EVALUATION.md"
+# The strength presets, with what the evaluation measured for each η (docs/EVALUATION.md, issue 10's table;
+# benchmarks/results/noise_control_cpu_taef2.json, rows "generator η 4/8/12"): mean LPIPS-alex of the bundled
+# generator on 16 held-out images at 256², against TAEF2.
+PRESETS: tuple[tuple[str, int, float], ...] = (("Light", 4, 0.015), ("Standard", 8, 0.057), ("Strong", 12, 0.108))
+PRESET_SOURCE = "mean LPIPS-alex on 16 held-out images, bundled generator, docs/EVALUATION.md"
 
 
 TIMING_MEANINGS = {
