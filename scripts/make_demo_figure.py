@@ -35,11 +35,12 @@ ETA = DEFAULT_ETA
 
 
 def protected_copy(
-    autoencoder: Autoencoder, image: torch.Tensor, perceptual: torch.nn.Module, *, eta: float = ETA, pgd_steps: int = 20
+    autoencoder: Autoencoder, image: torch.Tensor, perceptual: torch.nn.Module, *, eta: float = ETA, pgd_steps: int = 20,
+    checkpoint: Path | None = None,
 ) -> tuple[torch.Tensor, str]:
     """A protected copy of ``image`` (1×3×H×W, [0, 1], within ±eta) and a note on how it was made.
 
-    The committed default checkpoint (``fastprotect.bundle.bundled_checkpoint()``) through the
+    ``checkpoint`` (default: the committed default, ``fastprotect.bundle.bundled_checkpoint()``) through the
     library's Protector when there is one trained against this autoencoder's kind; otherwise
     ``pgd_steps`` signed-gradient steps toward the "mid" pattern on the autoencoder's encoder.
     """
@@ -49,7 +50,7 @@ def protected_copy(
     from fastprotect.protect import Protector
     from fastprotect.sources import checkpoint_method
 
-    checkpoint = bundled_checkpoint()
+    checkpoint = Path(checkpoint) if checkpoint is not None else bundled_checkpoint()
     if Path(checkpoint, "config.json").is_file():
         method = checkpoint_method(str(checkpoint))
         model = (PerturbationGenerator if method == "generator" else MixtureOfPerturbations).from_pretrained(checkpoint)
