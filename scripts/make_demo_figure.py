@@ -3,8 +3,8 @@
     python -m scripts.make_demo_figure            # uses ../shared/weights and a public-domain painting
 
 The mimic's view is the TAEF2 round trip (real weights, offline). The protected image comes from
-the library's Protector when a TAEF2 mixture checkpoint is committed
-(``fastprotect.bundle.bundled_checkpoint()``), else from a per-image PGD toward the "mid" target (``fastprotect.pgd.pgd_perturb``). LPIPS
+the library's Protector when a TAEF2 checkpoint (generator or mixture) is committed
+(``fastprotect.bundle.bundled_checkpoint()``, the default generator), else from a per-image PGD toward the "mid" target (``fastprotect.pgd.pgd_perturb``). LPIPS
 (AlexNet, real backbone) to the original is written on each tile.
 """
 
