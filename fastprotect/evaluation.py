@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from fastprotect import metrics
+from fastprotect.metrics import CONTRAST_WINDOW, LUMA_WEIGHTS, local_contrast  # noqa: F401  (re-exported: the measures' vocabulary)
 
 # ---------------------------------------------------------------------------- robustness transforms
 # jpegQ: JPEG at quality Q (Pillow, 4:2:0); resize-half: bilinear (antialiased) to half size and back;
@@ -68,27 +69,9 @@ def _jpeg(images: torch.Tensor, quality: int) -> torch.Tensor:
 
 
 # -------------------------------------------------------------------------------- per-image measures
-# ITU-R BT.601 luma weights (R, G, B), applied to the [0, 1] values as stored (no linearisation).
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
-CONTRAST_WINDOW = 7
-
-
 def psnr_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """PSNR (dB, data range 1) of each image pair: B, float64 (inf where identical)."""
     return torch.tensor([metrics.psnr(p[None], q[None]) for p, q in zip(a, b, strict=True)], dtype=torch.float64)
-
-
-def local_contrast(images: torch.Tensor, window: int = CONTRAST_WINDOW) -> torch.Tensor:
-    """Local contrast B×H×W: the standard deviation (population, 1/n) of the BT.601 luminance
-    Y = 0.299 R + 0.587 G + 0.114 B in the ``window``×``window`` square centred on each pixel, the
-    image reflect-padded by ``window // 2`` at its borders (sides of at least ``window // 2 + 1`` px)."""
-    weights = torch.tensor(LUMA_WEIGHTS, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
-    luma = (images.float() * weights).sum(1, keepdim=True)
-    pad = window // 2
-    padded = F.pad(luma, (pad, pad, pad, pad), mode="reflect")
-    mean = F.avg_pool2d(padded, window, stride=1)
-    mean_sq = F.avg_pool2d(padded * padded, window, stride=1)
-    return (mean_sq - mean * mean).clamp_min(0).sqrt()[:, 0]
 
 
 def flat_region_energy_ratio(clean: torch.Tensor, protected: torch.Tensor, window: int = CONTRAST_WINDOW) -> torch.Tensor:

@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .hub import load_state_strictly
+from .metrics import local_contrast
 from .targets import target_window
 from .vocabulary import AUTOENCODER_KINDS, DEFAULT_ETA, MAX_ETA, MIMIC_FAMILIES, MIMIC_FAMILY_OF_ENCODER, TARGET_NAMES, AutoencoderKind, check_eta
 
@@ -47,8 +49,6 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
-# ITU-R BT.601 luma, as fastprotect.evaluation.local_contrast (the flat-region measure) uses.
-_LUMA = (0.299, 0.587, 0.114)
 
 
 class GeneratorCheckpointError(ValueError):
@@ -109,18 +109,10 @@ class GeneratorConfig:
 def texture_budget(images: torch.Tensor, *, reference: float, floor: float, gamma: float, window: int = 7) -> torch.Tensor:
     """The budget map m(x) in [floor, 1], B×1×H×W: ``clamp(c / reference, floor, 1) ** gamma``.
 
-    ``c`` is the local contrast: the standard deviation of BT.601 luma in a ``window``² square
-    around each pixel (reflect padding), the quantity the flat-region energy ratio is ranked by.
-    Differentiable but used without gradient: it depends on the clean image only.
+    ``c`` is :func:`fastprotect.metrics.local_contrast` (std of BT.601 luma in a ``window``² square),
+    the quantity the flat-region energy ratio ranks pixels by. It depends on the clean image only.
     """
-    weights = torch.tensor(_LUMA, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    luma = (images * weights).sum(1, keepdim=True)
-    pad = window // 2
-    mode = "reflect" if min(images.shape[-2:]) > pad else "replicate"
-    padded = F.pad(luma, (pad, pad, pad, pad), mode=mode)
-    mean = F.avg_pool2d(padded, window, stride=1)
-    variance = (F.avg_pool2d(padded * padded, window, stride=1) - mean * mean).clamp_min(0)
-    return (variance.sqrt() / reference).clamp(floor, 1).pow(gamma)
+    return (local_contrast(images, window)[:, None] / reference).clamp(floor, 1).pow(gamma)
 
 
 def cap_energy(delta: torch.Tensor, rms: float) -> torch.Tensor:
@@ -198,13 +190,15 @@ class PerturbationGenerator(nn.Module):
         return self.net(images, self.budget(images), target.to(images))
 
     def perturbation(self, images: torch.Tensor, eta: float | None = None, *, raw: torch.Tensor | None = None,
-                     target: torch.Tensor | None = None) -> torch.Tensor:
+                     target: torch.Tensor | None = None, budget: torch.Tensor | None = None) -> torch.Tensor:
         """δ for images B×3×H×W in [0, 1]: ``cap(η · m ⊙ G)``; the cap scales with η (``rms_levels``
         is stated at the training η). ``raw``: G's output when already computed (e.g. upsampled
-        from a working copy); ``target``: the pattern window (default: over the whole image).
-        Differentiable with respect to the network's parameters."""
+        from a working copy); ``target``: the pattern window (default: over the whole image);
+        ``budget``: m(images) when the caller already has it. Differentiable with respect to the
+        network's parameters."""
         eta = self.config.eta if eta is None else eta
-        budget = self.budget(images)
+        if budget is None:
+            budget = self.budget(images)
         if raw is None:
             if target is None:
                 target = self.target(*images.shape[-2:])
@@ -234,26 +228,13 @@ class PerturbationGenerator(nn.Module):
         """Load strictly from a local folder or a Hub repo id (``hub``: revision, token, cache_dir,
         local_files_only, force_download). Problems are one-line errors
         (``WeightsUnavailableError`` / :class:`GeneratorCheckpointError`)."""
-        from safetensors.torch import load_file
-
         from .hub import resolve_file
 
         hint = "Pass a local checkpoint folder (--checkpoint or FASTPROTECT_CHECKPOINT)."
         config = read_config(resolve_file(location, CONFIG_NAME, hint=hint, **hub))
         weights = resolve_file(location, WEIGHTS_NAME, hint=hint, **hub)
         model = cls(config)
-        try:
-            state = load_file(str(weights))
-        except Exception as error:  # truncated or not a safetensors file
-            raise GeneratorCheckpointError(f"{weights}: unreadable weights ({type(error).__name__}: {error})") from error
-        expected = model.state_dict()
-        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        if missing or unexpected:
-            raise GeneratorCheckpointError(f"{weights}: weights do not match the config: missing {missing}, unexpected {unexpected}")
-        for name, tensor in state.items():
-            if tensor.shape != expected[name].shape:
-                raise GeneratorCheckpointError(f"{weights}: tensor {name!r} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}")
-        model.load_state_dict({name: tensor.float() for name, tensor in state.items()}, strict=True)
+        load_state_strictly(model, weights, GeneratorCheckpointError, what="the config")
         return model.eval()
 
     def parameter_count(self) -> int:

@@ -8,6 +8,10 @@ the environment variable or command-line flag that fixes it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -60,3 +64,25 @@ def resolve_file(
             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no detail'}). "
             f"The Hub may be unreachable (HF_HUB_OFFLINE set or no network). {hint}".strip()
         ) from error
+
+
+def load_state_strictly(model: "torch.nn.Module", weights_path: Path, error: type[Exception], *, what: str) -> None:
+    """Load ``weights_path`` (safetensors) into ``model`` strictly, each tensor cast to the model's dtype.
+
+    An unreadable file, missing or unexpected tensors and wrong shapes raise ``error`` with one line
+    naming the file (``what``: what the weights should have matched, for the message).
+    """
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(weights_path))
+    except Exception as failure:  # truncated or not a safetensors file
+        raise error(f"{weights_path}: unreadable weights ({type(failure).__name__}: {failure})") from failure
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise error(f"{weights_path}: checkpoint does not match {what}: missing tensors {missing}, unexpected tensors {unexpected}")
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise error(f"{weights_path}: tensor {name!r} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}")
+    model.load_state_dict({name: tensor.to(expected[name].dtype) for name, tensor in state.items()}, strict=True)

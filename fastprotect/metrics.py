@@ -68,3 +68,21 @@ def mimic_damage(perceptual: torch.nn.Module, clean: torch.Tensor, clean_round_t
     """LPIPS(D(E(x̂)), x) − LPIPS(D(E(x)), x) per sample: how much farther from the original the
     fine-tuner's view of the protected image is than its view of the clean one."""
     return perceptual(protected_round_trip, clean) - perceptual(clean_round_trip, clean)
+
+
+# ITU-R BT.601 luma weights (R, G, B), applied to the [0, 1] values as stored (no linearisation).
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+CONTRAST_WINDOW = 7
+
+
+def local_contrast(images: torch.Tensor, window: int = CONTRAST_WINDOW) -> torch.Tensor:
+    """Local contrast B×H×W: the standard deviation (population, 1/n) of the BT.601 luminance
+    Y = 0.299 R + 0.587 G + 0.114 B in the ``window``×``window`` square centred on each pixel, the
+    image reflect-padded by ``window // 2`` at its borders (sides of at least ``window // 2 + 1`` px)."""
+    weights = torch.tensor(LUMA_WEIGHTS, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    luma = (images.float() * weights).sum(1, keepdim=True)
+    pad = window // 2
+    padded = F.pad(luma, (pad, pad, pad, pad), mode="reflect")
+    mean = F.avg_pool2d(padded, window, stride=1)
+    mean_sq = F.avg_pool2d(padded * padded, window, stride=1)
+    return (mean_sq - mean * mean).clamp_min(0).sqrt()[:, 0]

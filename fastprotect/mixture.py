@@ -27,7 +27,7 @@ import torch
 from huggingface_hub import ModelCard, ModelCardData, PyTorchModelHubMixin
 from torch import nn
 
-from .hub import WeightsUnavailableError, resolve_file
+from .hub import WeightsUnavailableError, load_state_strictly, resolve_file
 from .targets import entropy_signature, target_patterns
 from .vocabulary import (
     AUTOENCODER_KINDS, DEFAULT_ETA, MAX_ETA, MIMIC_FAMILIES, MIMIC_FAMILY_OF_ENCODER, TARGET_NAMES, AutoencoderKind, check_eta,
@@ -217,27 +217,12 @@ class MixtureOfPerturbations(
         config: MixtureConfig | Mapping | None = None,
     ) -> MixtureOfPerturbations:
         """The mixin's loading hook: ``config.json`` (unless already checked) + ``model.safetensors``."""
-        from safetensors.torch import load_file
-
         hub = {"revision": revision, "cache_dir": cache_dir, "token": token, "local_files_only": local_files_only, "force_download": force_download}
         if not isinstance(config, MixtureConfig):  # the mixin's raw dict, or none: read the file strictly
             config = _read_config(resolve_file(model_id, CONFIG_NAME, hint=LOAD_HINT, **hub))
         weights_path = resolve_file(model_id, WEIGHTS_NAME, hint=LOAD_HINT, **hub)
         model = cls(config)
-        try:
-            state = load_file(str(weights_path))
-        except Exception as error:  # truncated or not a safetensors file
-            raise CheckpointError(f"{weights_path}: unreadable weights ({type(error).__name__}: {error})") from error
-        expected = model.state_dict()
-        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{weights_path}: checkpoint does not match MixtureConfig: missing tensors {missing}, unexpected tensors {unexpected}"
-            )
-        for name, tensor in state.items():
-            if tensor.shape != expected[name].shape:
-                raise CheckpointError(f"{weights_path}: tensor {name!r} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}")
-        model.load_state_dict({name: tensor.to(expected[name].dtype) for name, tensor in state.items()}, strict=True)
+        load_state_strictly(model, weights_path, CheckpointError, what="MixtureConfig")
         return model.eval()
 
     def _save_pretrained(self, save_directory: Path) -> None:

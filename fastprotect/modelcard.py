@@ -44,6 +44,14 @@ PROXY_NOTE = {
 DESCRIPTOR_WORDS = {"channel-mean-std": "per-channel mean/std", "layout-4x4": "per-channel 4×4 grid means (layout)"}
 
 
+# How to load any checkpoint folder (generator or mixture): the same three lines in every card.
+USE_SECTION = (
+    "## Use", "", "```python", "from fastprotect.protect import Protector",
+    "protector = Protector.from_pretrained(\"PATH_OR_REPO\")  # this folder, or its Hub repo id",
+    "result = protector.protect(\"photo.jpg\")", "```", "",
+)
+
+
 def _group_table(groups: list[dict[str, int]]) -> str:
     return "; ".join(f"group {k}: " + ", ".join(f"{d} {n}" for d, n in sorted(g.items())) for k, g in enumerate(groups))
 
@@ -113,14 +121,7 @@ def card_body(config: MixtureConfig, *, dtype: str = "fp32", training: Mapping[s
         f"| training | {_steps_line(training)} |",
         "| licence | MIT |",
         "",
-        "## Use",
-        "",
-        "```python",
-        "from fastprotect.protect import Protector",
-        "protector = Protector.from_pretrained(\"PATH_OR_REPO\")  # this folder, or its Hub repo id",
-        "result = protector.protect(\"photo.jpg\")",
-        "```",
-        "",
+        *USE_SECTION,
         f"Weights are looked up in this order: argument → environment variable → files bundled in this folder → the "
         f"Hub. A folder that bundles its encoder (`{config.encoder_kind}.safetensors`"
         + (", or `vae/`" if config.encoder_kind == "sd-vae" else "")
@@ -192,14 +193,7 @@ def generator_card(config: GeneratorConfig, *, parameters: int, training: Mappin
         f"{training.get('images', '?')} images |",
         "| licence | MIT |",
         "",
-        "## Use",
-        "",
-        "```python",
-        "from fastprotect.protect import Protector",
-        "protector = Protector.from_pretrained(\"PATH_OR_REPO\")  # this folder, or its Hub repo id",
-        "result = protector.protect(\"photo.jpg\")",
-        "```",
-        "",
+        *USE_SECTION,
         "The folder bundles the TAEF2 autoencoder (for the Space's proofs and metrics, not needed to protect) and the "
         "LPIPS AlexNet backbone (metrics), with their licences (LICENSE.taef2: MIT; LICENSE.lpips: BSD-2 + BSD-3).",
         "",

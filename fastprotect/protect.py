@@ -229,12 +229,12 @@ class Protector:
         generator = torch.Generator(device="cpu").manual_seed(seed)
 
         with torch.no_grad():
-            group = None
+            group, budget_map = None, None
             if self.generator is not None:  # no encoder at protection time: the target is the trained one
                 target_index = TARGET_NAMES.index(self.generator.config.target if target == "auto" else target)
                 report(0.25, "perturbation")
                 with self.timer(timings, "generate"):
-                    delta = self._generate(x, eta)
+                    delta, budget_map = self._generate(x, eta)
             else:
                 report(0.05, "assignment")
                 with self.timer(timings, "assign"):
@@ -298,7 +298,6 @@ class Protector:
                     self._fill_metrics(info, x, protected)
         timings["total"] = sum(value for key, value in timings.items() if key != "metrics")
         report(1.0, "done")
-        budget_map = self.generator.budget(x) if self.generator is not None else None
         return ProtectionResult(image=protected, perturbation=protected - x, lpips_map=lpips_map, info=info, budget_map=budget_map)
 
     # ----------------------------------------------------------------------------- helpers
@@ -340,17 +339,18 @@ class Protector:
             return result
         return delta + resize_tensor(result - start, height, width)
 
-    def _generate(self, x: torch.Tensor, eta: float) -> torch.Tensor:
-        """The generator's δ for x (1×3×H×W): its network runs on a copy whose long side is at most
-        the checkpoint's ``work_size`` (cost bounded whatever the photo's size); its raw pattern is
-        upsampled, then the budget map and energy cap are applied at full resolution."""
+    def _generate(self, x: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The generator's δ for x (1×3×H×W) and its full-size budget map: the network runs on a copy
+        whose long side is at most the checkpoint's ``work_size`` (cost bounded whatever the photo's
+        size); its raw pattern is upsampled, then the budget map and energy cap are applied at full resolution."""
         height, width = x.shape[-2:]
         work_h, work_w = fit_within(height, width, self.generator.config.work_size, min_side=8)
         small = x if (work_h, work_w) == (height, width) else resize_tensor(x, work_h, work_w)
         raw = self.generator.raw(small.contiguous(memory_format=torch.channels_last)).contiguous()
         if (work_h, work_w) != (height, width):
             raw = resize_tensor(raw, height, width)
-        return self.generator.perturbation(x, eta, raw=raw)
+        budget = self.generator.budget(x)
+        return self.generator.perturbation(x, eta, raw=raw, budget=budget), budget
 
     def _visibility_map(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """Spatial LPIPS of (x, x + δ) on a copy whose long side ≤ map_size, upsampled to H×W."""
