@@ -1,6 +1,6 @@
 """Protection vs random noise of the same energy, with every visibility measure (issue 10's protocol).
 
-    python -m benchmarks.noise_control [--per-domain 4] [--size 256] [--rows generator mixture noise pgd]
+    python -m benchmarks.noise_control [--per-domain 4] [--offset 0] [--size 256] [--rows generator mixture noise pgd]
 
 For held-out images of the bundled checkpoints' evaluation (checkpoints/taef2-mixture/eval.json's
 list, the first ``--per-domain`` of each domain; the generator never saw any image of that folder,
@@ -15,6 +15,10 @@ Row groups (``--rows``):
 * ``generator``: the bundled generator (the default) over η 4, 6, 8, 12 (its η-curve);
 * ``mixture``: the paper's mixture with adaptive strength over η 4, 8, 12, and times a texture
   mask after the fact (the negative result kept from the first study);
+* ``ablation``: the default generator at η 8 with one part taken away at inference (the texture
+  budget: floor 1, i.e. uniform; the energy cap), each ``--budget-variants FLOOR:CAP`` operating point
+  of the same network, and every ``--compare LABEL=FOLDER`` generator
+  (a training ablation: another run's export) at η 8;
 * ``pgd``: per-image references, 8 steps from a random start: plain PGD on the protection loss at
   η 4 and 8, the same under the generator's texture budget and energy cap (what per-image
   optimisation reaches under the generator's rules: its upper reference), and "perceptual PGD" (the same loss + ``PERCEPTUAL_WEIGHT`` · LPIPS-VGG(x̂, x), the judge's
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -43,7 +48,7 @@ from fastprotect.strength import quantise_within_budget
 from fastprotect.vocabulary import TARGET_NAMES, eta_from_levels
 
 DOMAINS = ("cartoon", "face", "object", "painting")
-ROW_GROUPS = ("noise", "generator", "mixture", "pgd")
+ROW_GROUPS = ("noise", "generator", "mixture", "ablation", "pgd")
 GENERATOR_ETAS = (4, 6, 8, 12)
 MIXTURE_ETAS = (4, 8, 12)
 MASKED = ((8, 1.0, 0.2), (12, 1.0, 0.1))  # (η levels, γ, floor) of the mixture × texture-mask rows
@@ -74,6 +79,32 @@ def protect_all(protector: Protector, images: torch.Tensor, eta: float, mask: to
             result = quantise_within_budget(x, (x + (result - x) * mask[i : i + 1]).clamp(0, 1), eta)
         out.append(result)
     return torch.cat(out), (time.perf_counter() - started) / len(images)
+
+
+def generator_variant(protector: Protector, **changes) -> Protector:
+    """A copy of a generator ``protector`` whose generator has ``changes`` in its config, same weights."""
+    model = PerturbationGenerator(replace(protector.generator.config, **changes))
+    model.load_state_dict(protector.generator.state_dict())
+    return Protector(protector.autoencoder, generator=model.eval(), perceptual=protector.perceptual)
+
+
+def parse_compare(text: str) -> tuple[str, Path]:
+    label, _, folder = text.partition("=")
+    if not label or not folder:
+        raise argparse.ArgumentTypeError(f"expected LABEL=FOLDER, got {text!r}")
+    return label, Path(folder)
+
+
+def parse_variant(text: str) -> tuple[float, float]:
+    floor, _, cap = text.partition(":")
+    try:
+        return float(floor), float(cap)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FLOOR:CAP (e.g. 0.2:3.0), got {text!r}") from None
+
+
+def variant_label(floor: float, cap: float) -> str:
+    return f"generator η 8 with texture-budget floor {floor:g} and energy cap {cap:g} (same network)"
 
 
 def per_image_pgd(protector: Protector, images: torch.Tensor, eta: float, *, perceptual=None, weight: float = 0.0,
@@ -110,11 +141,17 @@ def per_image_pgd(protector: Protector, images: torch.Tensor, eta: float, *, per
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.noise_control", description=__doc__.split("\n\n")[0])
     parser.add_argument("--per-domain", type=int, default=4)
+    parser.add_argument("--offset", type=int, default=0,
+                        help="skip the first OFFSET images of each domain (a second, disjoint sample: --offset 4)")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--rows", nargs="+", choices=ROW_GROUPS, default=list(ROW_GROUPS))
     parser.add_argument("--generator", type=Path, default=bundled_checkpoint("taef2-generator"), help="generator checkpoint folder")
     parser.add_argument("--mixture", type=Path, default=bundled_checkpoint("taef2-mixture"), help="mixture checkpoint folder")
     parser.add_argument("--generator-etas", type=int, nargs="+", default=list(GENERATOR_ETAS), help="η levels of the generator rows")
+    parser.add_argument("--compare", type=parse_compare, nargs="*", default=[], metavar="LABEL=FOLDER",
+                        help="more generator checkpoints for the ablation rows (other training runs)")
+    parser.add_argument("--budget-variants", type=parse_variant, nargs="*", default=[], metavar="FLOOR:CAP",
+                        help="more ablation rows: the default generator with this texture-budget floor and energy cap (levels at η 8)")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/noise_control_cpu_taef2.json"))
@@ -124,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(row_line(label, row) for label, row in json.loads(args.out.read_text())["rows"].items()))
         return 0
     listed = json.loads((bundled_checkpoint("taef2-mixture") / "eval.json").read_text())["images"]
-    names = [n for d in DOMAINS for n in [m for m in listed if m.startswith(d + "/")][: args.per_domain]]
+    names = [n for d in DOMAINS for n in [m for m in listed if m.startswith(d + "/")][args.offset : args.offset + args.per_domain]]
     domains = [name.split("/")[0] for name in names]
     images = torch.cat([centre_square(load_image(args.images / name).pixels, args.size) for name in names])
     mixture = Protector.from_pretrained(args.mixture)
@@ -168,6 +205,18 @@ def main(argv: list[str] | None = None) -> int:
         for levels, gamma, floor in MASKED:
             mask = texture_mask(images, gamma, floor, reference)
             score(f"mixture η {levels} × texture mask (γ {gamma:g}, floor {floor:g})", *protect_all(mixture, images, eta_from_levels(levels), mask))
+    if "ablation" in args.rows:
+        default = Protector.from_pretrained(args.generator)
+        eta = eta_from_levels(8)
+        score("generator η 8 without its texture budget (uniform: floor 1; same network and cap)",
+              *protect_all(generator_variant(default, mask_floor=1.0), images, eta), robust=True)
+        score("generator η 8 without its energy cap (same network and budget)",
+              *protect_all(generator_variant(default, rms_levels=255.0), images, eta), robust=True)
+        for floor, cap in args.budget_variants:
+            score(variant_label(floor, cap), *protect_all(generator_variant(default, mask_floor=floor, rms_levels=cap), images, eta),
+                  robust=True)
+        for label, folder in args.compare:
+            score(f"{label}, η 8", *protect_all(Protector.from_pretrained(folder), images, eta), robust=True)
     if "pgd" in args.rows:
         score(f"per-image PGD, {PGD_STEPS} steps, η 4", *per_image_pgd(mixture, images, eta_from_levels(4)))
         score(f"per-image PGD, {PGD_STEPS} steps, η 8", *per_image_pgd(mixture, images, eta_from_levels(8)), robust=True)

@@ -158,6 +158,14 @@ def replace_evaluation(text: str, evaluation: str) -> str:
     return f"{head}{section}{found}{tail}" if found else f"{text.rstrip()}\n\n{section}"
 
 
+def _eot_words(training: Mapping[str, Any], options: Mapping[str, Any]) -> str:
+    """How the card names the training transformations (older runs did not record them: resize / blur / noise)."""
+    if options.get("no_eot"):
+        return "without random transformations"
+    names = [n for n in training.get("transforms", ["identity", "resize", "blur", "noise"]) if n != "identity"]
+    return f"through random {' / '.join(n if n != 'jpeg' else 'JPEG' for n in names)} (expectation over transformations)"
+
+
 def generator_card(config: GeneratorConfig, *, parameters: int, training: Mapping[str, Any] | None = None,
                    evaluation: str | None = None) -> str:
     """The README.md (YAML header + markdown) of a generator checkpoint (fastprotect.generator).
@@ -202,11 +210,12 @@ def generator_card(config: GeneratorConfig, *, parameters: int, training: Mappin
         f"- data: {training.get('images', '?')} images of `{', '.join(options.get('data', [])) or '?'}` (the project's training pool: "
         "objects, faces, paintings, cartoons; faces are research-only). No evaluation image was used.",
         "- loss: remaining latent and feature distance to the target pattern, relative to the clean image's "
-        f"(λ = {options.get('feature_weight', '?')}), through random resize / blur / noise (expectation over transformations"
-        f"{', off' if options.get('no_eot') else ''}).",
+        f"(λ = {options.get('feature_weight', '?')}), {_eot_words(training, options)}.",
         f"- optimisation: Adam, lr {options.get('lr', '?')}, seed {options.get('seed', '?')}; wall time "
         f"{training.get('wall_time_s', '?')} s on {training.get('hardware', 'unknown hardware')}.",
     ]
+    if options.get("init"):
+        lines.append(f"- initialised from `{options['init']}` (fine-tuning: the steps above come on top of that checkpoint's own).")
     trained_cap = options.get("rms_levels")
     if trained_cap is not None and float(trained_cap) != config.rms_levels:
         lines.append(f"- energy cap: trained with an RMS cap of {float(trained_cap):g} levels; this folder applies "

@@ -100,3 +100,26 @@ def test_heldout_images_are_scaled_down_never_up(tmp_path) -> None:
     wide, small = load_heldout(paths, long_side=64)
     assert tuple(wide.shape[-2:]) == (32, 64) and tuple(small.shape[-2:]) == (20, 30)
     assert torch.allclose((wide * 255).round(), wide * 255, atol=1e-4)  # on the 8-bit grid
+
+
+def test_noise_control_ablation_variants_take_away_exactly_one_part() -> None:
+    """The ablation rows of benchmarks.noise_control: the same weights, one part of the generator off."""
+    from benchmarks.noise_control import generator_variant
+    from fastprotect.dummy import dummy_protector
+    from fastprotect.vocabulary import eta_from_levels
+
+    protector = dummy_protector(with_generator=True)
+    image = torch.full((1, 3, 48, 48), 0.5)
+    image[..., 24:] = torch.rand(1, 3, 48, 24, generator=torch.Generator().manual_seed(0))  # left flat, right texture
+    image = (image * 255).round() / 255  # on the 8-bit grid, as every loaded image is
+    eta = eta_from_levels(8)
+
+    def delta(p) -> torch.Tensor:
+        return p.protect(image, eta=eta, compute_metrics=False).image - image
+
+    uniform = generator_variant(protector, mask_floor=1.0)
+    assert torch.equal(next(uniform.generator.parameters()), next(protector.generator.parameters()))
+    assert delta(uniform)[..., :20].abs().mean() > 3 * delta(protector)[..., :20].abs().mean()  # flat area now gets budget
+    uncapped = generator_variant(protector, rms_levels=255.0)
+    assert delta(uncapped).pow(2).mean() >= delta(protector).pow(2).mean()
+    assert delta(uncapped).abs().max() <= eta + 1e-6  # the L∞ box stays

@@ -6,12 +6,18 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from fastprotect.dummy import dummy_autoencoder, dummy_generator, dummy_protector
 from fastprotect.generator import (
-    GeneratorCheckpointError, GeneratorConfig, PerturbationGenerator, cap_energy, psnr_floor_db, texture_budget,
+    GeneratorCheckpointError,
+    GeneratorConfig,
+    PerturbationGenerator,
+    cap_energy,
+    psnr_floor_db,
+    texture_budget,
 )
 from fastprotect.images import load_image, png_bytes
 from fastprotect.protect import Protector
@@ -136,25 +142,33 @@ def test_protected_png_round_trip_keeps_the_budget(tmp_path):
     assert int(((reread - image).abs().max() * 255).round()) <= 8
 
 
-def test_the_trainer_runs_resumes_and_writes_a_loadable_generator(tmp_path, monkeypatch):
+def trainer_folder(tmp_path, monkeypatch, domain: str, count: int):
+    """A training folder of ``count`` random 48² images under ``domain``, the trainer's encoder a
+    small dummy VAE: the setup of every trainer test. Returns the folder's root."""
     from PIL import Image
 
+    data = tmp_path / "data" / domain
+    data.mkdir(parents=True)
+    for index in range(count):
+        pixels = (torch.rand(48, 48, 3, generator=torch.Generator().manual_seed(index)) * 255).byte().numpy()
+        Image.fromarray(pixels).save(data / f"{domain[0]}{index}.png")
+    monkeypatch.setattr("fastprotect.encoders.load_autoencoder", lambda *a, **k: dummy_autoencoder("sd-vae"))
+    return tmp_path / "data"
+
+
+def test_the_trainer_runs_resumes_and_writes_a_loadable_generator(tmp_path, monkeypatch):
     import train.generator as trainer
 
-    data = tmp_path / "data" / "painting"
-    data.mkdir(parents=True)
-    for index in range(3):
-        pixels = (torch.rand(48, 48, 3, generator=torch.Generator().manual_seed(index)) * 255).byte().numpy()
-        Image.fromarray(pixels).save(data / f"p{index}.png")
-    monkeypatch.setattr("fastprotect.encoders.load_autoencoder", lambda *a, **k: dummy_autoencoder("sd-vae"))
+    data = trainer_folder(tmp_path, monkeypatch, "painting", 3)
     out = tmp_path / "run"
-    common = ["--data", str(tmp_path / "data"), "--out", str(out), "--batch", "2", "--crop", "32", "--load-size", "48",
+    common = ["--data", str(data), "--out", str(out), "--batch", "2", "--crop", "32", "--load-size", "48",
               "--width", "8", "--blocks", "1", "--save-every", "2", "--log-every", "1"]
     assert trainer.main([*common, "--steps", "2"]) == 0
     assert trainer.main([*common, "--steps", "3", "--resume"]) == 0
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [record["step"] for record in log] == [1, 2, 3]
     assert all(math.isfinite(record["loss"]) for record in log)
+    assert log[2]["elapsed_s"] >= log[1]["elapsed_s"]  # the resumed run's clock goes on from the snapshot's
     assert PerturbationGenerator.from_pretrained(out / "generator").config.width == 8
     exported = tmp_path / "export"
     assert trainer.main(["export", "--run", str(out), "--output", str(exported)]) == 0
@@ -168,8 +182,64 @@ def test_trainer_transforms_keep_shape_and_range():
     import train.generator as trainer
 
     images = torch.rand(2, 3, 40, 40)
-    for name, params in (("resize", {"scale": 0.5}), ("blur", {"sigma": 0.7}), ("noise", {"sigma": 0.01, "seed": 1}), ("identity", {})):
+    for name, params in (("resize", {"scale": 0.5}), ("blur", {"sigma": 0.7}), ("noise", {"sigma": 0.01, "seed": 1}),
+                         ("jpeg", {"quality": 60.0}), ("identity", {})):
         out = trainer.apply_transform(images, name, params)
         assert out.shape == images.shape
         assert out.min() >= -1e-6 and out.max() <= 1 + 1e-6
     assert not torch.equal(trainer.apply_transform(images, "blur", {"sigma": 0.7}), images)
+
+
+def test_the_training_jpeg_is_close_to_a_real_jpeg_codec_and_passes_gradients():
+    """The simulated JPEG must lose what Pillow's JPEG loses (much closer to the codec's output than
+    the input is), or training for robustness to it means nothing; and gradients must reach δ."""
+    import io
+
+    from PIL import Image
+
+    import train.generator as trainer
+
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")
+    smooth = torch.stack([yy, xx, (yy + xx) / 2])[None]
+    texture = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 0.3
+    image = ((smooth * 0.7 + texture).clamp(0, 1) * 255).round() / 255
+    buffer = io.BytesIO()
+    Image.fromarray((image[0].permute(1, 2, 0) * 255).round().byte().numpy()).save(buffer, "JPEG", quality=60)
+    codec = torch.from_numpy(np.array(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+    delta = torch.zeros_like(image, requires_grad=True)
+    simulated = trainer.apply_transform(image + delta, "jpeg", {"quality": 60.0})
+    assert (simulated - codec).abs().mean() < 0.5 * (image - codec).abs().mean()
+    simulated.sum().backward()
+    assert delta.grad is not None and delta.grad.abs().sum() > 0
+
+
+def test_init_fine_tunes_from_a_checkpoint_and_the_card_says_so(tmp_path, monkeypatch):
+    import train.generator as trainer
+
+    data = trainer_folder(tmp_path, monkeypatch, "object", 2)
+    start = PerturbationGenerator(GeneratorConfig(width=8, blocks=1, encoder_kind="sd-vae"))
+    torch.nn.init.constant_(next(start.parameters()), 0.25)
+    start.save_pretrained(tmp_path / "start")
+    common = ["--data", str(data), "--out", str(tmp_path / "run"), "--batch", "2", "--crop", "32",
+              "--load-size", "48", "--blocks", "1", "--steps", "1", "--lr", "1e-12"]
+    with pytest.raises(SystemExit):  # another architecture cannot be the starting point
+        trainer.main([*common, "--width", "16", "--init", str(tmp_path / "start")])
+    assert trainer.main([*common, "--width", "8", "--init", str(tmp_path / "start")]) == 0
+    tuned = PerturbationGenerator.from_pretrained(tmp_path / "run" / "generator")
+    assert torch.allclose(next(tuned.parameters()), next(start.parameters()), atol=1e-6)  # lr ≈ 0: still the start
+    assert trainer.main(["export", "--run", str(tmp_path / "run"), "--output", str(tmp_path / "export")]) == 0
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "initialised from" in card and "JPEG" in card
+
+
+def test_the_jpeg_share_can_be_set_and_the_other_transforms_keep_their_proportions():
+    import train.generator as trainer
+
+    weights = trainer.transform_weights(0.5)
+    jpeg = trainer.TRANSFORMS.index("jpeg")
+    assert math.isclose(sum(weights), 1.0) and weights[jpeg] == 0.5
+    others = [(w, d) for i, (w, d) in enumerate(zip(weights, trainer.TRANSFORM_WEIGHTS, strict=True)) if i != jpeg]
+    assert all(math.isclose(w / d, others[0][0] / others[0][1]) for w, d in others)
+    assert trainer.transform_weights() == trainer.TRANSFORM_WEIGHTS
+    with pytest.raises(SystemExit):
+        trainer.main(["--data", "x", "--out", "y", "--jpeg-weight", "1.5"])

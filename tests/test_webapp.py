@@ -241,3 +241,14 @@ def test_with_a_mimic_loaded_the_round_trip_uses_its_vae(ctx):
     seen = handlers.round_trip(ctx, out.last)
     assert "the VAE of Stable Diffusion 1.5 (the model a mimic would fine-tune)" in seen.markdown
     assert seen.clean.size == seen.protected.size
+
+
+def test_the_strength_presets_quote_the_measured_visibility_of_the_bundled_generator():
+    """The page's preset labels repeat numbers from the evaluation: they must be the numbers in the
+    results file of the shipped checkpoint's rows, not stale ones from an earlier checkpoint."""
+    import json
+
+    rows = json.loads((Path(__file__).parents[1] / "benchmarks/results/noise_control_cpu_taef2.json").read_text())["rows"]
+    for name, levels, lpips in handlers.PRESETS:
+        label = next(key for key in rows if key in (f"generator η {levels}", f"generator η {levels} (default)"))
+        assert round(rows[label]["all"]["lpips"], 3) == lpips, (name, label)

@@ -4,9 +4,9 @@
 
 Each step: random crops of the training images (random scale, flips); δ = generator(x) (texture
 budget and energy cap inside, so the loss always sees an admissible perturbation); a random
-transformation T, the same for x + δ and x (identity, resize down and back, blur, small noise:
+transformation T, the same for x + δ and x (identity, JPEG, resize down and back, blur, small noise:
 expectation over transformations, so the effect survives re-encoding and is not tuned to one exact
-pixel grid); and the loss
+pixel grid; ``--jpeg-weight`` sets JPEG's share); and the loss
 
     pull(x̂) = rel(E(T(x̂)), E(y)) / rel(E(T(x)), E(y)) + λ · mean_l [same for feature map l]
 
@@ -45,13 +45,28 @@ from fastprotect.vocabulary import TARGET_NAMES, eta_from_levels
 
 from . import data
 
-TRANSFORMS = ("identity", "resize", "blur", "noise")
-TRANSFORM_WEIGHTS = (0.4, 0.3, 0.15, 0.15)
+TRANSFORMS = ("identity", "resize", "blur", "noise", "jpeg")
+# JPEG carries the largest weight after identity: it is what a published image meets first, and the
+# first generator (trained without it) kept only 62 % of its damage through JPEG q75 (issue 10).
+TRANSFORM_WEIGHTS = (0.3, 0.2, 0.1, 0.1, 0.3)
+JPEG_QUALITIES = (50, 95)  # uniform range of the simulated JPEG quality
 
 
-def random_transform(images: torch.Tensor, generator: torch.Generator) -> tuple[str, dict]:
+def transform_weights(jpeg_weight: float | None = None) -> tuple[float, ...]:
+    """TRANSFORM_WEIGHTS, or with JPEG's share set to ``jpeg_weight`` and the others scaled to fill the rest."""
+    if jpeg_weight is None:
+        return TRANSFORM_WEIGHTS
+    if not 0 <= jpeg_weight <= 1:
+        raise ValueError(f"the JPEG share must be in [0, 1], got {jpeg_weight}")
+    jpeg = TRANSFORMS.index("jpeg")
+    others = sum(w for i, w in enumerate(TRANSFORM_WEIGHTS) if i != jpeg)
+    return tuple(jpeg_weight if i == jpeg else w * (1 - jpeg_weight) / others for i, w in enumerate(TRANSFORM_WEIGHTS))
+
+
+def random_transform(images: torch.Tensor, generator: torch.Generator,
+                     weights: tuple[float, ...] = TRANSFORM_WEIGHTS) -> tuple[str, dict]:
     """Draw one transformation (name, parameters) for a batch; :func:`apply_transform` applies it."""
-    pick = torch.multinomial(torch.tensor(TRANSFORM_WEIGHTS), 1, generator=generator).item()
+    pick = torch.multinomial(torch.tensor(weights), 1, generator=generator).item()
     name = TRANSFORMS[pick]
     u = float(torch.rand((), generator=generator))
     if name == "resize":
@@ -60,12 +75,17 @@ def random_transform(images: torch.Tensor, generator: torch.Generator) -> tuple[
         return name, {"sigma": 0.4 + 0.6 * u}
     if name == "noise":
         return name, {"sigma": 2 / 255, "seed": int(torch.randint(0, 2**31 - 1, (), generator=generator))}
+    if name == "jpeg":
+        low, high = JPEG_QUALITIES
+        return name, {"quality": low + (high - low) * u}
     return name, {}
 
 
 def apply_transform(images: torch.Tensor, name: str, params: dict) -> torch.Tensor:
     """Differentiable stand-ins for what happens to a published image: resize down and back
-    (bilinear, antialiased), Gaussian blur (JPEG's loss of high frequencies), additive noise."""
+    (bilinear, antialiased), Gaussian blur, additive noise, and JPEG (kornia's differentiable codec:
+    YCbCr, 4:2:0 chroma, 8×8 DCT quantised with the standard tables at the drawn quality, rounding
+    smoothed so that gradients flow)."""
     if name == "resize":
         h, w = images.shape[-2:]
         small = F.interpolate(images, size=(max(8, round(h * params["scale"])), max(8, round(w * params["scale"]))),
@@ -84,6 +104,12 @@ def apply_transform(images: torch.Tensor, name: str, params: dict) -> torch.Tens
     if name == "noise":
         noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(params["seed"])).to(images)
         return (images + noise * params["sigma"]).clamp(0, 1)
+    if name == "jpeg":
+        # kornia is a training-only dependency (the train extra), imported where it is used
+        from kornia.enhance import jpeg_codec_differentiable
+
+        quality = torch.full((images.shape[0],), float(params["quality"]), dtype=images.dtype, device=images.device)
+        return jpeg_codec_differentiable(images, quality).clamp(0, 1)
     return images
 
 
@@ -161,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", choices=TARGET_NAMES, default="mid")
     parser.add_argument("--feature-weight", type=float, default=1.0)
     parser.add_argument("--no-eot", action="store_true", help="train without the random transformations")
+    parser.add_argument("--jpeg-weight", type=float, default=None,
+                        help=f"share of steps that see JPEG (default {TRANSFORM_WEIGHTS[TRANSFORMS.index('jpeg')]:g}; the others keep their proportions)")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from this generator checkpoint folder's weights (fine-tuning; recorded in train_info.json)")
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -226,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 1 or args.batch < 1 or args.crop < 32:
         parser.error("--steps and --batch must be at least 1 and --crop at least 32")
+    if args.jpeg_weight is not None and not 0 <= args.jpeg_weight <= 1:
+        parser.error(f"--jpeg-weight must be in [0, 1], got {args.jpeg_weight}")
+    weights = transform_weights(args.jpeg_weight)
     if args.threads:
         torch.set_num_threads(args.threads)
     from fastprotect.bundle import bundled_checkpoint
@@ -238,7 +271,14 @@ def main(argv: list[str] | None = None) -> int:
         contrast_reference=args.contrast_reference, mask_floor=args.mask_floor, mask_gamma=args.mask_gamma,
         target=args.target, encoder_kind=args.encoder_kind,
     )
-    model = PerturbationGenerator(config).to(args.device).train()
+    model = PerturbationGenerator(config)
+    if args.init is not None:
+        initial = PerturbationGenerator.from_pretrained(args.init)
+        if (initial.config.width, initial.config.blocks) != (config.width, config.blocks):
+            parser.error(f"--init {args.init} has width {initial.config.width} and {initial.config.blocks} blocks, "
+                         f"not {config.width} and {config.blocks}")
+        model.load_state_dict(initial.state_dict())
+    model = model.to(args.device).train()
     optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
     rng = torch.Generator().manual_seed(args.seed)
     step = 0
@@ -253,7 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     images, names = load_images(args.data, args.load_size, args.cache)
     log = (args.out / "log.jsonl").open("a")
     print(f"{len(names)} training images, generator {model.parameter_count():,} parameters, from step {step}", flush=True)
-    started, window = time.perf_counter(), []
+    # A resumed run's wall time goes on from the snapshot's (the card reports the whole run's time).
+    earlier = [json.loads(line) for line in (args.out / "log.jsonl").read_text().splitlines()] if step else []
+    offset = next((r["elapsed_s"] for r in reversed(earlier) if r["step"] == step), 0.0)
+    started, window = time.perf_counter() - offset, []
     while step < args.steps:
         x = random_crops(images, args.batch, args.crop, rng).to(args.device)
         pattern = model.target(args.crop, args.crop, **random_window(args.crop, rng)).to(args.device)
@@ -261,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             target = encoder(pattern)
         delta = model.perturbation(x, target=pattern)
         protected = (x + delta).clamp(0, 1)
-        name, params = ("identity", {}) if args.no_eot else random_transform(x, rng)
+        name, params = ("identity", {}) if args.no_eot else random_transform(x, rng, weights)
         with torch.no_grad():
             clean = encoder(apply_transform(x, name, params))
         loss = normalised_pull(encoder(apply_transform(protected, name, params)), clean, target, args.feature_weight).mean()
@@ -271,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         step += 1
         window.append(float(loss.detach()))
         if step % args.log_every == 0 or step == args.steps:
+            # the JPEG share is logged per record: a resumed run may change it (the bundled run did, docs/TRAINING.md)
             record = {"step": step, "loss": sum(window) / len(window), "elapsed_s": round(time.perf_counter() - started, 1),
+                      "jpeg_weight": 0.0 if args.no_eot else weights[TRANSFORMS.index("jpeg")],
                       "rms_levels": float(delta.detach().pow(2).flatten(1).mean(1).sqrt().mean() * 255)}
             print(json.dumps(record), flush=True)
             log.write(json.dumps(record) + "\n")
@@ -284,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
             torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "rng": rng.get_state(), "step": step}, state_path)
             (args.out / "train_info.json").write_text(json.dumps(
                 {"config": asdict(config), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-                 | {"data": [str(d) for d in args.data]}, "step": step, "images": len(names)}, indent=1) + "\n")
+                 | {"data": [str(d) for d in args.data]}, "step": step, "images": len(names),
+                 "transforms": [] if args.no_eot else list(TRANSFORMS)}, indent=1) + "\n")
     return 0
 
 
