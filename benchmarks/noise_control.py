@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -83,9 +82,7 @@ def protect_all(protector: Protector, images: torch.Tensor, eta: float, mask: to
 
 def generator_variant(protector: Protector, **changes) -> Protector:
     """A copy of a generator ``protector`` whose generator has ``changes`` in its config, same weights."""
-    model = PerturbationGenerator(replace(protector.generator.config, **changes))
-    model.load_state_dict(protector.generator.state_dict())
-    return Protector(protector.autoencoder, generator=model.eval(), perceptual=protector.perceptual)
+    return Protector(protector.autoencoder, generator=protector.generator.with_config(**changes), perceptual=protector.perceptual)
 
 
 def parse_compare(text: str) -> tuple[str, Path]:

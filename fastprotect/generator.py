@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -239,6 +239,13 @@ class PerturbationGenerator(nn.Module):
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def with_config(self, **changes: Any) -> PerturbationGenerator:
+        """The same weights under a config with ``changes`` (an operating point: another energy cap or
+        texture-budget floor; the network itself is unchanged), in eval mode."""
+        model = type(self)(replace(self.config, **changes))
+        model.load_state_dict(self.state_dict())
+        return model.eval()
 
 
 def read_config(path: str | Path) -> GeneratorConfig:

@@ -12,12 +12,7 @@ import torch
 
 from fastprotect.dummy import dummy_autoencoder, dummy_generator, dummy_protector
 from fastprotect.generator import (
-    GeneratorCheckpointError,
-    GeneratorConfig,
-    PerturbationGenerator,
-    cap_energy,
-    psnr_floor_db,
-    texture_budget,
+    GeneratorCheckpointError, GeneratorConfig, PerturbationGenerator, cap_energy, psnr_floor_db, texture_budget,
 )
 from fastprotect.images import load_image, png_bytes
 from fastprotect.protect import Protector

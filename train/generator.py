@@ -33,7 +33,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -49,6 +49,7 @@ TRANSFORMS = ("identity", "resize", "blur", "noise", "jpeg")
 # JPEG carries the largest weight after identity: it is what a published image meets first, and the
 # first generator (trained without it) kept only 62 % of its damage through JPEG q75 (issue 10).
 TRANSFORM_WEIGHTS = (0.3, 0.2, 0.1, 0.1, 0.3)
+JPEG = TRANSFORMS.index("jpeg")
 JPEG_QUALITIES = (50, 95)  # uniform range of the simulated JPEG quality
 
 
@@ -58,9 +59,8 @@ def transform_weights(jpeg_weight: float | None = None) -> tuple[float, ...]:
         return TRANSFORM_WEIGHTS
     if not 0 <= jpeg_weight <= 1:
         raise ValueError(f"the JPEG share must be in [0, 1], got {jpeg_weight}")
-    jpeg = TRANSFORMS.index("jpeg")
-    others = sum(w for i, w in enumerate(TRANSFORM_WEIGHTS) if i != jpeg)
-    return tuple(jpeg_weight if i == jpeg else w * (1 - jpeg_weight) / others for i, w in enumerate(TRANSFORM_WEIGHTS))
+    others = sum(w for i, w in enumerate(TRANSFORM_WEIGHTS) if i != JPEG)
+    return tuple(jpeg_weight if i == JPEG else w * (1 - jpeg_weight) / others for i, w in enumerate(TRANSFORM_WEIGHTS))
 
 
 def random_transform(images: torch.Tensor, generator: torch.Generator,
@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--feature-weight", type=float, default=1.0)
     parser.add_argument("--no-eot", action="store_true", help="train without the random transformations")
     parser.add_argument("--jpeg-weight", type=float, default=None,
-                        help=f"share of steps that see JPEG (default {TRANSFORM_WEIGHTS[TRANSFORMS.index('jpeg')]:g}; the others keep their proportions)")
+                        help=f"share of steps that see JPEG (default {TRANSFORM_WEIGHTS[JPEG]:g}; the others keep their proportions)")
     parser.add_argument("--init", type=Path, default=None,
                         help="start from this generator checkpoint folder's weights (fine-tuning; recorded in train_info.json)")
     parser.add_argument("--save-every", type=int, default=200)
@@ -217,10 +217,7 @@ def export(run: Path, output: Path, *, evaluation: str | None = None, hardware: 
 
     model = PerturbationGenerator.from_pretrained(run / "generator")
     if rms_levels is not None:
-        state = model.state_dict()
-        model = PerturbationGenerator(replace(model.config, rms_levels=rms_levels))
-        model.load_state_dict(state)
-        model.eval()
+        model = model.with_config(rms_levels=rms_levels)
     info = json.loads((run / "train_info.json").read_text())
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     at_step = [r for r in records if r["step"] == info["step"]]  # the log can run past the last snapshot
@@ -256,9 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 1 or args.batch < 1 or args.crop < 32:
         parser.error("--steps and --batch must be at least 1 and --crop at least 32")
-    if args.jpeg_weight is not None and not 0 <= args.jpeg_weight <= 1:
-        parser.error(f"--jpeg-weight must be in [0, 1], got {args.jpeg_weight}")
-    weights = transform_weights(args.jpeg_weight)
+    try:
+        weights = transform_weights(args.jpeg_weight)
+    except ValueError as error:
+        parser.error(f"--jpeg-weight: {error}")
     if args.threads:
         torch.set_num_threads(args.threads)
     from fastprotect.bundle import bundled_checkpoint
@@ -316,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         if step % args.log_every == 0 or step == args.steps:
             # the JPEG share is logged per record: a resumed run may change it (the bundled run did, docs/TRAINING.md)
             record = {"step": step, "loss": sum(window) / len(window), "elapsed_s": round(time.perf_counter() - started, 1),
-                      "jpeg_weight": 0.0 if args.no_eot else weights[TRANSFORMS.index("jpeg")],
+                      "jpeg_weight": 0.0 if args.no_eot else weights[JPEG],
                       "rms_levels": float(delta.detach().pow(2).flatten(1).mean(1).sqrt().mean() * 255)}
             print(json.dumps(record), flush=True)
             log.write(json.dumps(record) + "\n")
