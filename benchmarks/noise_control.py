@@ -1,6 +1,6 @@
 """Protection vs random noise of the same energy, with every visibility measure (issue 10's protocol).
 
-    python -m benchmarks.noise_control [--per-domain 4] [--offset 0] [--size 256] [--rows generator mixture noise pgd]
+    python -m benchmarks.noise_control [--per-domain 4] [--offset 0] [--sample heldout|dev] [--size 256] [--rows generator mixture noise pgd]
 
 For held-out images of the bundled checkpoints' evaluation (checkpoints/taef2-mixture/eval.json's
 list, the first ``--per-domain`` of each domain; the generator never saw any image of that folder,
@@ -16,7 +16,7 @@ Row groups (``--rows``):
 * ``mixture``: the paper's mixture with adaptive strength over η 4, 8, 12, and times a texture
   mask after the fact (the negative result kept from the first study);
 * ``ablation``: the default generator at η 8 with one part taken away at inference (the texture
-  budget: floor 1, i.e. uniform; the energy cap), each ``--budget-variants FLOOR:CAP`` operating point
+  budget: floor 1, i.e. uniform; the energy cap; the shrunk copy the network runs on, when it has one), each ``--budget-variants FLOOR:CAP`` operating point
   of the same network, and every ``--compare LABEL=FOLDER`` generator
   (a training ablation: another run's export) at η 8;
 * ``pgd``: per-image references, 8 steps from a random start: plain PGD on the protection loss at
@@ -44,7 +44,7 @@ from fastprotect.losses import encode_target, protection_loss
 from fastprotect.perceptual import load_perceptual
 from fastprotect.protect import Protector
 from fastprotect.strength import quantise_within_budget
-from fastprotect.vocabulary import TARGET_NAMES, eta_from_levels
+from fastprotect.vocabulary import TARGET_NAMES, eta_from_levels, is_image_name
 
 DOMAINS = ("cartoon", "face", "object", "painting")
 ROW_GROUPS = ("noise", "generator", "mixture", "ablation", "pgd")
@@ -61,6 +61,19 @@ def centre_square(image: torch.Tensor, size: int) -> torch.Tensor:
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
     return (resize_tensor(image[..., top : top + side, left : left + side], size, size).clamp(0, 1) * 255).round() / 255
+
+
+def sample_names(sample: str, images: Path, per_domain: int, offset: int = 0) -> list[str]:
+    """The evaluated images, ``per_domain`` of each domain from the ``offset``-th on.
+
+    ``heldout``: the bundled mixture's held-out list (its eval.json), which no method here trained on;
+    ``dev``: every image of ``images`` in name order — held out for the generator (trained on
+    ../shared/data/pool) but not for the mixture, so only for the generator's rows."""
+    if sample == "heldout":
+        listed = json.loads((bundled_checkpoint("taef2-mixture") / "eval.json").read_text())["images"]
+    else:
+        listed = [f"{d}/{path.name}" for d in DOMAINS for path in sorted((images / d).iterdir()) if is_image_name(path.name)]
+    return [n for d in DOMAINS for n in [m for m in listed if m.startswith(d + "/")][offset : offset + per_domain]]
 
 
 def texture_mask(images: torch.Tensor, gamma: float, floor: float, reference: float) -> torch.Tensor:
@@ -138,6 +151,8 @@ def per_image_pgd(protector: Protector, images: torch.Tensor, eta: float, *, per
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.noise_control", description=__doc__.split("\n\n")[0])
     parser.add_argument("--per-domain", type=int, default=4)
+    parser.add_argument("--sample", choices=("heldout", "dev"), default="heldout",
+                        help="heldout: the mixture's held-out list (every row); dev: all of --images in name order (generator rows only)")
     parser.add_argument("--offset", type=int, default=0,
                         help="skip the first OFFSET images of each domain (a second, disjoint sample: --offset 4)")
     parser.add_argument("--size", type=int, default=256)
@@ -157,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.table_only:
         print("\n".join(row_line(label, row) for label, row in json.loads(args.out.read_text())["rows"].items()))
         return 0
-    listed = json.loads((bundled_checkpoint("taef2-mixture") / "eval.json").read_text())["images"]
-    names = [n for d in DOMAINS for n in [m for m in listed if m.startswith(d + "/")][args.offset : args.offset + args.per_domain]]
+    if args.sample == "dev" and set(args.rows) & {"mixture", "pgd"}:
+        parser.error("--sample dev holds the mixture's training images: use it with --rows noise generator ablation only")
+    names = sample_names(args.sample, args.images, args.per_domain, args.offset)
     domains = [name.split("/")[0] for name in names]
     images = torch.cat([centre_square(load_image(args.images / name).pixels, args.size) for name in names])
     mixture = Protector.from_pretrained(args.mixture)
@@ -166,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     harness = Harness(mixture.autoencoder, mixture.perceptual, mixture.target_images, perceptual_vgg=vgg, extended=True)
     targets = torch.full((len(images),), TARGET_NAMES.index("mid"), dtype=torch.long)  # damage does not depend on it
     rows: dict[str, dict] = {}
+    info = machine_info("cpu")
+    previous = json.loads(args.out.read_text())["rows"] if args.out.is_file() else {}
+    # every other checkpoint is loaded before the first row, so a bad folder fails in seconds, not after the rows
+    compared = [(label, Protector.from_pretrained(folder)) for label, folder in args.compare] if "ablation" in args.rows else []
 
     def score(label: str, protected: torch.Tensor, seconds: float | None = None, robust: bool = False) -> None:
         measured = harness.measure(images, protected, targets)
@@ -185,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                     values[f"survives_{name}"] = values[f"damage_{name}"] / max(values["damage"], 1e-6)
         rows[label]["all"]["seconds_per_image"] = seconds
         print(row_line(label, rows[label]), flush=True)
+        # written after every row: a failure late in a long run keeps the rows already measured
+        write_json(args.out, {"machine": info, "images": names, "size": args.size, "rows": previous | rows})
 
     if "noise" in args.rows:
         for levels in (4, 8):
@@ -209,11 +231,14 @@ def main(argv: list[str] | None = None) -> int:
               *protect_all(generator_variant(default, mask_floor=1.0), images, eta), robust=True)
         score("generator η 8 without its energy cap (same network and budget)",
               *protect_all(generator_variant(default, rms_levels=255.0), images, eta), robust=True)
+        if default.generator.config.net_downscale > 1:
+            score("generator η 8 with its network at full resolution (net_downscale 1; same weights, budget and cap)",
+                  *protect_all(generator_variant(default, net_downscale=1), images, eta), robust=True)
         for floor, cap in args.budget_variants:
             score(variant_label(floor, cap), *protect_all(generator_variant(default, mask_floor=floor, rms_levels=cap), images, eta),
                   robust=True)
-        for label, folder in args.compare:
-            score(f"{label}, η 8", *protect_all(Protector.from_pretrained(folder), images, eta), robust=True)
+        for label, other in compared:
+            score(f"{label}, η 8", *protect_all(other, images, eta), robust=True)
     if "pgd" in args.rows:
         score(f"per-image PGD, {PGD_STEPS} steps, η 4", *per_image_pgd(mixture, images, eta_from_levels(4)))
         score(f"per-image PGD, {PGD_STEPS} steps, η 8", *per_image_pgd(mixture, images, eta_from_levels(8)), robust=True)
@@ -222,8 +247,6 @@ def main(argv: list[str] | None = None) -> int:
               *per_image_pgd(mixture, images, eta_from_levels(8), budget=budget), robust=True)
         score(f"perceptual PGD (+{PERCEPTUAL_WEIGHT:g}·LPIPS-VGG), {PGD_STEPS} steps, η 8",
               *per_image_pgd(mixture, images, eta_from_levels(8), perceptual=vgg, weight=PERCEPTUAL_WEIGHT), robust=True)
-    info = machine_info("cpu")
-    previous = json.loads(args.out.read_text())["rows"] if args.out.is_file() else {}
     write_json(args.out, {"machine": info, "images": names, "size": args.size, "rows": previous | rows})
     print(f"\n{machine_line(info)}; {len(names)} held-out images at {args.size}²; results in {args.out}")
     return 0

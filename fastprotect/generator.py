@@ -15,6 +15,10 @@ the visibility budget already in the loop:
   convolutional, so any size and aspect ratio. It sees the image, the budget map and the target
   pattern ``y`` drawn over the image (:func:`fastprotect.targets.target_window`): a convolution has
   no idea where it is in the image, and the pull is towards a pattern at fixed positions.
+* ``net_downscale`` k — G runs on a copy shrunk k× (2 for the bundled checkpoint) and its pattern is
+  upsampled back (bilinear) before the budget map (full resolution) is applied. Detail finer than k
+  pixels is what JPEG's quantisation and a resize remove first and what buys the least damage per
+  unit of energy (measured, docs/EVALUATION.md), and the network costs 1/k² as much.
 * ``cap_r`` — an energy cap: the whole δ is scaled down so that its RMS is at most ``rms_levels``
   8-bit levels (PSNR ≥ 20·log10(255 / rms_levels) before rounding), whatever the image.
 
@@ -40,12 +44,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hub import load_state_strictly
+from .images import resize_tensor
 from .metrics import local_contrast
 from .targets import target_window
 from .vocabulary import AUTOENCODER_KINDS, DEFAULT_ETA, MAX_ETA, MIMIC_FAMILIES, MIMIC_FAMILY_OF_ENCODER, TARGET_NAMES, AutoencoderKind, check_eta
 
 METHOD = "generator"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 configs (no ``net_downscale``) still load: the field's absence meant a full-resolution network.
+READABLE_VERSIONS = (1, 2)
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
@@ -75,15 +82,19 @@ class GeneratorConfig:
     encoder_source: str = "madebyollin/taef2"
     encoder_subfolder: str | None = None
     work_size: int = 1024  # the generator runs on a copy whose long side is at most this
+    # The network runs on a copy shrunk by this factor and its pattern is upsampled (bilinear): a
+    # smoother pattern, which JPEG and resizes keep more of, at 1/k² of the network's cost (issue 10).
+    net_downscale: int = 1
 
     def __post_init__(self) -> None:
         if not self.mimic_base and self.encoder_kind in MIMIC_FAMILY_OF_ENCODER:
             object.__setattr__(self, "mimic_base", MIMIC_FAMILY_OF_ENCODER[self.encoder_kind])
         if self.method != METHOD:
             raise GeneratorCheckpointError(f"method must be {METHOD!r}; got {self.method!r}")
-        if self.format_version != FORMAT_VERSION:
-            raise GeneratorCheckpointError(f"format_version {self.format_version} is not supported (this fastprotect reads {FORMAT_VERSION})")
-        for name in ("width", "blocks", "contrast_window", "work_size"):
+        if self.format_version not in READABLE_VERSIONS:
+            raise GeneratorCheckpointError(f"format_version {self.format_version} is not supported (this fastprotect reads "
+                                           f"{', '.join(map(str, READABLE_VERSIONS))})")
+        for name in ("width", "blocks", "contrast_window", "work_size", "net_downscale"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise GeneratorCheckpointError(f"{name} must be a positive integer; got {value!r}")
@@ -184,10 +195,18 @@ class PerturbationGenerator(nn.Module):
         return target_window(self.config.target, height, width, **window)
 
     def raw(self, images: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
-        """G's output for images B×3×H×W: the pattern before budget and cap."""
+        """G's output for images B×3×H×W: the pattern before budget and cap, at the images' size.
+
+        With ``net_downscale`` k > 1 the network sees a copy shrunk k× (its budget map and target
+        window at that size) and its pattern is upsampled back (bilinear)."""
+        height, width = images.shape[-2:]
+        k = self.config.net_downscale
+        small = images if k == 1 else resize_tensor(images, max(8, round(height / k)), max(8, round(width / k)))
         if target is None:
-            target = self.target(*images.shape[-2:])
-        return self.net(images, self.budget(images), target.to(images))
+            target = self.target(*small.shape[-2:])
+        elif target.shape[-2:] != small.shape[-2:]:
+            target = resize_tensor(target, *small.shape[-2:])
+        return resize_tensor(self.net(small, self.budget(small), target.to(images)), height, width)
 
     def perturbation(self, images: torch.Tensor, eta: float | None = None, *, raw: torch.Tensor | None = None,
                      target: torch.Tensor | None = None, budget: torch.Tensor | None = None) -> torch.Tensor:
@@ -200,9 +219,7 @@ class PerturbationGenerator(nn.Module):
         if budget is None:
             budget = self.budget(images)
         if raw is None:
-            if target is None:
-                target = self.target(*images.shape[-2:])
-            raw = self.net(images, budget, target.to(images))
+            raw = self.raw(images, target)
         rms = self.config.rms_levels / 255 * eta / self.config.eta
         return cap_energy(eta * budget * raw, rms)
 
@@ -257,6 +274,8 @@ def read_config(path: str | Path) -> GeneratorConfig:
     if not isinstance(raw, dict):
         raise GeneratorCheckpointError(f"{path}: config.json must hold a JSON object")
     known = {field.name for field in fields(GeneratorConfig)}
+    if isinstance(raw.get("format_version"), int) and raw["format_version"] == 1:  # read as the current version
+        raw = {**raw, "format_version": FORMAT_VERSION, "net_downscale": raw.get("net_downscale", 1)}
     unexpected, missing = sorted(set(raw) - known), sorted(known - set(raw))
     if unexpected or missing:
         raise GeneratorCheckpointError(f"{path}: config fields do not match this fastprotect version: missing {missing}, unexpected {unexpected}")

@@ -158,6 +158,12 @@ def replace_evaluation(text: str, evaluation: str) -> str:
     return f"{head}{section}{found}{tail}" if found else f"{text.rstrip()}\n\n{section}"
 
 
+def _downscale_words(factor: int) -> str:
+    if factor == 1:
+        return ""
+    return f", shrunk {factor}× more; its pattern is upsampled (bilinear) to full size, so δ has no detail finer than {factor} px"
+
+
 def _eot_words(training: Mapping[str, Any], options: Mapping[str, Any]) -> str:
     """How the card names the training transformations (older runs did not record them: resize / blur / noise)."""
     if options.get("no_eot"):
@@ -195,7 +201,7 @@ def generator_card(config: GeneratorConfig, *, parameters: int, training: Mappin
         f"| texture budget | clamp(local contrast / {config.contrast_reference:g}, {config.mask_floor:g}, 1) ^ {config.mask_gamma:g}, "
         f"contrast = std of BT.601 luma in a {config.contrast_window}×{config.contrast_window} window |",
         f"| network | {parameters:,} parameters (width {config.width}, {config.blocks} residual blocks at 1/4 resolution), runs on a copy "
-        f"with long side ≤ {config.work_size} px |",
+        f"with long side ≤ {config.work_size} px{_downscale_words(config.net_downscale)} |",
         f"| target | `{config.target}` pattern (pull of the encoder's latent and features towards it) |",
         f"| training | {training.get('step', 'not recorded')} steps, batch {options.get('batch', '?')}, {options.get('crop', '?')}² crops, "
         f"{training.get('images', '?')} images |",
@@ -220,6 +226,11 @@ def generator_card(config: GeneratorConfig, *, parameters: int, training: Mappin
     if trained_cap is not None and float(trained_cap) != config.rms_levels:
         lines.append(f"- energy cap: trained with an RMS cap of {float(trained_cap):g} levels; this folder applies "
                      f"{config.rms_levels:g} (an inference-time operating point: the network is unchanged, the cap only scales δ down).")
+    trained_downscale = options.get("net_downscale", 1)  # runs from before the option trained at full resolution
+    if int(trained_downscale) != config.net_downscale:
+        lines.append(f"- network copy: trained with the network on a copy shrunk {int(trained_downscale)}×; this folder shrinks it "
+                     f"{config.net_downscale}× (an inference-time operating point: the same weights see a smaller copy and their "
+                     "pattern is upsampled).")
     lines += [""]
     if evaluation:
         lines += [EVALUATION_HEADING, "", EVAL_BEGIN, evaluation.strip("\n"), EVAL_END, ""]

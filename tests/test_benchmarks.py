@@ -123,3 +123,25 @@ def test_noise_control_ablation_variants_take_away_exactly_one_part() -> None:
     uncapped = generator_variant(protector, rms_levels=255.0)
     assert delta(uncapped).pow(2).mean() >= delta(protector).pow(2).mean()
     assert delta(uncapped).abs().max() <= eta + 1e-6  # the L∞ box stays
+    shrunk = generator_variant(protector, net_downscale=2)
+    assert torch.equal(next(shrunk.generator.parameters()), next(protector.generator.parameters()))
+    assert not torch.equal(delta(shrunk), delta(protector))  # the same weights on a half-size copy
+    assert delta(shrunk).abs().max() <= eta + 1e-6
+
+
+def test_noise_control_dev_sample_takes_each_domain_in_name_order_and_refuses_the_mixture_rows(tmp_path) -> None:
+    """--sample dev: the whole dev folder (the generator never trained on it), balanced per domain; the mixture did
+    train on most of it, so its rows are refused rather than reported on their own training images."""
+    from benchmarks import noise_control
+
+    for domain in noise_control.DOMAINS:
+        (tmp_path / domain).mkdir()
+        for index in (3, 1, 2):
+            (tmp_path / domain / f"{domain}_{index}.png").write_bytes(b"")
+        (tmp_path / domain / "notes.txt").write_text("not an image")
+    names = noise_control.sample_names("dev", tmp_path, per_domain=2, offset=1)
+    assert names == [f"{d}/{d}_{i}.png" for d in noise_control.DOMAINS for i in (2, 3)]
+    heldout = noise_control.sample_names("heldout", tmp_path, per_domain=1)
+    assert [n.split("/")[0] for n in heldout] == list(noise_control.DOMAINS)
+    with pytest.raises(SystemExit):
+        noise_control.main(["--sample", "dev", "--rows", "mixture", "--images", str(tmp_path)])

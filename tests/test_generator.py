@@ -92,6 +92,44 @@ def test_large_images_run_the_network_on_a_working_copy():
     assert result.image.shape[-2:] == (64, 128)
 
 
+def test_a_downscaled_network_sees_a_shrunk_copy_and_writes_a_smooth_full_size_pattern():
+    full = dummy_generator()
+    half = full.with_config(net_downscale=2)
+    seen: list[tuple[int, int]] = []
+    handle = half.net.register_forward_pre_hook(lambda module, inputs: seen.append(tuple(inputs[0].shape[-2:])))
+    image = half_flat_image(64, 96)
+    with torch.no_grad():
+        try:
+            delta = half.perturbation(image)
+        finally:
+            handle.remove()
+        sharp = full.raw(image)
+        smooth = half.raw(image)
+    assert seen == [(32, 48)]
+    assert delta.shape == image.shape and delta.abs().max() <= half.config.eta + 1e-6
+    # upsampled from half size: neighbouring pixels differ far less than in the full-resolution pattern
+    def step(pattern: torch.Tensor) -> float:
+        return float((pattern[..., 1:] - pattern[..., :-1]).abs().mean())
+    assert step(smooth) < 0.6 * step(sharp)
+    # a training crop's target window (full size) is shrunk with the image
+    with torch.no_grad():
+        assert half.perturbation(image, target=half.target(64, 96)).shape == image.shape
+
+
+def test_a_version_1_config_loads_as_a_full_resolution_network(tmp_path):
+    folder = dummy_generator().save_pretrained(tmp_path / "gen")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["format_version"] == 2 and config["net_downscale"] == 1
+    del config["net_downscale"]
+    (folder / "config.json").write_text(json.dumps(config | {"format_version": 1}))
+    assert PerturbationGenerator.from_pretrained(folder).config.net_downscale == 1
+    (folder / "config.json").write_text(json.dumps(config))  # version 2 must name it
+    with pytest.raises(GeneratorCheckpointError, match="missing \\['net_downscale'\\]"):
+        PerturbationGenerator.from_pretrained(folder)
+    with pytest.raises(GeneratorCheckpointError, match="net_downscale"):
+        GeneratorConfig(net_downscale=0)
+
+
 def test_save_and_load_round_trip_and_from_pretrained_dispatches_on_the_method(tmp_path, monkeypatch):
     model = dummy_generator(encoder_kind="taef2")
     folder = model.save_pretrained(tmp_path / "gen", card="# card\n")
@@ -225,6 +263,24 @@ def test_init_fine_tunes_from_a_checkpoint_and_the_card_says_so(tmp_path, monkey
     assert trainer.main(["export", "--run", str(tmp_path / "run"), "--output", str(tmp_path / "export")]) == 0
     card = (tmp_path / "export" / "README.md").read_text()
     assert "initialised from" in card and "JPEG" in card
+
+
+def test_the_network_copy_can_be_shrunk_in_training_and_at_export_and_the_card_says_so(tmp_path, monkeypatch):
+    import train.generator as trainer
+
+    data = trainer_folder(tmp_path, monkeypatch, "face", 2)
+    out = tmp_path / "run"
+    common = ["--data", str(data), "--out", str(out), "--batch", "2", "--crop", "32", "--load-size", "48",
+              "--width", "8", "--blocks", "1", "--steps", "1"]
+    with pytest.raises(SystemExit):
+        trainer.main([*common, "--net-downscale", "0"])
+    assert trainer.main([*common, "--net-downscale", "2"]) == 0
+    assert PerturbationGenerator.from_pretrained(out / "generator").config.net_downscale == 2
+    exported = tmp_path / "export"
+    assert trainer.main(["export", "--run", str(out), "--output", str(exported), "--net-downscale", "1"]) == 0
+    assert PerturbationGenerator.from_pretrained(exported).config.net_downscale == 1
+    card = (exported / "README.md").read_text()
+    assert "trained with the network on a copy shrunk 2×; this folder shrinks it 1×" in card
 
 
 def test_the_jpeg_share_can_be_set_and_the_other_transforms_keep_their_proportions():

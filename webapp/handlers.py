@@ -38,7 +38,7 @@ FAMILY_DISPLAY_NAMES: dict[str, str] = {"sd-1.5": "Stable Diffusion 1.5", "flux.
 # The strength presets, with what the evaluation measured for each η (docs/EVALUATION.md, issue 10's table;
 # benchmarks/results/noise_control_cpu_taef2.json, rows "generator η 4/8/12"): mean LPIPS-alex of the bundled
 # generator on 16 held-out images at 256², against TAEF2.
-PRESETS: tuple[tuple[str, int, float], ...] = (("Light", 4, 0.014), ("Standard", 8, 0.057), ("Strong", 12, 0.109))
+PRESETS: tuple[tuple[str, int, float], ...] = (("Light", 4, 0.011), ("Standard", 8, 0.047), ("Strong", 12, 0.091))
 PRESET_SOURCE = "mean LPIPS-alex on 16 held-out images, bundled generator, docs/EVALUATION.md"
 
 
