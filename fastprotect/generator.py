@@ -44,15 +44,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hub import load_state_strictly
-from .images import resize_tensor
+from .images import fit_within, resize_tensor
 from .metrics import local_contrast
 from .targets import target_window
 from .vocabulary import AUTOENCODER_KINDS, DEFAULT_ETA, MAX_ETA, MIMIC_FAMILIES, MIMIC_FAMILY_OF_ENCODER, TARGET_NAMES, AutoencoderKind, check_eta
 
 METHOD = "generator"
-FORMAT_VERSION = 2
-# Version 1 configs (no ``net_downscale``) still load: the field's absence meant a full-resolution network.
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 2  # read_config migrates version 1 (no ``net_downscale``: a full-resolution network)
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
@@ -91,9 +89,9 @@ class GeneratorConfig:
             object.__setattr__(self, "mimic_base", MIMIC_FAMILY_OF_ENCODER[self.encoder_kind])
         if self.method != METHOD:
             raise GeneratorCheckpointError(f"method must be {METHOD!r}; got {self.method!r}")
-        if self.format_version not in READABLE_VERSIONS:
+        if self.format_version != FORMAT_VERSION:
             raise GeneratorCheckpointError(f"format_version {self.format_version} is not supported (this fastprotect reads "
-                                           f"{', '.join(map(str, READABLE_VERSIONS))})")
+                                           f"{FORMAT_VERSION}, and 1 through read_config)")
         for name in ("width", "blocks", "contrast_window", "work_size", "net_downscale"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -197,16 +195,24 @@ class PerturbationGenerator(nn.Module):
     def raw(self, images: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         """G's output for images B×3×H×W: the pattern before budget and cap, at the images' size.
 
-        With ``net_downscale`` k > 1 the network sees a copy shrunk k× (its budget map and target
-        window at that size) and its pattern is upsampled back (bilinear)."""
+        The network sees a copy of :meth:`network_size` (its budget map and target window at that
+        size) and its pattern is upsampled back (bilinear): one resize down, one up, whatever the
+        photo's size."""
         height, width = images.shape[-2:]
-        k = self.config.net_downscale
-        small = images if k == 1 else resize_tensor(images, max(8, round(height / k)), max(8, round(width / k)))
+        size = self.network_size(height, width)
+        small = resize_tensor(images, *size).contiguous(memory_format=torch.channels_last)
         if target is None:
-            target = self.target(*small.shape[-2:])
-        elif target.shape[-2:] != small.shape[-2:]:
-            target = resize_tensor(target, *small.shape[-2:])
-        return resize_tensor(self.net(small, self.budget(small), target.to(images)), height, width)
+            target = self.target(*size)
+        elif target.shape[-2:] != size:
+            target = resize_tensor(target, *size)
+        return resize_tensor(self.net(small, self.budget(small), target.to(images)).contiguous(), height, width)
+
+    def network_size(self, height: int, width: int) -> tuple[int, int]:
+        """Where the network runs for an H×W image: the working copy (long side ≤ ``work_size``, cost
+        bounded for large photos) shrunk ``net_downscale``× more, at least 8 px a side."""
+        work_h, work_w = fit_within(height, width, self.config.work_size, min_side=8)
+        k = self.config.net_downscale
+        return max(8, round(work_h / k)), max(8, round(work_w / k))
 
     def perturbation(self, images: torch.Tensor, eta: float | None = None, *, raw: torch.Tensor | None = None,
                      target: torch.Tensor | None = None, budget: torch.Tensor | None = None) -> torch.Tensor:

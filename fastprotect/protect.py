@@ -340,15 +340,10 @@ class Protector:
         return delta + resize_tensor(result - start, height, width)
 
     def _generate(self, x: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """The generator's δ for x (1×3×H×W) and its full-size budget map: the network runs on a copy
-        whose long side is at most the checkpoint's ``work_size`` (cost bounded whatever the photo's
-        size); its raw pattern is upsampled, then the budget map and energy cap are applied at full resolution."""
-        height, width = x.shape[-2:]
-        work_h, work_w = fit_within(height, width, self.generator.config.work_size, min_side=8)
-        small = x if (work_h, work_w) == (height, width) else resize_tensor(x, work_h, work_w)
-        raw = self.generator.raw(small.contiguous(memory_format=torch.channels_last)).contiguous()
-        if (work_h, work_w) != (height, width):
-            raw = resize_tensor(raw, height, width)
+        """The generator's δ for x (1×3×H×W) and its full-size budget map: the network runs on a small
+        copy (``PerturbationGenerator.network_size``: cost bounded whatever the photo's size), its raw
+        pattern is upsampled, then the budget map and energy cap are applied at full resolution."""
+        raw = self.generator.raw(x)
         budget = self.generator.budget(x)
         return self.generator.perturbation(x, eta, raw=raw, budget=budget), budget
 
