@@ -23,6 +23,9 @@ Row groups (``--rows``):
   η 4 and 8, the same under the generator's texture budget and energy cap (what per-image
   optimisation reaches under the generator's rules: its upper reference), and "perceptual PGD" (the same loss + ``PERCEPTUAL_WEIGHT`` · LPIPS-VGG(x̂, x), the judge's
   other network, so that it is not tuned against the AlexNet LPIPS it is also scored with).
+``--mimic-encoder DIR`` scores every row through another encoder (``benchmarks.surrogate_encoder``: a
+network of another architecture distilled from TAEF2, read by TAEF2's decoder) while every
+protection is still made against TAEF2: transfer. Its rows go to their own ``--out`` by default.
 Needs the real weights (LPIPS VGG) from ``--weights``.
 """
 
@@ -31,17 +34,32 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import DEFAULT_IMAGES, DEFAULT_WEIGHTS, machine_info, machine_line, write_json
+from benchmarks.common import (
+    DEFAULT_IMAGES,
+    DEFAULT_WEIGHTS,
+    machine_info,
+    machine_line,
+    write_json,
+)
+from benchmarks.surrogate_encoder import load_surrogate, mimic_autoencoder
 from fastprotect.bundle import bundled_checkpoint
-from fastprotect.evaluation import Harness, local_contrast, matched_noise, summarise, transform
+from fastprotect.evaluation import (
+    Harness,
+    local_contrast,
+    matched_noise,
+    summarise,
+    transform,
+)
 from fastprotect.generator import PerturbationGenerator, cap_energy
 from fastprotect.images import load_image, resize_tensor
-from fastprotect.losses import encode_target, protection_loss
+from fastprotect.losses import encode_target
 from fastprotect.perceptual import load_perceptual
+from fastprotect.pgd import pgd_perturb
 from fastprotect.protect import Protector
 from fastprotect.strength import quantise_within_budget
 from fastprotect.vocabulary import TARGET_NAMES, eta_from_levels, is_image_name
@@ -53,6 +71,8 @@ MIXTURE_ETAS = (4, 8, 12)
 MASKED = ((8, 1.0, 0.2), (12, 1.0, 0.1))  # (η levels, γ, floor) of the mixture × texture-mask rows
 ROBUSTNESS = ("jpeg75", "resize-half")
 PGD_STEPS = 8
+DEFAULT_OUT = Path("benchmarks/results/noise_control_cpu_taef2.json")
+TRANSFER_OUT = Path("benchmarks/results/noise_control_transfer_surrogate.json")
 PERCEPTUAL_WEIGHT = 2.0  # λ of perceptual PGD: loss + λ · LPIPS-VGG(x̂, x)
 
 
@@ -119,10 +139,10 @@ def variant_label(floor: float, cap: float) -> str:
 
 def per_image_pgd(protector: Protector, images: torch.Tensor, eta: float, *, perceptual=None, weight: float = 0.0,
                   budget=None, steps: int = PGD_STEPS, seed: int = 0) -> tuple[torch.Tensor, float]:
-    """PGD on the protection loss towards the "mid" target (+ ``weight`` · perceptual(x̂, x) when
-    given), signed steps of η/4 from a seeded uniform start, projected to ±η and [0, 1]; 8-bit output.
-    ``budget``: a PerturbationGenerator whose texture budget (box ±η·m, steps scaled by m) and energy
-    cap (applied at the end) bound the search: per-image optimisation under the generator's rules."""
+    """The library's PGD (``fastprotect.pgd.pgd_perturb``) towards the "mid" target, one image at a time:
+    signed steps of η/4 from a seeded uniform start, + ``weight`` · perceptual(x̂, x) when given; 8-bit output.
+    ``budget``: a PerturbationGenerator whose texture budget (the box ±η·m, steps scaled by m) and
+    energy cap (applied at the end) bound the search: per-image optimisation under the generator's rules."""
     encoder = protector.encoder
     target_image = protector.target_images[TARGET_NAMES.index("mid") : TARGET_NAMES.index("mid") + 1]
     out, started = [], time.perf_counter()
@@ -130,22 +150,50 @@ def per_image_pgd(protector: Protector, images: torch.Tensor, eta: float, *, per
     for i in range(len(images)):
         x = images[i : i + 1]
         target = encode_target(encoder, target_image, *x.shape[-2:])
-        box = torch.ones_like(x[:, :1]) if budget is None else budget.budget(x)
-        delta = (torch.rand(x.shape, generator=generator) * 2 - 1) * eta * box
-        for _ in range(steps):
-            delta.requires_grad_(True)
-            protected = (x + delta).clamp(0, 1)
-            loss = protection_loss(encoder(protected), target).sum()
-            if perceptual is not None:
-                loss = loss + weight * perceptual(protected, x).sum()
-            (gradient,) = torch.autograd.grad(loss, delta)
-            with torch.no_grad():
-                step = delta - eta / 4 * gradient.sign() * box
-                delta = ((x + torch.maximum(torch.minimum(step, eta * box), -eta * box)).clamp(0, 1) - x).detach()
+        penalty = None if perceptual is None else (lambda protected, x=x: weight * perceptual(protected, x).flatten())
+        delta = pgd_perturb(encoder, x, target, eta=eta, steps=steps, random_start=True, generator=generator,
+                            box=None if budget is None else budget.budget(x), penalty=penalty)
         if budget is not None:
             delta = cap_energy(delta, budget.config.rms_levels / 255 * eta / budget.config.eta)
         out.append(quantise_within_budget(x, (x + delta).clamp(0, 1), eta))
     return torch.cat(out), (time.perf_counter() - started) / len(images)
+
+
+def measure_row(harness: Harness, images: torch.Tensor, protected: torch.Tensor, targets: torch.Tensor, domains: list[str],
+                robust: bool) -> dict[str, dict]:
+    """One table row, pooled ("all") and per domain: visibility, damage, same-PSNR noise damage, ratio, robustness."""
+    measured = harness.measure(images, protected, targets)
+    noise = harness.measure(images, matched_noise(images, protected, torch.Generator().manual_seed(0)), targets)
+    per_image = {key: measured[key] for key in ("lpips", "lpips_vgg", "psnr", "flat_ratio", "damage", "pull")}
+    per_image["noise_damage"] = noise["damage"]
+    if robust:
+        for name in ROBUSTNESS:
+            seen = transform(protected, name, torch.Generator().manual_seed(1))
+            seen_clean = transform(images, name, torch.Generator().manual_seed(1))
+            per_image[f"damage_{name}"] = harness.efficacy(images, seen, targets, seen_clean=seen_clean)["damage"]
+    summary = summarise(per_image, domains)
+    row = {domain: {**values, "ratio": values["damage"] / max(values["noise_damage"], 1e-6)} for domain, values in summary.items()}
+    if robust:
+        for values in row.values():
+            for name in ROBUSTNESS:
+                values[f"survives_{name}"] = values[f"damage_{name}"] / max(values["damage"], 1e-6)
+    return row
+
+
+@dataclass
+class Board:
+    """Where one mimic's scores go: its harness, its results file (rows kept from earlier runs) and its name."""
+
+    harness: Harness
+    out: Path
+    mimic: str
+    rows: dict[str, dict] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.previous = json.loads(self.out.read_text())["rows"] if self.out.is_file() else {}
+
+    def write(self, info: dict, names: list[str], size: int) -> None:
+        write_json(self.out, {"machine": info, "mimic": self.mimic, "images": names, "size": size, "rows": self.previous | self.rows})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="more ablation rows: the default generator with this texture-budget floor and energy cap (levels at η 8)")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/noise_control_cpu_taef2.json"))
+    parser.add_argument("--mimic-encoder", type=Path, default=None, metavar="DIR",
+                        help="also score every row through this surrogate encoder (benchmarks.surrogate_encoder): transfer")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results file (rows scored through TAEF2)")
+    parser.add_argument("--transfer-out", type=Path, default=TRANSFER_OUT, help="results file of the rows scored through --mimic-encoder")
     parser.add_argument("--table-only", action="store_true", help="print the table of the rows already in --out and exit")
     args = parser.parse_args(argv)
     if args.table_only:
@@ -179,34 +230,29 @@ def main(argv: list[str] | None = None) -> int:
     images = torch.cat([centre_square(load_image(args.images / name).pixels, args.size) for name in names])
     mixture = Protector.from_pretrained(args.mixture)
     vgg = load_perceptual("vgg", args.weights / "vgg16_lpips_features.safetensors")
-    harness = Harness(mixture.autoencoder, mixture.perceptual, mixture.target_images, perceptual_vgg=vgg, extended=True)
     targets = torch.full((len(images),), TARGET_NAMES.index("mid"), dtype=torch.long)  # damage does not depend on it
-    rows: dict[str, dict] = {}
     info = machine_info("cpu")
-    previous = json.loads(args.out.read_text())["rows"] if args.out.is_file() else {}
+    boards = [Board(Harness(mixture.autoencoder, mixture.perceptual, mixture.target_images, perceptual_vgg=vgg, extended=True),
+                    args.out, "TAEF2 (the encoder every protection here is made against)")]
+    if args.mimic_encoder is not None:
+        surrogate = mimic_autoencoder(load_surrogate(args.mimic_encoder), mixture.autoencoder)
+        boards.append(Board(Harness(surrogate, mixture.perceptual, mixture.target_images, perceptual_vgg=vgg, extended=True),
+                            args.transfer_out, f"surrogate encoder {args.mimic_encoder} + TAEF2 decoder (protections made against TAEF2)"))
     # every other checkpoint is loaded before the first row, so a bad folder fails in seconds, not after the rows
     compared = [(label, Protector.from_pretrained(folder)) for label, folder in args.compare] if "ablation" in args.rows else []
 
     def score(label: str, protected: torch.Tensor, seconds: float | None = None, robust: bool = False) -> None:
-        measured = harness.measure(images, protected, targets)
-        noise = harness.measure(images, matched_noise(images, protected, torch.Generator().manual_seed(0)), targets)
-        per_image = {key: measured[key] for key in ("lpips", "lpips_vgg", "psnr", "flat_ratio", "damage", "pull")}
-        per_image["noise_damage"] = noise["damage"]
-        if robust:
-            for name in ROBUSTNESS:
-                seen = transform(protected, name, torch.Generator().manual_seed(1))
-                seen_clean = transform(images, name, torch.Generator().manual_seed(1))
-                per_image[f"damage_{name}"] = harness.efficacy(images, seen, targets, seen_clean=seen_clean)["damage"]
-        summary = summarise(per_image, domains)
-        rows[label] = {domain: {**values, "ratio": values["damage"] / max(values["noise_damage"], 1e-6)} for domain, values in summary.items()}
-        if robust:
-            for values in rows[label].values():
-                for name in ROBUSTNESS:
-                    values[f"survives_{name}"] = values[f"damage_{name}"] / max(values["damage"], 1e-6)
-        rows[label]["all"]["seconds_per_image"] = seconds
-        print(row_line(label, rows[label]), flush=True)
-        # written after every row: a failure late in a long run keeps the rows already measured
-        write_json(args.out, {"machine": info, "images": names, "size": args.size, "rows": previous | rows})
+        on_taef2 = None
+        for board in boards:
+            row = measure_row(board.harness, images, protected, targets, domains, robust)
+            row["all"]["seconds_per_image"] = seconds
+            if on_taef2 is not None:  # the same protected images, scored through the surrogate: transfer
+                row["all"]["transfer"] = row["all"]["damage"] / max(on_taef2, 1e-6)
+            on_taef2 = row["all"]["damage"] if on_taef2 is None else on_taef2
+            board.rows[label] = row
+            print(row_line(label if board is boards[0] else f"{label} [through the surrogate]", row), flush=True)
+            # written after every row: a failure late in a long run keeps the rows already measured
+            board.write(info, names, args.size)
 
     if "noise" in args.rows:
         for levels in (4, 8):
@@ -247,8 +293,9 @@ def main(argv: list[str] | None = None) -> int:
               *per_image_pgd(mixture, images, eta_from_levels(8), budget=budget), robust=True)
         score(f"perceptual PGD (+{PERCEPTUAL_WEIGHT:g}·LPIPS-VGG), {PGD_STEPS} steps, η 8",
               *per_image_pgd(mixture, images, eta_from_levels(8), perceptual=vgg, weight=PERCEPTUAL_WEIGHT), robust=True)
-    write_json(args.out, {"machine": info, "images": names, "size": args.size, "rows": previous | rows})
-    print(f"\n{machine_line(info)}; {len(names)} held-out images at {args.size}²; results in {args.out}")
+    for board in boards:
+        board.write(info, names, args.size)
+        print(f"\n{machine_line(info)}; {len(names)} held-out images at {args.size}²; scored through {board.mimic}; results in {board.out}")
     return 0
 
 
@@ -266,9 +313,10 @@ def row_line(label: str, row: dict) -> str:
     per_domain = " · ".join(f"{d} {ratio_text(row[d])}" for d in DOMAINS if d in row)
     robust = " · ".join(f"{pooled[f'survives_{n}']:.0%}" for n in ROBUSTNESS if f"survives_{n}" in pooled) or "–"
     seconds = pooled.get("seconds_per_image")
+    transfer = f" | {pooled['transfer']:.0%}" if "transfer" in pooled else ""
     return (f"| {label} | {pooled['lpips']:.3f} | {pooled['lpips_vgg']:.3f} | {pooled['psnr']:.1f} | {pooled['flat_ratio']:.2f} "
             f"| {pooled['damage']:.3f} | {pooled['noise_damage']:.3f} | **{ratio_text(pooled)}** | {per_domain} | {pooled['pull']:.3f} "
-            f"| {robust} | {'–' if seconds is None else f'{seconds:.2f}'} |")
+            f"| {robust} | {'–' if seconds is None else f'{seconds:.2f}'}{transfer} |")
 
 
 HEADER = ("| row | LPIPS-alex | LPIPS-VGG | PSNR dB | flat ratio | damage | noise damage (same PSNR) | ratio | ratio per domain "

@@ -11,6 +11,7 @@ import torch
 from benchmarks import ablate_speed, latency
 from benchmarks.common import build_models, make_protector, parse_size, size_label
 from benchmarks.efficacy import load_heldout, make_harness, protect_and_measure
+from fastprotect.dummy import dummy_autoencoder
 from fastprotect.timing import StageTimer
 
 
@@ -145,3 +146,61 @@ def test_noise_control_dev_sample_takes_each_domain_in_name_order_and_refuses_th
     assert [n.split("/")[0] for n in heldout] == list(noise_control.DOMAINS)
     with pytest.raises(SystemExit):
         noise_control.main(["--sample", "dev", "--rows", "mixture", "--images", str(tmp_path)])
+
+
+def test_the_surrogate_encoder_learns_the_teachers_latents_and_reloads_exactly(tmp_path) -> None:
+    """benchmarks.surrogate_encoder: a different network distilled from the teacher, saved and loaded back."""
+    from benchmarks.surrogate_encoder import (
+        SurrogateEncoder,
+        distil,
+        load_surrogate,
+        mimic_autoencoder,
+        save_surrogate,
+    )
+
+    teacher = dummy_autoencoder("taef2", seed=1)
+    images = (torch.rand(6, 3, 48, 48, generator=torch.Generator().manual_seed(0)) * 255).round().to(torch.uint8)
+    widths = (8, 8, 16)
+    net, losses = distil(teacher.encoder, images, steps=60, batch=4, crop=32, lr=3e-3, widths=widths, blocks=1, log_every=10)
+    assert losses[-1] < 0.5 * losses[0]  # it learns the teacher's function, from its own random start
+    surrogate = SurrogateEncoder(net, widths)
+    x = images[:2].float() / 255
+    assert surrogate.encode(x).shape == teacher.encoder.encode(x).shape  # the teacher's latent space, so its decoder reads it
+    assert not any(p.requires_grad for p in surrogate.parameters())
+
+    save_surrogate(net, tmp_path / "s", {"widths": list(widths), "blocks": 1})
+    again = load_surrogate(tmp_path / "s")
+    assert torch.equal(again.encode(x), surrogate.encode(x))
+    mimic = mimic_autoencoder(again, teacher)
+    assert mimic.encoder is again and mimic.decoder is teacher.decoder and mimic.round_trip(x).shape == x.shape
+    with pytest.raises(FileNotFoundError, match="python -m benchmarks.surrogate_encoder"):
+        load_surrogate(tmp_path / "empty")
+
+
+def test_noise_control_rows_keep_earlier_rows_and_show_the_transfer_share(tmp_path) -> None:
+    """benchmarks.noise_control: a row measured through one mimic; the results file keeps the rows of earlier
+    runs; a row scored through the surrogate shows its damage as a share of TAEF2's (the transfer column)."""
+    from benchmarks.noise_control import Board, measure_row, row_line
+    from fastprotect.dummy import dummy_perceptual, dummy_protector
+    from fastprotect.evaluation import Harness
+
+    protector = dummy_protector()
+    harness = Harness(protector.autoencoder, dummy_perceptual(), protector.target_images, perceptual_vgg=dummy_perceptual(1), extended=True)
+    images = (torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).round() / 255
+    protected = (images + 0.03 * torch.randn(images.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    row = measure_row(harness, images, protected, torch.zeros(4, dtype=torch.long), ["cartoon", "cartoon", "face", "face"], robust=True)
+    assert set(row) == {"all", "cartoon", "face"}
+    pooled = row["all"]
+    assert pooled["ratio"] == pytest.approx(pooled["damage"] / max(pooled["noise_damage"], 1e-6))
+    assert {"survives_jpeg75", "survives_resize-half", "lpips_vgg", "flat_ratio"} <= pooled.keys()
+
+    out = tmp_path / "rows.json"
+    out.write_text(json.dumps({"rows": {"an earlier row": {"all": {}}}}))
+    board = Board(harness, out, "a dummy mimic")
+    board.rows["this row"] = row
+    board.write({"device": "cpu"}, ["cartoon/a.png"], 32)
+    written = json.loads(out.read_text())
+    assert set(written["rows"]) == {"an earlier row", "this row"} and written["mimic"] == "a dummy mimic"
+    assert "%" not in row_line("r", row).split("|")[-2]  # no transfer column through TAEF2 itself
+    pooled["transfer"] = 0.5
+    assert row_line("r", row).endswith("| 50% |")
