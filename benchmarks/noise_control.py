@@ -242,13 +242,14 @@ def main(argv: list[str] | None = None) -> int:
     compared = [(label, Protector.from_pretrained(folder)) for label, folder in args.compare] if "ablation" in args.rows else []
 
     def score(label: str, protected: torch.Tensor, seconds: float | None = None, robust: bool = False) -> None:
-        on_taef2 = None
+        on_taef2 = None  # boards[0] scores through TAEF2; the others show their damage as a share of it
         for board in boards:
             row = measure_row(board.harness, images, protected, targets, domains, robust)
             row["all"]["seconds_per_image"] = seconds
-            if on_taef2 is not None:  # the same protected images, scored through the surrogate: transfer
+            if on_taef2 is None:
+                on_taef2 = row["all"]["damage"]
+            else:  # the same protected images, scored through the surrogate: transfer
                 row["all"]["transfer"] = row["all"]["damage"] / max(on_taef2, 1e-6)
-            on_taef2 = row["all"]["damage"] if on_taef2 is None else on_taef2
             board.rows[label] = row
             print(row_line(label if board is boards[0] else f"{label} [through the surrogate]", row), flush=True)
             # written after every row: a failure late in a long run keeps the rows already measured

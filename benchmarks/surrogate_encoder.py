@@ -40,6 +40,8 @@ from fastprotect.vocabulary import is_image_name
 WEIGHTS_NAME = "surrogate_encoder.safetensors"
 CONFIG_NAME = "surrogate_encoder.json"
 WIDTHS = (64, 96, 128)  # one stride-2 stage each: 8× down like TAEF2
+BLOCKS = 2  # residual blocks per stage
+CROP = 128  # training crops, on the latent grid
 LATENT_CHANNELS = 32  # TAEF2's latent space: its decoder reads the surrogate's output
 
 
@@ -57,7 +59,7 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-def make_surrogate(widths: tuple[int, ...] = WIDTHS, blocks: int = 2, latent_channels: int = LATENT_CHANNELS) -> nn.Sequential:
+def make_surrogate(widths: tuple[int, ...] = WIDTHS, blocks: int = BLOCKS, latent_channels: int = LATENT_CHANNELS) -> nn.Sequential:
     """stem conv(3→32) → per width: 4×4 stride-2 conv, ``blocks`` residual blocks → GN, SiLU, conv → latent."""
     layers: list[nn.Module] = [nn.Conv2d(3, 32, 3, padding=1), nn.SiLU()]
     previous = 32
@@ -147,8 +149,8 @@ def random_crops(images: torch.Tensor, latents: torch.Tensor, batch: int, crop: 
     return pixels.float() / 255, windows.float()
 
 
-def distil(teacher: ImageEncoder, images: torch.Tensor, *, steps: int, batch: int = 16, crop: int = 128, lr: float = 2e-3,
-           widths: tuple[int, ...] = WIDTHS, blocks: int = 2, seed: int = 0, latents: torch.Tensor | None = None,
+def distil(teacher: ImageEncoder, images: torch.Tensor, *, steps: int, batch: int = 16, crop: int = CROP, lr: float = 2e-3,
+           widths: tuple[int, ...] = WIDTHS, blocks: int = BLOCKS, seed: int = 0, latents: torch.Tensor | None = None,
            log_every: int = 50) -> tuple[nn.Sequential, list[float]]:
     """Train a :func:`make_surrogate` network to reproduce ``teacher``'s latents of ``images`` (N×3×S×S uint8).
 
@@ -224,10 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     surrogate = SurrogateEncoder(net, WIDTHS)
     held_out = check_images(args.check, 4, 256) if args.check.is_dir() else []
     report = {
-        "widths": list(WIDTHS), "blocks": 2, "latent_channels": LATENT_CHANNELS,
+        "widths": list(WIDTHS), "blocks": BLOCKS, "latent_channels": LATENT_CHANNELS,
         "parameters": sum(p.numel() for p in net.parameters()),
         "teacher": "TAEF2 encoder", "data": [str(d) for d in args.data], "images": len(images), "steps": args.steps,
-        "batch": args.batch, "crop": 128, "seed": args.seed, "losses_every_50": losses,
+        "batch": args.batch, "crop": CROP, "seed": args.seed, "losses_every_50": losses,
         "seconds": round(time.perf_counter() - started, 1), "machine": machine_info("cpu"),
         "round_trip_psnr_heldout": None if not held_out else {
             "images": len(held_out),
