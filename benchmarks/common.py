@@ -32,6 +32,7 @@ from fastprotect import environment
 from fastprotect.dummy import dummy_autoencoder, dummy_mixture, dummy_perceptual
 from fastprotect.encoders import Autoencoder, load_autoencoder
 from fastprotect.generator import PerturbationGenerator
+from fastprotect.images import resize_tensor
 from fastprotect.mixture import MixtureOfPerturbations
 from fastprotect.protect import Protector
 from fastprotect.sources import checkpoint_method
@@ -197,6 +198,14 @@ def test_image_bytes(width: int, height: int, *, images: Path = DEFAULT_IMAGES, 
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
+
+
+def centre_square(image: torch.Tensor, size: int) -> torch.Tensor:
+    """The image's centred largest square, resized to ``size``² and rounded to 8 bits (the quality benchmarks' crops)."""
+    height, width = image.shape[-2:]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return (resize_tensor(image[..., top : top + side, left : left + side], size, size).clamp(0, 1) * 255).round() / 255
 
 
 def parse_size(text: str) -> tuple[int, int]:

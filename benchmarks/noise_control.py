@@ -12,15 +12,15 @@ share of the damage that survives JPEG q75 and resize-half (robustness).
 
 Row groups (``--rows``):
 * ``noise``: random ±4 and ±8 sign noise, the ratio's sanity check (≈ 1);
-* ``generator``: the bundled generator (the default) over η 4, 6, 8, 12 (its η-curve);
+* ``generator``: the bundled generator (the default) over ``--generator-etas`` (its η-curve; 4, 6, 8, 12);
 * ``mixture``: the paper's mixture with adaptive strength over η 4, 8, 12, and times a texture
   mask after the fact (the negative result kept from the first study);
 * ``ablation``: the default generator at η 8 with one part taken away at inference (the texture
   budget: floor 1, i.e. uniform; the energy cap; the shrunk copy the network runs on, when it has one), each ``--budget-variants FLOOR:CAP`` operating point
   of the same network, and every ``--compare LABEL=FOLDER`` generator
   (a training ablation: another run's export) at η 8;
-* ``pgd``: per-image references, 8 steps from a random start: plain PGD on the protection loss at
-  η 4 and 8, the same under the generator's texture budget and energy cap (what per-image
+* ``pgd``: per-image references, 8 steps from a random start: plain PGD on the protection loss over
+  ``--pgd-etas`` (4 and 8), the same under the generator's texture budget and energy cap (what per-image
   optimisation reaches under the generator's rules: its upper reference), and "perceptual PGD" (the same loss + ``PERCEPTUAL_WEIGHT`` · LPIPS-VGG(x̂, x), the judge's
   other network, so that it is not tuned against the AlexNet LPIPS it is also scored with).
 ``--mimic-encoder DIR`` scores every row through another encoder (``benchmarks.surrogate_encoder``: a
@@ -42,6 +42,7 @@ import torch
 from benchmarks.common import (
     DEFAULT_IMAGES,
     DEFAULT_WEIGHTS,
+    centre_square,
     machine_info,
     machine_line,
     write_json,
@@ -56,7 +57,7 @@ from fastprotect.evaluation import (
     transform,
 )
 from fastprotect.generator import PerturbationGenerator, cap_energy
-from fastprotect.images import load_image, resize_tensor
+from fastprotect.images import load_image
 from fastprotect.losses import encode_target
 from fastprotect.perceptual import load_perceptual
 from fastprotect.pgd import pgd_perturb
@@ -67,6 +68,7 @@ from fastprotect.vocabulary import TARGET_NAMES, eta_from_levels, is_image_name
 DOMAINS = ("cartoon", "face", "object", "painting")
 ROW_GROUPS = ("noise", "generator", "mixture", "ablation", "pgd")
 GENERATOR_ETAS = (4, 6, 8, 12)
+PGD_ETAS = (4, 8)  # plain PGD's η-curve; more points (--pgd-etas 2 3 4 6 8) draw its frontier (benchmarks.frontier)
 MIXTURE_ETAS = (4, 8, 12)
 MASKED = ((8, 1.0, 0.2), (12, 1.0, 0.1))  # (η levels, γ, floor) of the mixture × texture-mask rows
 ROBUSTNESS = ("jpeg75", "resize-half")
@@ -74,13 +76,6 @@ PGD_STEPS = 8
 DEFAULT_OUT = Path("benchmarks/results/noise_control_cpu_taef2.json")
 TRANSFER_OUT = Path("benchmarks/results/noise_control_transfer_surrogate.json")
 PERCEPTUAL_WEIGHT = 2.0  # λ of perceptual PGD: loss + λ · LPIPS-VGG(x̂, x)
-
-
-def centre_square(image: torch.Tensor, size: int) -> torch.Tensor:
-    height, width = image.shape[-2:]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    return (resize_tensor(image[..., top : top + side, left : left + side], size, size).clamp(0, 1) * 255).round() / 255
 
 
 def sample_names(sample: str, images: Path, per_domain: int, offset: int = 0) -> list[str]:
@@ -131,6 +126,10 @@ def parse_variant(text: str) -> tuple[float, float]:
         return float(floor), float(cap)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected FLOOR:CAP (e.g. 0.2:3.0), got {text!r}") from None
+
+
+def pgd_label(levels: int) -> str:
+    return f"per-image PGD, {PGD_STEPS} steps, η {levels}"
 
 
 def variant_label(floor: float, cap: float) -> str:
@@ -208,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generator", type=Path, default=bundled_checkpoint("taef2-generator"), help="generator checkpoint folder")
     parser.add_argument("--mixture", type=Path, default=bundled_checkpoint("taef2-mixture"), help="mixture checkpoint folder")
     parser.add_argument("--generator-etas", type=int, nargs="+", default=list(GENERATOR_ETAS), help="η levels of the generator rows")
+    parser.add_argument("--pgd-etas", type=int, nargs="+", default=list(PGD_ETAS), help="η levels of the plain per-image PGD rows")
     parser.add_argument("--compare", type=parse_compare, nargs="*", default=[], metavar="LABEL=FOLDER",
                         help="more generator checkpoints for the ablation rows (other training runs)")
     parser.add_argument("--budget-variants", type=parse_variant, nargs="*", default=[], metavar="FLOOR:CAP",
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         generator = Protector.from_pretrained(args.generator)
         for levels in args.generator_etas:
             label = f"generator η {levels}" + (" (default)" if levels == 8 else "")
-            score(label, *protect_all(generator, images, eta_from_levels(levels)), robust=levels == 8)
+            score(label, *protect_all(generator, images, eta_from_levels(levels)), robust=True)
     if "mixture" in args.rows:
         for levels in MIXTURE_ETAS:
             score(f"mixture, adaptive strength, η {levels}", *protect_all(mixture, images, eta_from_levels(levels)), robust=levels in (4, 8))
@@ -287,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         for label, other in compared:
             score(f"{label}, η 8", *protect_all(other, images, eta), robust=True)
     if "pgd" in args.rows:
-        score(f"per-image PGD, {PGD_STEPS} steps, η 4", *per_image_pgd(mixture, images, eta_from_levels(4)))
-        score(f"per-image PGD, {PGD_STEPS} steps, η 8", *per_image_pgd(mixture, images, eta_from_levels(8)), robust=True)
+        for levels in args.pgd_etas:
+            score(pgd_label(levels), *per_image_pgd(mixture, images, eta_from_levels(levels)), robust=True)
         budget = PerturbationGenerator.from_pretrained(args.generator)
         score(f"per-image PGD under the generator's texture budget and cap, {PGD_STEPS} steps, η 8",
               *per_image_pgd(mixture, images, eta_from_levels(8), budget=budget), robust=True)

@@ -31,7 +31,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from benchmarks.common import DEFAULT_IMAGES, machine_info, machine_line, write_json
+from benchmarks.common import (
+    DEFAULT_IMAGES,
+    centre_square,
+    machine_info,
+    machine_line,
+    write_json,
+)
 from fastprotect.encoders import Autoencoder, ImageEncoder, load_autoencoder
 from fastprotect.images import load_image
 from fastprotect.metrics import psnr
@@ -189,8 +195,6 @@ def round_trip_psnr(encoder: ImageEncoder, decoder, images: list[torch.Tensor]) 
 
 def check_images(folder: Path, count: int, size: int) -> list[torch.Tensor]:
     """The first ``count`` images of each domain folder of ``folder``, centre-cropped to ``size``² (held out)."""
-    from benchmarks.noise_control import centre_square
-
     out = []
     for domain in sorted(p for p in folder.iterdir() if p.is_dir()):
         for path in sorted(p for p in domain.iterdir() if is_image_name(p.name))[:count]:
@@ -212,7 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latent-cache", type=Path, default=None, help="a .pt file for the teacher's latents of them")
     parser.add_argument("--check", type=Path, default=DEFAULT_IMAGES, help="held-out images for the round-trip PSNR")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--widths", type=int, nargs="+", default=list(WIDTHS),
+                        help="channels of each stride-2 stage (another architecture: a second, independent stand-in)")
+    parser.add_argument("--blocks", type=int, default=BLOCKS, help="residual blocks per stage")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    widths = tuple(args.widths)
     started = time.perf_counter()
     taef2 = load_autoencoder("taef2", args.teacher)
     images, _ = load_images(args.data, args.size, args.cache)
@@ -222,11 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         latents = teacher_latents(taef2.encoder, images)
         if args.latent_cache is not None:
             torch.save(latents, args.latent_cache)
-    net, losses = distil(taef2.encoder, images, steps=args.steps, batch=args.batch, seed=args.seed, latents=latents)
-    surrogate = SurrogateEncoder(net, WIDTHS)
+    net, losses = distil(taef2.encoder, images, steps=args.steps, batch=args.batch, seed=args.seed, latents=latents,
+                         widths=widths, blocks=args.blocks)
+    surrogate = SurrogateEncoder(net, widths)
     held_out = check_images(args.check, 4, 256) if args.check.is_dir() else []
     report = {
-        "widths": list(WIDTHS), "blocks": BLOCKS, "latent_channels": LATENT_CHANNELS,
+        "widths": list(widths), "blocks": args.blocks, "latent_channels": LATENT_CHANNELS,
         "parameters": sum(p.numel() for p in net.parameters()),
         "teacher": "TAEF2 encoder", "data": [str(d) for d in args.data], "images": len(images), "steps": args.steps,
         "batch": args.batch, "crop": CROP, "seed": args.seed, "losses_every_50": losses,

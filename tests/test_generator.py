@@ -12,7 +12,12 @@ import torch
 
 from fastprotect.dummy import dummy_autoencoder, dummy_generator, dummy_protector
 from fastprotect.generator import (
-    GeneratorCheckpointError, GeneratorConfig, PerturbationGenerator, cap_energy, psnr_floor_db, texture_budget,
+    GeneratorCheckpointError,
+    GeneratorConfig,
+    PerturbationGenerator,
+    cap_energy,
+    psnr_floor_db,
+    texture_budget,
 )
 from fastprotect.images import load_image, png_bytes
 from fastprotect.protect import Protector
@@ -294,3 +299,42 @@ def test_the_jpeg_share_can_be_set_and_the_other_transforms_keep_their_proportio
     assert trainer.transform_weights() == trainer.TRANSFORM_WEIGHTS
     with pytest.raises(SystemExit):
         trainer.main(["--data", "x", "--out", "y", "--jpeg-weight", "1.5"])
+
+
+def test_an_ensemble_of_encoders_trains_on_each_ones_own_pull_and_logs_them(tmp_path, monkeypatch, capsys):
+    """--extra-encoder: the loss is the mean of every encoder's normalised pull (each in its own latent
+    space), the log shows each, and a single encoder's loss is exactly the old one."""
+    import train.generator as trainer
+    from benchmarks.surrogate_encoder import (
+        SurrogateEncoder,
+        make_surrogate,
+        save_surrogate,
+    )
+
+    data = trainer_folder(tmp_path, monkeypatch, "cartoon", 2)
+    torch.manual_seed(0)
+    net = make_surrogate((8, 8, 8), 1)
+    save_surrogate(net, tmp_path / "standin", {"widths": [8, 8, 8], "blocks": 1})
+    standin = SurrogateEncoder(net, (8, 8, 8))
+    main_encoder = dummy_autoencoder("sd-vae").encoder
+    x, pattern = torch.rand(2, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    protected = (x + 0.03 * torch.randn_like(x)).clamp(0, 1)
+    alone = trainer.ensemble_pull([main_encoder], protected, x, pattern, 1.0)
+    with torch.no_grad():
+        expected = trainer.normalised_pull(main_encoder(protected), main_encoder(x), main_encoder(pattern), 1.0).mean()
+    assert alone.shape == (1,) and torch.allclose(alone[0], expected)
+    both = trainer.ensemble_pull([main_encoder, standin], protected, x, pattern, 1.0)
+    assert both.shape == (2,) and torch.allclose(both[0], alone[0]) and not torch.allclose(both[1], both[0])
+
+    out = tmp_path / "run"
+    common = ["--data", str(data), "--out", str(out), "--batch", "2", "--crop", "32", "--load-size", "48",
+              "--width", "8", "--blocks", "1", "--steps", "2", "--log-every", "1"]
+    assert trainer.main([*common, "--extra-encoder", str(tmp_path / "standin")]) == 0
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert all(len(r["loss_per_encoder"]) == 2 for r in log)
+    assert all(math.isclose(r["loss"], sum(r["loss_per_encoder"]) / 2, rel_tol=1e-4) for r in log)
+    assert json.loads((out / "train_info.json").read_text())["args"]["extra_encoder"] == [str(tmp_path / "standin")]
+    for bad in (str(tmp_path / "nothing-here"), "no-such-kind=somewhere"):
+        with pytest.raises(SystemExit):
+            trainer.main([*common, "--out", str(tmp_path / "bad"), "--extra-encoder", bad])
+        assert "Traceback" not in capsys.readouterr().err

@@ -18,6 +18,12 @@ the clean image's own distance makes every image count alike, whatever its conte
 latents far from any pattern and would otherwise dominate or vanish). The decoder is never used:
 optimising through a tiny distilled decoder fools it rather than the mimic (issue 10).
 
+Ensembles (``--extra-encoder``, for transfer): the loss is the mean of each encoder's own normalised
+pull (its own target latent and clean distance, so encoders with other latent spaces count alike):
+``KIND=SOURCE`` loads another VAE (e.g. the SD VAE from the Hub on a machine that reaches it), a folder
+loads a stand-in distilled by ``benchmarks.surrogate_encoder``. Measure transfer on an encoder that is
+*not* in the ensemble (a stand-in trained with another seed and architecture is the offline option).
+
 Snapshots (``--save-every``) hold the generator (``PerturbationGenerator.save_pretrained``) and
 ``state.pt`` (optimiser, step, RNG) so ``--resume`` continues the same run.
 
@@ -167,12 +173,45 @@ def load_images(roots: list[Path], size: int, cache: Path | None) -> tuple[torch
     return images, names
 
 
+def load_extra_encoder(spec: str, device: str):
+    """One ``--extra-encoder``: ``KIND=SOURCE`` (fastprotect.encoders.load_autoencoder's encoder) or a
+    benchmarks.surrogate_encoder folder. Raises FileNotFoundError / ValueError with a one-line message."""
+    from fastprotect.encoders import load_autoencoder
+    from fastprotect.vocabulary import AUTOENCODER_KINDS
+
+    kind, sep, source = spec.partition("=")
+    if sep and kind in AUTOENCODER_KINDS:
+        return load_autoencoder(kind, source, with_decoder=False, device=device).encoder
+    if sep:
+        raise ValueError(f"--extra-encoder {spec}: unknown kind {kind!r}; expected one of {AUTOENCODER_KINDS} or a folder")
+    # a distilled stand-in lives with the benchmarks that measure transfer on it (a repository checkout)
+    from benchmarks.surrogate_encoder import load_surrogate
+
+    return load_surrogate(Path(spec)).to(device)
+
+
+def ensemble_pull(encoders: list, protected_seen: torch.Tensor, clean_seen: torch.Tensor, pattern: torch.Tensor,
+                  feature_weight: float) -> torch.Tensor:
+    """Per-encoder mean normalised pull (E): each encoder's own target latent and clean distance, so
+    encoders with other latent spaces or scales count alike; the training loss is its mean."""
+    losses = []
+    for encoder in encoders:
+        with torch.no_grad():
+            target, clean = encoder(pattern), encoder(clean_seen)
+        losses.append(normalised_pull(encoder(protected_seen), clean, target, feature_weight).mean())
+    return torch.stack(losses)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(prog="python -m train.generator", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="image folders (never the evaluation images)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--encoder-kind", default="taef2")
     parser.add_argument("--encoder-source", default=None, help="local folder or Hub id of the encoder (default: the bundled TAEF2)")
+    parser.add_argument("--extra-encoder", nargs="*", default=[], metavar="SPEC",
+                        help="more encoders the loss averages over (an ensemble, for transfer): KIND=SOURCE as for "
+                             "--encoder-kind/--encoder-source (e.g. sd-vae=stabilityai/sd-vae-ft-mse), or a folder holding a "
+                             "stand-in trained by benchmarks.surrogate_encoder")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, default=128)
@@ -275,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
 
     source = args.encoder_source or str(bundled_checkpoint())
     encoder = load_autoencoder(args.encoder_kind, source, with_decoder=False, device=args.device).encoder
+    try:
+        encoders = [encoder] + [load_extra_encoder(spec, args.device) for spec in args.extra_encoder]
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
     config = GeneratorConfig(
         width=args.width, blocks=args.blocks, eta=eta_from_levels(args.eta_levels), rms_levels=args.rms_levels,
         contrast_reference=args.contrast_reference, mask_floor=args.mask_floor, mask_gamma=args.mask_gamma,
@@ -309,24 +352,25 @@ def main(argv: list[str] | None = None) -> int:
     while step < args.steps:
         x = random_crops(images, args.batch, args.crop, rng).to(args.device)
         pattern = model.target(args.crop, args.crop, **random_window(args.crop, rng)).to(args.device)
-        with torch.no_grad():
-            target = encoder(pattern)
         delta = model.perturbation(x, target=pattern)
         protected = (x + delta).clamp(0, 1)
         name, params = ("identity", {}) if args.no_eot else random_transform(x, rng, weights)
-        with torch.no_grad():
-            clean = encoder(apply_transform(x, name, params))
-        loss = normalised_pull(encoder(apply_transform(protected, name, params)), clean, target, args.feature_weight).mean()
+        per_encoder = ensemble_pull(encoders, apply_transform(protected, name, params), apply_transform(x, name, params),
+                                    pattern, args.feature_weight)
+        loss = per_encoder.mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         step += 1
-        window.append(float(loss.detach()))
+        window.append(per_encoder.detach())
         if step % args.log_every == 0 or step == args.steps:
             # the JPEG share is logged per record: a resumed run may change it (the bundled run did, docs/TRAINING.md)
-            record = {"step": step, "loss": sum(window) / len(window), "elapsed_s": round(time.perf_counter() - started, 1),
+            means = torch.stack(window).mean(0)
+            record = {"step": step, "loss": float(means.mean()), "elapsed_s": round(time.perf_counter() - started, 1),
                       "jpeg_weight": 0.0 if args.no_eot else weights[JPEG],
                       "rms_levels": float(delta.detach().pow(2).flatten(1).mean(1).sqrt().mean() * 255)}
+            if len(encoders) > 1:  # each encoder's pull: is the ensemble learning all of them or one?
+                record["loss_per_encoder"] = [round(float(v), 5) for v in means]
             print(json.dumps(record), flush=True)
             log.write(json.dumps(record) + "\n")
             log.flush()
