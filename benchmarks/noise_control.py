@@ -22,7 +22,9 @@ Row groups (``--rows``):
 * ``pgd``: per-image references, 8 steps from a random start: plain PGD on the protection loss over
   ``--pgd-etas`` (4 and 8), the same under the generator's texture budget and energy cap (what per-image
   optimisation reaches under the generator's rules: its upper reference), and "perceptual PGD" (the same loss + ``PERCEPTUAL_WEIGHT`` · LPIPS-VGG(x̂, x), the judge's
-  other network, so that it is not tuned against the AlexNet LPIPS it is also scored with).
+  other network, so that it is not tuned against the AlexNet LPIPS it is also scored with);
+* ``eot``: "EOT-PGD" at η 4 and 8: plain PGD with the differentiable JPEG in half of its steps, as the
+  generator trains (the per-image reference for robustness).
 ``--mimic-encoder DIR`` scores every row through another encoder (``benchmarks.surrogate_encoder``: a
 network of another architecture distilled from TAEF2, read by TAEF2's decoder) while every
 protection is still made against TAEF2: transfer. Its rows go to their own ``--out`` by default.
@@ -66,8 +68,9 @@ from fastprotect.strength import quantise_within_budget
 from fastprotect.vocabulary import TARGET_NAMES, eta_from_levels, is_image_name
 
 DOMAINS = ("cartoon", "face", "object", "painting")
-ROW_GROUPS = ("noise", "generator", "mixture", "ablation", "pgd")
+ROW_GROUPS = ("noise", "generator", "mixture", "ablation", "pgd", "eot")
 GENERATOR_ETAS = (4, 6, 8, 12)
+EOT_ETAS = (4, 8)  # EOT-PGD: plain PGD with JPEG in its loop, the per-image reference for robustness
 PGD_ETAS = (4, 8)  # plain PGD's η-curve; more points (--pgd-etas 2 3 4 6 8) draw its frontier (benchmarks.frontier)
 MIXTURE_ETAS = (4, 8, 12)
 MASKED = ((8, 1.0, 0.2), (12, 1.0, 0.1))  # (η levels, γ, floor) of the mixture × texture-mask rows
@@ -136,12 +139,29 @@ def variant_label(floor: float, cap: float) -> str:
     return f"generator η 8 with texture-budget floor {floor:g} and energy cap {cap:g} (same network)"
 
 
+def jpeg_half_the_time(seed: int = 0):
+    """EOT-PGD's transformation: at each call, with probability 1/2, the differentiable JPEG the generator trains
+    with (train.generator.apply_transform, quality uniform in its JPEG_QUALITIES), else the identity — the same
+    JPEG share (0.5) as the default generator's last training stage. Seeded: the same draws every run."""
+    from train.generator import JPEG_QUALITIES, apply_transform
+
+    draws = torch.Generator().manual_seed(seed)
+    low, high = JPEG_QUALITIES
+
+    def transform(images: torch.Tensor) -> torch.Tensor:
+        u, quality = torch.rand(2, generator=draws).tolist()
+        return apply_transform(images, "jpeg", {"quality": low + (high - low) * quality}) if u < 0.5 else images
+
+    return transform
+
+
 def per_image_pgd(protector: Protector, images: torch.Tensor, eta: float, *, perceptual=None, weight: float = 0.0,
-                  budget=None, steps: int = PGD_STEPS, seed: int = 0) -> tuple[torch.Tensor, float]:
+                  budget=None, steps: int = PGD_STEPS, seed: int = 0, eot: bool = False) -> tuple[torch.Tensor, float]:
     """The library's PGD (``fastprotect.pgd.pgd_perturb``) towards the "mid" target, one image at a time:
     signed steps of η/4 from a seeded uniform start, + ``weight`` · perceptual(x̂, x) when given; 8-bit output.
     ``budget``: a PerturbationGenerator whose texture budget (the box ±η·m, steps scaled by m) and
-    energy cap (applied at the end) bound the search: per-image optimisation under the generator's rules."""
+    energy cap (applied at the end) bound the search: per-image optimisation under the generator's rules.
+    ``eot``: each step's loss is taken through :func:`jpeg_half_the_time` (EOT-PGD)."""
     encoder = protector.encoder
     target_image = protector.target_images[TARGET_NAMES.index("mid") : TARGET_NAMES.index("mid") + 1]
     out, started = [], time.perf_counter()
@@ -151,7 +171,8 @@ def per_image_pgd(protector: Protector, images: torch.Tensor, eta: float, *, per
         target = encode_target(encoder, target_image, *x.shape[-2:])
         penalty = None if perceptual is None else (lambda protected, x=x: weight * perceptual(protected, x).flatten())
         delta = pgd_perturb(encoder, x, target, eta=eta, steps=steps, random_start=True, generator=generator,
-                            box=None if budget is None else budget.budget(x), penalty=penalty)
+                            box=None if budget is None else budget.budget(x), penalty=penalty,
+                            transform=jpeg_half_the_time(seed + i) if eot else None)
         if budget is not None:
             delta = cap_energy(delta, budget.config.rms_levels / 255 * eta / budget.config.eta)
         out.append(quantise_within_budget(x, (x + delta).clamp(0, 1), eta))
@@ -223,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.table_only:
         print("\n".join(row_line(label, row) for label, row in json.loads(args.out.read_text())["rows"].items()))
         return 0
-    if args.sample == "dev" and set(args.rows) & {"mixture", "pgd"}:
+    if args.sample == "dev" and set(args.rows) & {"mixture", "pgd", "eot"}:
         parser.error("--sample dev holds the mixture's training images: use it with --rows noise generator ablation only")
     names = sample_names(args.sample, args.images, args.per_domain, args.offset)
     domains = [name.split("/")[0] for name in names]
@@ -294,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
               *per_image_pgd(mixture, images, eta_from_levels(8), budget=budget), robust=True)
         score(f"perceptual PGD (+{PERCEPTUAL_WEIGHT:g}·LPIPS-VGG), {PGD_STEPS} steps, η 8",
               *per_image_pgd(mixture, images, eta_from_levels(8), perceptual=vgg, weight=PERCEPTUAL_WEIGHT), robust=True)
+    if "eot" in args.rows:
+        for levels in EOT_ETAS:
+            score(f"EOT-PGD (differentiable JPEG q50–95 in half the steps), {PGD_STEPS} steps, η {levels}",
+                  *per_image_pgd(mixture, images, eta_from_levels(levels), eot=True), robust=True)
     for board in boards:
         board.write(info, names, args.size)
         print(f"\n{machine_line(info)}; {len(names)} held-out images at {args.size}²; scored through {board.mimic}; results in {board.out}")

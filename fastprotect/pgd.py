@@ -34,6 +34,7 @@ def pgd_perturb(
     progress: ProgressCallback | None = None,
     box: torch.Tensor | None = None,
     penalty: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Return δ (same shape as ``images``, B×3×H×W) with ‖δ‖∞ ≤ eta and images + δ in [0, 1].
 
@@ -44,6 +45,9 @@ def pgd_perturb(
     |δ| ≤ eta · box and every step is scaled by it, so pixels with box 0 never move.
     ``penalty``: a cost of the protected images, one value per image, added to the loss (e.g. a
     perceptual distance to the clean images: "perceptual PGD").
+    ``transform``: called on the protected images before the encoder at every step (differentiable; it
+    may draw a new random transformation each call): expectation over transformations ("EOT-PGD"), so
+    the perturbation is optimised for what survives e.g. JPEG. The penalty still sees the untransformed images.
     """
     if steps < 0:
         raise ValueError("steps must be >= 0")
@@ -62,7 +66,8 @@ def pgd_perturb(
     for step in range(steps):
         delta.requires_grad_(True)
         protected = images + delta
-        loss = protection_loss(encoder(protected), target, feature_weight=feature_weight, layers=layers).sum()
+        seen = protected if transform is None else transform(protected)
+        loss = protection_loss(encoder(seen), target, feature_weight=feature_weight, layers=layers).sum()
         if penalty is not None:
             loss = loss + penalty(protected).sum()
         (gradient,) = torch.autograd.grad(loss, delta)

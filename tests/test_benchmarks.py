@@ -204,3 +204,16 @@ def test_noise_control_rows_keep_earlier_rows_and_show_the_transfer_share(tmp_pa
     assert "%" not in row_line("r", row).split("|")[-2]  # no transfer column through TAEF2 itself
     pooled["transfer"] = 0.5
     assert row_line("r", row).endswith("| 50% |")
+
+
+def test_eot_pgd_sees_jpeg_in_about_half_of_its_steps_with_the_same_draws_every_run() -> None:
+    from benchmarks.noise_control import jpeg_half_the_time
+
+    images = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    first, again = jpeg_half_the_time(3), jpeg_half_the_time(3)
+    changed = []
+    for _ in range(40):
+        out = first(images)
+        assert torch.equal(out, again(images)) and out.shape == images.shape
+        changed.append(not torch.equal(out, images))
+    assert 10 <= sum(changed) <= 30  # JPEG about half the time, identity otherwise

@@ -62,3 +62,19 @@ def test_a_penalty_on_the_protected_images_is_minimised_with_the_loss(setting) -
     free = pgd_perturb(encoder, images, target, eta=ETA, steps=4)
     penalised = pgd_perturb(encoder, images, target, eta=ETA, steps=4, penalty=stay_close)
     assert penalised.abs().mean() < 0.5 * free.abs().mean()
+
+
+def test_eot_pgd_optimises_through_the_transform_it_is_given(setting) -> None:
+    """With a transform, the encoder sees transform(x + δ): a transform that discards the input
+    leaves no gradient (δ stays at its start), and an identity transform is plain PGD exactly."""
+    encoder, images, target = setting
+    plain = pgd_perturb(encoder, images, target, eta=ETA, steps=2)
+    assert torch.equal(pgd_perturb(encoder, images, target, eta=ETA, steps=2, transform=lambda x: x), plain)
+    calls = []
+
+    def blind(x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return x * 0 + 0.5
+
+    frozen = pgd_perturb(encoder, images, target, eta=ETA, steps=3, transform=blind)
+    assert len(calls) == 3 and torch.equal(frozen, torch.zeros_like(images))
