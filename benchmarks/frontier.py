@@ -56,7 +56,7 @@ def references(rows: dict[str, dict]) -> list[Point]:
 def interpolate(curve: list[Point], measure: str, sign: float, damage: str, at: float) -> float | None:
     """The curve's ``damage`` where its visibility ``sign · measure`` equals ``sign · at``, linear between the
     two neighbouring points; None outside the curve's range or when a point lacks the damage."""
-    points = sorted((sign * p.values[measure], p.values.get(damage)) for p in curve)
+    points = sorted(((sign * p.values[measure], p.values.get(damage)) for p in curve), key=lambda point: point[0])
     x = sign * at
     for (x0, y0), (x1, y1) in itertools.pairwise(points):
         if x0 <= x <= x1:
@@ -140,12 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as error:
             parser.error(f"{curve_path or path}: {error}")
         mimic = payload.get("mimic", "TAEF2")
+        tally = wins(records)
         report[str(path)] = {"mimic": mimic, "images": len(payload["images"]), "generator_curve": str(curve_path or path),
-                             "comparisons": records, "wins": wins(records)}
+                             "comparisons": records, "wins": tally}
         print(f"\n{path} — {len(payload['images'])} images, scored through {mimic}; generator curve from {curve_path or path}; "
               "generator's damage at each reference's visibility ÷ the reference's damage (> 1: the generator's frontier is above it)")
         print("\n".join(table(records)))
-        print("wins (generator above / comparable): " + ", ".join(f"{k} {w}/{t}" for k, (w, t) in wins(records).items()))
+        print("wins (generator above / comparable): " + ", ".join(f"{k} {w}/{t}" for k, (w, t) in tally.items()))
     write_json(args.out, report)
     return 0
 
