@@ -28,7 +28,8 @@ Row groups (``--rows``):
 ``--mimic-encoder DIR`` scores every row through another encoder (``benchmarks.surrogate_encoder``: a
 network of another architecture distilled from TAEF2, read by TAEF2's decoder) while every
 protection is still made against TAEF2: transfer. Its rows go to their own ``--out`` by default.
-Needs the real weights (LPIPS VGG) from ``--weights``.
+Needs the real weights (LPIPS VGG) from ``--weights``. The results file keeps every row's per-image values
+(``per_image``, in the order of ``images``): ``python -m benchmarks.intervals`` draws bootstrap intervals from them.
 """
 
 from __future__ import annotations
@@ -179,9 +180,11 @@ def per_image_pgd(protector: Protector, images: torch.Tensor, eta: float, *, per
     return torch.cat(out), (time.perf_counter() - started) / len(images)
 
 
-def measure_row(harness: Harness, images: torch.Tensor, protected: torch.Tensor, targets: torch.Tensor, domains: list[str],
-                robust: bool) -> dict[str, dict]:
-    """One table row, pooled ("all") and per domain: visibility, damage, same-PSNR noise damage, ratio, robustness."""
+def measure_per_image(harness: Harness, images: torch.Tensor, protected: torch.Tensor, targets: torch.Tensor,
+                      robust: bool) -> dict[str, torch.Tensor]:
+    """Every measure of one row, per image (name -> B): visibility, damage, same-PSNR noise damage, and the
+    damage left after each of ROBUSTNESS when ``robust``. Kept in the results file (``per_image``) so that
+    intervals can be drawn later (benchmarks.intervals) without measuring again."""
     measured = harness.measure(images, protected, targets)
     noise = harness.measure(images, matched_noise(images, protected, torch.Generator().manual_seed(0)), targets)
     per_image = {key: measured[key] for key in ("lpips", "lpips_vgg", "psnr", "flat_ratio", "damage", "pull")}
@@ -191,13 +194,25 @@ def measure_row(harness: Harness, images: torch.Tensor, protected: torch.Tensor,
             seen = transform(protected, name, torch.Generator().manual_seed(1))
             seen_clean = transform(images, name, torch.Generator().manual_seed(1))
             per_image[f"damage_{name}"] = harness.efficacy(images, seen, targets, seen_clean=seen_clean)["damage"]
+    return per_image
+
+
+def summarise_row(per_image: dict[str, torch.Tensor], domains: list[str]) -> dict[str, dict]:
+    """One table row from :func:`measure_per_image`'s values, pooled ("all") and per domain: means, the ratio
+    of mean damage to mean same-PSNR noise damage, and the share of the damage each transformation leaves."""
     summary = summarise(per_image, domains)
     row = {domain: {**values, "ratio": values["damage"] / max(values["noise_damage"], 1e-6)} for domain, values in summary.items()}
-    if robust:
-        for values in row.values():
-            for name in ROBUSTNESS:
+    for values in row.values():
+        for name in ROBUSTNESS:
+            if f"damage_{name}" in values:
                 values[f"survives_{name}"] = values[f"damage_{name}"] / max(values["damage"], 1e-6)
     return row
+
+
+def measure_row(harness: Harness, images: torch.Tensor, protected: torch.Tensor, targets: torch.Tensor, domains: list[str],
+                robust: bool) -> dict[str, dict]:
+    """One table row, pooled ("all") and per domain: visibility, damage, same-PSNR noise damage, ratio, robustness."""
+    return summarise_row(measure_per_image(harness, images, protected, targets, robust), domains)
 
 
 @dataclass
@@ -208,12 +223,24 @@ class Board:
     out: Path
     mimic: str
     rows: dict[str, dict] = field(default_factory=dict)
+    per_image: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # label -> measure -> one value per image
 
     def __post_init__(self) -> None:
-        self.previous = json.loads(self.out.read_text())["rows"] if self.out.is_file() else {}
+        earlier = json.loads(self.out.read_text()) if self.out.is_file() else {}
+        self.previous, self.previous_per_image = earlier.get("rows", {}), earlier.get("per_image", {})
+        self.previous_images = earlier.get("images")
+
+    def add(self, label: str, per_image: dict[str, torch.Tensor], domains: list[str]) -> dict[str, dict]:
+        """Summarise one row's per-image values, keep both (the row and its values), return the row."""
+        self.rows[label] = summarise_row(per_image, domains)
+        self.per_image[label] = {key: [round(float(v), 6) for v in values.cpu()] for key, values in per_image.items()}
+        return self.rows[label]
 
     def write(self, info: dict, names: list[str], size: int) -> None:
-        write_json(self.out, {"machine": info, "mimic": self.mimic, "images": names, "size": size, "rows": self.previous | self.rows})
+        # per_image's lists follow "images"; a row kept from a run on other images keeps no per-image values
+        kept = self.previous_per_image if self.previous_images == names else {}
+        write_json(self.out, {"machine": info, "mimic": self.mimic, "images": names, "size": size, "rows": self.previous | self.rows,
+                              "per_image": kept | self.per_image})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,13 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     def score(label: str, protected: torch.Tensor, seconds: float | None = None, robust: bool = False) -> None:
         on_taef2 = None  # boards[0] scores through TAEF2; the others show their damage as a share of it
         for board in boards:
-            row = measure_row(board.harness, images, protected, targets, domains, robust)
+            row = board.add(label, measure_per_image(board.harness, images, protected, targets, robust), domains)
             row["all"]["seconds_per_image"] = seconds
             if on_taef2 is None:
                 on_taef2 = row["all"]["damage"]
             else:  # the same protected images, scored through the surrogate: transfer
                 row["all"]["transfer"] = row["all"]["damage"] / max(on_taef2, 1e-6)
-            board.rows[label] = row
             print(row_line(label if board is boards[0] else f"{label} [through the surrogate]", row), flush=True)
             # written after every row: a failure late in a long run keeps the rows already measured
             board.write(info, names, args.size)

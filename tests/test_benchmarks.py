@@ -217,3 +217,98 @@ def test_eot_pgd_sees_jpeg_in_about_half_of_its_steps_with_the_same_draws_every_
         assert torch.equal(out, again(images)) and out.shape == images.shape
         changed.append(not torch.equal(out, images))
     assert 10 <= sum(changed) <= 30  # JPEG about half the time, identity otherwise
+
+
+def test_noise_control_keeps_per_image_values_beside_the_rows_and_drops_them_for_other_images(tmp_path) -> None:
+    """The results file holds every row's per-image values (benchmarks.intervals draws from them); rows of an
+    earlier run on other images keep their means but not values that would no longer line up with "images"."""
+    from benchmarks.noise_control import Board, measure_per_image, summarise_row
+    from fastprotect.dummy import dummy_perceptual, dummy_protector
+    from fastprotect.evaluation import Harness
+
+    protector = dummy_protector()
+    harness = Harness(protector.autoencoder, dummy_perceptual(), protector.target_images, perceptual_vgg=dummy_perceptual(1), extended=True)
+    images = (torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).round() / 255
+    protected = (images + 0.03 * torch.randn(images.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    domains = ["cartoon", "cartoon", "face", "face"]
+    values = measure_per_image(harness, images, protected, torch.zeros(4, dtype=torch.long), robust=False)
+    assert all(v.shape == (4,) for v in values.values()) and "damage_jpeg75" not in values
+    row = summarise_row(values, domains)
+    assert row["face"]["damage"] == pytest.approx(float(values["damage"][2:].mean()))
+    assert "survives_jpeg75" not in row["all"]
+
+    out = tmp_path / "rows.json"
+    board = Board(harness, out, "a dummy mimic")
+    board.add("first", values, domains)
+    board.write({"device": "cpu"}, ["a", "b", "c", "d"], 32)
+    written = json.loads(out.read_text())
+    assert written["per_image"]["first"]["damage"] == pytest.approx(values["damage"].tolist(), abs=1e-6)
+    again = Board(harness, out, "a dummy mimic")
+    again.add("second", values, domains)
+    again.write({"device": "cpu"}, ["a", "b", "c", "d"], 32)
+    assert set(json.loads(out.read_text())["per_image"]) == {"first", "second"}
+    other = Board(harness, out, "a dummy mimic")
+    other.add("third", values, domains)
+    other.write({"device": "cpu"}, ["e", "f", "g", "h"], 32)
+    written = json.loads(out.read_text())
+    assert set(written["per_image"]) == {"third"} and set(written["rows"]) == {"first", "second", "third"}
+
+
+def test_bootstrap_intervals_are_tight_when_every_image_agrees_and_wide_when_they_do_not(tmp_path, capsys) -> None:
+    from benchmarks import intervals
+
+    noise = [0.01, 0.02, 0.03, 0.015, 0.025]
+    agree = intervals.interval([3 * n for n in noise], noise, resamples=999)
+    assert agree.ratio == pytest.approx(3) and agree.low == pytest.approx(3) and agree.high == pytest.approx(3)
+    assert agree.share_at_bar == 1.0 and agree.images == 5
+    spread = intervals.interval([0.5 * noise[0], 4 * noise[1], 1 * noise[2], 6 * noise[3], 0.8 * noise[4]], noise, resamples=999)
+    assert spread.low < 1.5 < spread.ratio < spread.high and 0 < spread.share_at_bar < 1
+    tiny = intervals.interval([0.01, 0.02], [0.001, 0.001], resamples=99)
+    assert tiny.ratio == pytest.approx(0.015 / intervals.MIN_NOISE_DAMAGE) and intervals.interval_text(tiny).startswith("n/m")
+    with pytest.raises(ValueError):
+        intervals.interval([0.1, 0.2], [0.1], resamples=99)
+
+    results = tmp_path / "results.json"
+    names = ["cartoon/a", "cartoon/b", "face/c", "face/d"]
+    per_image = {"damage": [0.03, 0.01, 0.04, 0.05], "noise_damage": [0.01, 0.01, 0.01, 0.02]}
+    results.write_text(json.dumps({"images": names, "rows": {}, "per_image": {"generator η 8 (default)": per_image, "noise": per_image}}))
+    assert intervals.main([str(results), "--rows", "generator", "--resamples", "99"]) == 0
+    printed = capsys.readouterr().out
+    assert "| generator η 8 (default) | 2.60 [" in printed and "| noise |" not in printed
+    found = intervals.row_intervals(per_image, [n.split("/")[0] for n in names], resamples=99)
+    assert found["cartoon"].ratio == pytest.approx(2.0) and found["face"].ratio == pytest.approx(3.0) and found["all"].images == 4
+    assert intervals.first_per_domain(["cartoon", "cartoon", "face", "face", "face"], 1) == [0, 2]
+    assert intervals.main([str(results), "--rows", "generator", "--resamples", "99", "--per-domain", "2"]) == 0
+    assert "4 images (cartoon 2, face 2)" in capsys.readouterr().out
+    results.write_text(json.dumps({"images": names, "rows": {}}))
+    with pytest.raises(SystemExit):
+        intervals.main([str(results)])
+    assert "no per-image values" in capsys.readouterr().err
+
+
+def test_a_paired_difference_of_two_rows_on_the_same_images_and_files_read_together(tmp_path, capsys) -> None:
+    from benchmarks import intervals
+
+    noise = [0.01, 0.02, 0.03, 0.015]
+    three = {"damage": [3 * n for n in noise], "noise_damage": noise}
+    two = {"damage": [2 * n for n in noise], "noise_damage": noise}
+    found = intervals.difference(three, two, resamples=999)
+    assert found.ratio == pytest.approx(1) and found.low == pytest.approx(1) and found.high == pytest.approx(1)
+    assert found.share_at_bar == 1.0
+    with pytest.raises(ValueError):
+        intervals.difference(three, {"damage": [0.1], "noise_damage": [0.1]}, resamples=99)
+
+    names = ["cartoon/a", "cartoon/b", "face/c", "face/d"]
+    label = "generator η 8 (default)"
+    (tmp_path / "default.json").write_text(json.dumps({"images": names, "per_image": {label: two}}))
+    (tmp_path / "candidate.json").write_text(json.dumps({"images": names, "per_image": {label: three}}))
+    files = [str(tmp_path / "default.json"), str(tmp_path / "candidate.json")]
+    assert intervals.main([*files, "--resamples", "99", "--difference", f"candidate: {label}", label]) == 0
+    printed = capsys.readouterr().out
+    assert f"| candidate: {label} | 3.00 [3.00, 3.00]" in printed
+    assert f"| candidate: {label} − {label} | +1.00 [+1.00, +1.00] A larger in 100%" in printed
+    (tmp_path / "other.json").write_text(json.dumps({"images": names[::-1], "per_image": {label: three}}))
+    for argv in ([files[0], str(tmp_path / "other.json")], [*files, "--difference", "no such row", label]):
+        with pytest.raises(SystemExit):
+            intervals.main(argv)
+        assert "Traceback" not in capsys.readouterr().err
