@@ -3,6 +3,7 @@ and its trainer (train/generator.py). Random weights: these prove the guarantees
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -338,3 +339,27 @@ def test_an_ensemble_of_encoders_trains_on_each_ones_own_pull_and_logs_them(tmp_
         with pytest.raises(SystemExit):
             trainer.main([*common, "--out", str(tmp_path / "bad"), "--extra-encoder", bad])
         assert "Traceback" not in capsys.readouterr().err
+
+
+def test_the_cosine_schedule_falls_from_the_rate_to_zero_and_the_log_shows_each_steps_rate(tmp_path, monkeypatch):
+    import train.generator as trainer
+
+    assert trainer.learning_rate(0, 100, 1e-3, "cosine") == pytest.approx(1e-3)
+    assert trainer.learning_rate(50, 100, 1e-3, "cosine") == pytest.approx(5e-4)
+    assert trainer.learning_rate(100, 100, 1e-3, "cosine") == pytest.approx(0, abs=1e-12)
+    rates = [trainer.learning_rate(s, 100, 1e-3, "cosine") for s in range(101)]
+    assert all(a >= b for a, b in itertools.pairwise(rates))
+    assert trainer.learning_rate(70, 100, 1e-3) == 1e-3  # constant is the default
+    with pytest.raises(ValueError):
+        trainer.learning_rate(0, 10, 1e-3, "linear")
+
+    data = trainer_folder(tmp_path, monkeypatch, "painting", 2)
+    out = tmp_path / "run"
+    common = ["--data", str(data), "--out", str(out), "--batch", "2", "--crop", "32", "--load-size", "48",
+              "--width", "8", "--blocks", "1", "--log-every", "1", "--save-every", "2", "--lr", "1e-3", "--lr-schedule", "cosine"]
+    assert trainer.main([*common, "--steps", "2"]) == 0
+    # resumed with more steps, the run goes on along the longer schedule from where it stopped
+    assert trainer.main([*common, "--steps", "4", "--resume"]) == 0
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    expected = [trainer.learning_rate(s, 2, 1e-3, "cosine") for s in (0, 1)] + [trainer.learning_rate(s, 4, 1e-3, "cosine") for s in (2, 3)]
+    assert [r["lr"] for r in log] == pytest.approx(expected)

@@ -134,6 +134,23 @@ def normalised_pull(output, clean, target, feature_weight: float) -> torch.Tenso
     return loss
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(step: int, steps: int, base: float, schedule: str = "constant") -> float:
+    """The learning rate of step ``step`` (0-based) of a ``steps``-step run. "cosine" falls from ``base`` to 0
+    at the last step (half a cosine): the constant-rate runs' loss stopped falling but kept its step-to-step
+    noise (docs/TRAINING.md), and a decaying rate is the usual way to settle below such a plateau (tried on the
+    default's weights, 700 steps: no better on held-out images, docs/TRAINING.md). It is a
+    function of the step and ``steps`` alone, so a resumed run continues the schedule without a scheduler's
+    state (resumed with a larger ``--steps``, along the longer schedule from the step it stopped at)."""
+    if schedule == "constant":
+        return base
+    if schedule == "cosine":
+        return base * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected one of {LR_SCHEDULES}")
+
+
 def random_window(crop: int, generator: torch.Generator, largest: int = 4) -> dict:
     """Where a crop sits in a virtual image of 1–``largest`` × its side: target_window's arguments,
     so the generator meets the target pattern at every scale it will see at inference."""
@@ -217,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--load-size", type=int, default=256, help="images are kept as centre squares of this side")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
+                        help="constant, or cosine: from --lr down to 0 at --steps (fine-tuning below a plateau)")
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--eta-levels", type=int, default=8)
@@ -350,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     offset = next((r["elapsed_s"] for r in reversed(earlier) if r["step"] == step), 0.0)
     started, window = time.perf_counter() - offset, []
     while step < args.steps:
+        for group in optimiser.param_groups:
+            group["lr"] = learning_rate(step, args.steps, args.lr, args.lr_schedule)
         x = random_crops(images, args.batch, args.crop, rng).to(args.device)
         pattern = model.target(args.crop, args.crop, **random_window(args.crop, rng)).to(args.device)
         delta = model.perturbation(x, target=pattern)
@@ -367,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             # the JPEG share is logged per record: a resumed run may change it (the bundled run did, docs/TRAINING.md)
             means = torch.stack(window).mean(0)
             record = {"step": step, "loss": float(means.mean()), "elapsed_s": round(time.perf_counter() - started, 1),
-                      "jpeg_weight": 0.0 if args.no_eot else weights[JPEG],
+                      "jpeg_weight": 0.0 if args.no_eot else weights[JPEG], "lr": optimiser.param_groups[0]["lr"],
                       "rms_levels": float(delta.detach().pow(2).flatten(1).mean(1).sqrt().mean() * 255)}
             if len(encoders) > 1:  # each encoder's pull: is the ensemble learning all of them or one?
                 record["loss_per_encoder"] = [round(float(v), 5) for v in means]
