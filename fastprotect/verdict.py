@@ -35,6 +35,10 @@ VISIBILITY_SCALE: tuple[tuple[float, str], ...] = (
 )
 # Below this, noise's damage is within the crop-to-crop spread of the measure and no ratio is given.
 MIN_NOISE_DAMAGE = 0.005
+# Below this damage the protection barely changes what a mimic sees, whatever noise does: said in so many words.
+# The default generator's mean damage is 0.027 on 47 held-out images (docs/EVALUATION.md), random ±4/255 noise's
+# 0.020; on flat-colour cartoons its texture budget leaves 0.0001–0.0007 (nothing to hide a perturbation in).
+WEAK_DAMAGE = 0.005
 STRENGTH_SCALE: tuple[tuple[float, str], ...] = (
     (1.2, "no stronger than random noise of the same energy"),
     (2.0, "stronger than random noise of the same energy"),
@@ -90,9 +94,14 @@ def quick_verdict(protector, clean: torch.Tensor, protected: torch.Tensor, *, se
     baseline = float(perceptual(seen_clean, x)[0])
     damage = float(perceptual(seen_protected, x)[0]) - baseline
     noise_damage = float(perceptual(seen_noise, x)[0]) - baseline
+    ratio = damage / noise_damage if noise_damage >= MIN_NOISE_DAMAGE else None
+    if damage < WEAK_DAMAGE:  # a ratio would flatter a protection that does next to nothing
+        return Verdict(lpips, psnr, damage, noise_damage, ratio,
+                       f"{visible}; weak on this image: it barely changes what a mimic sees (damage {max(damage, 0):.3f}). "
+                       "This happens most on images with large flat areas, where the default keeps the perturbation small "
+                       "to stay unseen; a stronger setting adds more, and shows more.")
     if noise_damage < MIN_NOISE_DAMAGE:  # a ratio to almost nothing would only measure the noise's luck
         return Verdict(lpips, psnr, damage, noise_damage, None,
                        f"{visible}; damage to what a mimic sees {damage:.3f}, where random noise of the same energy does almost none ({max(noise_damage, 0):.3f}).")
-    ratio = damage / noise_damage
     return Verdict(lpips, psnr, damage, noise_damage, ratio,
                    f"{visible}; {words(ratio, STRENGTH_SCALE)} ({ratio:.1f}× its damage to what a mimic sees).")

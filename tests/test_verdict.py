@@ -9,7 +9,13 @@ from fastprotect import metrics
 from fastprotect.dummy import dummy_perceptual, dummy_protector
 from fastprotect.images import load_image
 from fastprotect.protect import Protector
-from fastprotect.verdict import STRENGTH_SCALE, VISIBILITY_SCALE, mimic_copy, quick_verdict, words
+from fastprotect.verdict import (
+    STRENGTH_SCALE,
+    VISIBILITY_SCALE,
+    mimic_copy,
+    quick_verdict,
+    words,
+)
 
 
 def _image(height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -52,8 +58,22 @@ def test_without_lpips_the_verdict_says_so():
 
 def test_on_a_real_painting_the_bundled_protection_beats_noise_and_a_larger_budget_is_more_visible(shared_images):
     protector = Protector.from_pretrained()  # the bundled checkpoint, its TAEF2 and LPIPS: offline
-    clean = load_image(sorted((shared_images / "painting").iterdir())[0]).pixels
+    clean = load_image(min((shared_images / "painting").iterdir())).pixels
     light, standard = (quick_verdict(protector, clean, protector.protect(clean, eta=levels / 255, compute_metrics=False).image)
                        for levels in (2, 8))
     assert light.lpips < standard.lpips
     assert standard.damage > 2 * max(standard.noise_damage, 0.0)  # twice what noise of the same energy does
+
+
+def test_a_protection_that_barely_changes_what_a_mimic_sees_is_called_weak_not_strong():
+    """An unchanged copy (the extreme of a flat image the texture budget leaves alone) must not read as a success."""
+    from fastprotect.verdict import WEAK_DAMAGE
+
+    protector = dummy_protector(perceptual=dummy_perceptual())
+    clean = _image(96, 128)
+    verdict = quick_verdict(protector, clean, clean)
+    assert verdict.damage is not None and verdict.damage < WEAK_DAMAGE
+    assert "weak on this image" in verdict.sentence and "stronger than random noise" not in verdict.sentence
+    protected = protector.protect(clean, compute_metrics=False).image
+    strong = quick_verdict(protector, clean, protected)
+    assert ("weak on this image" in strong.sentence) == (strong.damage < WEAK_DAMAGE)
