@@ -82,13 +82,15 @@ def difference(a: dict[str, list[float]], b: dict[str, list[float]], *, resample
                     float(np.mean(result.bootstrap_distribution > 0)), int(arrays[0].size))
 
 
+def groups(domains: list[str]) -> dict[str, list[int]]:
+    """Each present domain's image indices, in DOMAINS order, then "all"."""
+    return {group: [i for i, d in enumerate(domains) if group in (d, "all")] for group in [d for d in DOMAINS if d in domains] + ["all"]}
+
+
 def row_intervals(per_image: dict[str, list[float]], domains: list[str], **options) -> dict[str, Interval]:
     """Pooled ("all") and per-domain intervals of one row's per-image values."""
-    out = {}
-    for domain in [d for d in DOMAINS if d in domains] + ["all"]:
-        keep = [i for i, d in enumerate(domains) if domain in (d, "all")]
-        out[domain] = interval([per_image["damage"][i] for i in keep], [per_image["noise_damage"][i] for i in keep], **options)
-    return out
+    return {group: interval([per_image["damage"][i] for i in keep], [per_image["noise_damage"][i] for i in keep], **options)
+            for group, keep in groups(domains).items()}
 
 
 def first_per_domain(domains: list[str], count: int | None) -> list[int]:
@@ -150,9 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.difference:
         a, b = (rows[label] for label in args.difference)
         cells = []
-        for domain in ["all", *present]:
-            chosen = [i for i, d in enumerate(domains) if domain in (d, "all")]
-            found = difference(*({key: [row[key][i] for i in chosen] for key in ("damage", "noise_damage")} for row in (a, b)), **options)
+        for domain, keep in sorted(groups(domains).items(), key=lambda item: item[0] != "all"):
+            found = difference(*({key: [row[key][i] for i in keep] for key in ("damage", "noise_damage")} for row in (a, b)), **options)
             cells.append(f"{found.ratio:+.2f} [{found.low:+.2f}, {found.high:+.2f}] A larger in {found.share_at_bar:.0%}")
         print(f"| {args.difference[0]} − {args.difference[1]} | " + " | ".join(cells) + " |")
     return 0

@@ -180,13 +180,19 @@ def per_image_pgd(protector: Protector, images: torch.Tensor, eta: float, *, per
     return torch.cat(out), (time.perf_counter() - started) / len(images)
 
 
+def same_energy_noise(images: torch.Tensor, protected: torch.Tensor) -> torch.Tensor:
+    """The row's control: random noise with each image's protection energy (seeded, so every mimic sees the same)."""
+    return matched_noise(images, protected, torch.Generator().manual_seed(0))
+
+
 def measure_per_image(harness: Harness, images: torch.Tensor, protected: torch.Tensor, targets: torch.Tensor,
-                      robust: bool) -> dict[str, torch.Tensor]:
+                      robust: bool, noise: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Every measure of one row, per image (name -> B): visibility, damage, same-PSNR noise damage, and the
     damage left after each of ROBUSTNESS when ``robust``. Kept in the results file (``per_image``) so that
-    intervals can be drawn later (benchmarks.intervals) without measuring again."""
+    intervals can be drawn later (benchmarks.intervals) without measuring again. ``noise``: the row's
+    :func:`same_energy_noise` when the caller already drew it (it depends on the images only, not the mimic)."""
     measured = harness.measure(images, protected, targets)
-    noise = harness.measure(images, matched_noise(images, protected, torch.Generator().manual_seed(0)), targets)
+    noise = harness.measure(images, same_energy_noise(images, protected) if noise is None else noise, targets)
     per_image = {key: measured[key] for key in ("lpips", "lpips_vgg", "psnr", "flat_ratio", "damage", "pull")}
     per_image["noise_damage"] = noise["damage"]
     if robust:
@@ -207,12 +213,6 @@ def summarise_row(per_image: dict[str, torch.Tensor], domains: list[str]) -> dic
             if f"damage_{name}" in values:
                 values[f"survives_{name}"] = values[f"damage_{name}"] / max(values["damage"], 1e-6)
     return row
-
-
-def measure_row(harness: Harness, images: torch.Tensor, protected: torch.Tensor, targets: torch.Tensor, domains: list[str],
-                robust: bool) -> dict[str, dict]:
-    """One table row, pooled ("all") and per domain: visibility, damage, same-PSNR noise damage, ratio, robustness."""
-    return summarise_row(measure_per_image(harness, images, protected, targets, robust), domains)
 
 
 @dataclass
@@ -291,8 +291,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def score(label: str, protected: torch.Tensor, seconds: float | None = None, robust: bool = False) -> None:
         on_taef2 = None  # boards[0] scores through TAEF2; the others show their damage as a share of it
+        noise = same_energy_noise(images, protected)  # drawn once: every mimic scores the same control
         for board in boards:
-            row = board.add(label, measure_per_image(board.harness, images, protected, targets, robust), domains)
+            row = board.add(label, measure_per_image(board.harness, images, protected, targets, robust, noise), domains)
             row["all"]["seconds_per_image"] = seconds
             if on_taef2 is None:
                 on_taef2 = row["all"]["damage"]

@@ -180,7 +180,7 @@ def test_the_surrogate_encoder_learns_the_teachers_latents_and_reloads_exactly(t
 def test_noise_control_rows_keep_earlier_rows_and_show_the_transfer_share(tmp_path) -> None:
     """benchmarks.noise_control: a row measured through one mimic; the results file keeps the rows of earlier
     runs; a row scored through the surrogate shows its damage as a share of TAEF2's (the transfer column)."""
-    from benchmarks.noise_control import Board, measure_row, row_line
+    from benchmarks.noise_control import Board, measure_per_image, row_line, summarise_row
     from fastprotect.dummy import dummy_perceptual, dummy_protector
     from fastprotect.evaluation import Harness
 
@@ -188,7 +188,8 @@ def test_noise_control_rows_keep_earlier_rows_and_show_the_transfer_share(tmp_pa
     harness = Harness(protector.autoencoder, dummy_perceptual(), protector.target_images, perceptual_vgg=dummy_perceptual(1), extended=True)
     images = (torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).round() / 255
     protected = (images + 0.03 * torch.randn(images.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
-    row = measure_row(harness, images, protected, torch.zeros(4, dtype=torch.long), ["cartoon", "cartoon", "face", "face"], robust=True)
+    row = summarise_row(measure_per_image(harness, images, protected, torch.zeros(4, dtype=torch.long), robust=True),
+                        ["cartoon", "cartoon", "face", "face"])
     assert set(row) == {"all", "cartoon", "face"}
     pooled = row["all"]
     assert pooled["ratio"] == pytest.approx(pooled["damage"] / max(pooled["noise_damage"], 1e-6))
