@@ -49,6 +49,9 @@ def add_protection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (the GPU when there is one)")
     parser.add_argument("--half", action="store_true", help="run the networks in float16 (GPU only: halves memory and time)")
     parser.add_argument("--max-pixels", type=int, default=None, help="refuse images with more pixels than this")
+    parser.add_argument("--min-energy", type=float, default=None, metavar="LEVELS",
+                        help="generator only: lift images whose protection stays below this RMS (levels at η 8, e.g. 2.5; "
+                             "0 = off, the default) — protects flat-colour images, with a faint pattern on their flat areas")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -69,6 +72,10 @@ def check_protection_options(parser: argparse.ArgumentParser, args: argparse.Nam
         parser.error(f"--eta / --refine-steps: {error}")
     if sum(map(bool, (args.per_image, args.checkpoint, args.method))) > 1:
         parser.error("--per-image, --checkpoint and --method exclude each other")
+    if args.min_energy is not None and (args.per_image or args.method == "mixture"):
+        parser.error("--min-energy applies to the generator method only")
+    if args.min_energy is not None and not args.min_energy >= 0:  # not >=: NaN is refused too
+        parser.error(f"--min-energy must be at least 0 (0 = off); got {args.min_energy}")
     if args.method:  # a bundled checkpoint, found in a checkout or in the installed package
         from .bundle import bundled_checkpoint_for
 
@@ -131,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         protector = Protector.from_pretrained(
             args.checkpoint, per_image=args.per_image, encoder_kind=args.encoder_kind,
             encoder_source=args.encoder_source, lpips_backbone=args.lpips_backbone, device=args.device,
-            dtype=torch.float16 if args.half else torch.float32,
+            dtype=torch.float16 if args.half else torch.float32, min_energy=args.min_energy,
         )
     except (WeightsUnavailableError, ValueError) as error:
         print(f"error: {_first_line(error)}", file=sys.stderr)

@@ -87,7 +87,7 @@ def settings_from_args(args: argparse.Namespace, device: str) -> ProtectSettings
         eta_levels=args.eta, target=args.target, adaptive_strength=args.adaptive_strength, refine_steps=args.refine_steps,
         seed=args.seed, checkpoint=args.checkpoint, per_image=args.per_image, encoder_kind=args.encoder_kind,
         encoder_source=args.encoder_source, lpips_backbone=args.lpips_backbone, device=device, half=args.half,
-        max_pixels=args.max_pixels,
+        max_pixels=args.max_pixels, min_energy=args.min_energy,
     )
 
 

@@ -51,6 +51,7 @@ class ProtectSettings:
     device: str = "cpu"
     half: bool = False
     max_pixels: int | None = None
+    min_energy: float | None = None  # generator only: RMS levels at η 8 below which an image's floor is raised
 
 
 def load_protector(settings: ProtectSettings) -> "Protector":
@@ -62,7 +63,7 @@ def load_protector(settings: ProtectSettings) -> "Protector":
     return Protector.from_pretrained(
         settings.checkpoint, per_image=settings.per_image, encoder_kind=settings.encoder_kind,
         encoder_source=settings.encoder_source, lpips_backbone=settings.lpips_backbone, device=settings.device,
-        dtype=torch.float16 if settings.half else torch.float32,
+        dtype=torch.float16 if settings.half else torch.float32, min_energy=settings.min_energy,
     )
 
 

@@ -50,7 +50,8 @@ from .targets import target_window
 from .vocabulary import AUTOENCODER_KINDS, DEFAULT_ETA, MAX_ETA, MIMIC_FAMILIES, MIMIC_FAMILY_OF_ENCODER, TARGET_NAMES, AutoencoderKind, check_eta
 
 METHOD = "generator"
-FORMAT_VERSION = 2  # read_config migrates version 1 (no ``net_downscale``: a full-resolution network)
+FORMAT_VERSION = 3  # read_config migrates version 1 (no ``net_downscale``: a full-resolution network) and 2 (no
+# minimum energy: ``fill_rms_levels`` 0, off)
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
@@ -72,6 +73,12 @@ class GeneratorConfig:
     rms_levels: float = 4.0  # energy cap at eta: RMS of δ in 8-bit levels (scaled with η at inference)
     contrast_reference: float = 0.04  # c0: local contrast (luma std, [0, 1] units) that gets the full budget
     mask_floor: float = 0.1  # budget fraction left to perfectly flat regions
+    # A minimum energy: when an image's δ has an RMS below fill_rms_levels (at eta, scaled with η like
+    # the cap) — large flat areas, where the budget finds no texture and δ barely changes what a mimic
+    # sees — its floor is raised, for that image only, up to fill_floor_max until δ reaches it
+    # (:func:`fill_floor`). 0: off (older checkpoints). Inference-time: the network is unchanged.
+    fill_rms_levels: float = 0.0
+    fill_floor_max: float = 0.5
     mask_gamma: float = 1.0
     contrast_window: int = 7
     target: str = "mid"  # the target pattern the training pulled towards (a TARGET_NAMES entry)
@@ -91,7 +98,7 @@ class GeneratorConfig:
             raise GeneratorCheckpointError(f"method must be {METHOD!r}; got {self.method!r}")
         if self.format_version != FORMAT_VERSION:
             raise GeneratorCheckpointError(f"format_version {self.format_version} is not supported (this fastprotect reads "
-                                           f"{FORMAT_VERSION}, and 1 through read_config)")
+                                           f"{FORMAT_VERSION}, and older ones through read_config)")
         for name in ("width", "blocks", "contrast_window", "work_size", "net_downscale"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -107,6 +114,10 @@ class GeneratorConfig:
                 raise GeneratorCheckpointError(f"{name} must be a number > 0; got {getattr(self, name)!r}")
         if not 0 <= self.mask_floor <= 1 or self.mask_gamma <= 0:
             raise GeneratorCheckpointError(f"mask_floor must be in [0, 1] and mask_gamma > 0; got {self.mask_floor}, {self.mask_gamma}")
+        if not isinstance(self.fill_floor_max, (int, float)) or not 0 <= self.fill_floor_max <= 1:
+            raise GeneratorCheckpointError(f"fill_floor_max must be in [0, 1]; got {self.fill_floor_max!r}")
+        if not isinstance(self.fill_rms_levels, (int, float)) or not 0 <= self.fill_rms_levels <= self.rms_levels:
+            raise GeneratorCheckpointError(f"fill_rms_levels must be in [0, rms_levels = {self.rms_levels}]; got {self.fill_rms_levels!r}")
         if self.target not in TARGET_NAMES:
             raise GeneratorCheckpointError(f"unknown target {self.target!r}; known: {', '.join(TARGET_NAMES)}")
         if self.encoder_kind not in AUTOENCODER_KINDS:
@@ -115,13 +126,54 @@ class GeneratorConfig:
             raise GeneratorCheckpointError(f"unknown mimic_base {self.mimic_base!r}; known: {', '.join(MIMIC_FAMILIES)}")
 
 
-def texture_budget(images: torch.Tensor, *, reference: float, floor: float, gamma: float, window: int = 7) -> torch.Tensor:
+def texture_budget(images: torch.Tensor, *, reference: float, floor: float | torch.Tensor, gamma: float,
+                   window: int = 7) -> torch.Tensor:
     """The budget map m(x) in [floor, 1], B×1×H×W: ``clamp(c / reference, floor, 1) ** gamma``.
 
     ``c`` is :func:`fastprotect.metrics.local_contrast` (std of BT.601 luma in a ``window``² square),
     the quantity the flat-region energy ratio ranks pixels by. It depends on the clean image only.
+    ``floor``: one number, or one per image (a tensor of B values, :func:`fill_floor`).
     """
-    return (local_contrast(images, window)[:, None] / reference).clamp(floor, 1).pow(gamma)
+    relative = local_contrast(images, window)[:, None] / reference
+    return _floored(relative, floor).pow(gamma)
+
+
+def _floored(relative: torch.Tensor, floor: float | torch.Tensor) -> torch.Tensor:
+    if isinstance(floor, torch.Tensor):
+        return torch.maximum(relative, floor.to(relative).view(-1, 1, 1, 1)).clamp(max=1)
+    return relative.clamp(floor, 1)
+
+
+# fill_floor estimates δ's energy on at most this many pixels (a strided subsample): a mean over
+# 65 k pixels is within a fraction of a percent of the full one, and the cap itself is applied exactly.
+_FILL_SAMPLE_PIXELS = 65_536
+
+
+def fill_floor(relative: torch.Tensor, raw: torch.Tensor, *, floor: float, ceiling: float, gamma: float,
+               target_rms: float, iterations: int = 20) -> torch.Tensor:
+    """Per image, the smallest budget floor f in [floor, ceiling] at which clamp(relative, f, 1)^γ ⊙ raw
+    has an RMS of at least ``target_rms`` (B values; ``ceiling`` where even that stays below).
+
+    ``relative``: local contrast ÷ reference, B×1×H×W; ``raw``: G's pattern, B×3×H×W. The energy
+    grows with f, so a bisection finds it. Images that already reach the target keep ``floor``: the
+    rule only lifts images the texture budget leaves nearly untouched (flat fills, plain backgrounds).
+    """
+    stride = max(1, math.ceil(math.sqrt(relative.shape[-2] * relative.shape[-1] / _FILL_SAMPLE_PIXELS)))
+    rel, pattern = relative[..., ::stride, ::stride].float().detach(), raw[..., ::stride, ::stride].float().detach()
+
+    def reaches(f: torch.Tensor) -> torch.Tensor:
+        return (_floored(rel, f).pow(gamma) * pattern).pow(2).flatten(1).mean(1).sqrt() >= target_rms
+
+    low = torch.full((relative.shape[0],), float(floor), device=relative.device)
+    needs = ~reaches(low)
+    if ceiling <= floor or not bool(needs.any()):
+        return low
+    high = torch.full_like(low, float(ceiling))
+    for _ in range(iterations):
+        middle = (low + high) / 2
+        reached = reaches(middle)
+        high, low = torch.where(reached, middle, high), torch.where(reached, low, middle)
+    return torch.where(needs, high, torch.full_like(high, float(floor)))
 
 
 def cap_energy(delta: torch.Tensor, rms: float) -> torch.Tensor:
@@ -184,9 +236,18 @@ class PerturbationGenerator(nn.Module):
         self.config = config
         self.net = GeneratorNet(config.width, config.blocks)
 
-    def budget(self, images: torch.Tensor) -> torch.Tensor:
+    def budget(self, images: torch.Tensor, raw: torch.Tensor | None = None) -> torch.Tensor:
+        """m(x), B×1×H×W. With ``raw`` (G's pattern at the images' size) and the minimum energy on
+        (``fill_rms_levels``), each image's floor is raised as far as its δ needs to reach it
+        (:func:`fill_floor`); without ``raw``, the fixed floor."""
         c = self.config
-        return texture_budget(images, reference=c.contrast_reference, floor=c.mask_floor, gamma=c.mask_gamma, window=c.contrast_window)
+        relative = local_contrast(images, c.contrast_window)[:, None] / c.contrast_reference
+        floor: float | torch.Tensor = c.mask_floor
+        if raw is not None and c.fill_rms_levels > 0 and c.fill_floor_max > c.mask_floor:
+            # δ = η·m⊙G and the minimum scales with η like the cap: whether δ reaches it does not depend on η.
+            floor = fill_floor(relative, raw, floor=c.mask_floor, ceiling=c.fill_floor_max, gamma=c.mask_gamma,
+                               target_rms=c.fill_rms_levels / 255 / c.eta)
+        return _floored(relative, floor).pow(c.mask_gamma)
 
     def target(self, height: int, width: int, **window) -> torch.Tensor:
         """The target pattern over an image of height × width (``window``: see target_window)."""
@@ -222,10 +283,10 @@ class PerturbationGenerator(nn.Module):
         ``budget``: m(images) when the caller already has it. Differentiable with respect to the
         network's parameters."""
         eta = self.config.eta if eta is None else eta
-        if budget is None:
-            budget = self.budget(images)
         if raw is None:
             raw = self.raw(images, target)
+        if budget is None:
+            budget = self.budget(images, raw)
         rms = self.config.rms_levels / 255 * eta / self.config.eta
         return cap_energy(eta * budget * raw, rms)
 
@@ -271,6 +332,13 @@ class PerturbationGenerator(nn.Module):
         return model.eval()
 
 
+# Older format versions -> the fields they lack, with the values that keep their behaviour.
+MIGRATIONS: dict[int, dict[str, Any]] = {
+    1: {"net_downscale": 1, "fill_rms_levels": 0.0, "fill_floor_max": 0.5},
+    2: {"fill_rms_levels": 0.0, "fill_floor_max": 0.5},
+}
+
+
 def read_config(path: str | Path) -> GeneratorConfig:
     """config.json -> GeneratorConfig, strictly (every field, no other)."""
     try:
@@ -280,8 +348,9 @@ def read_config(path: str | Path) -> GeneratorConfig:
     if not isinstance(raw, dict):
         raise GeneratorCheckpointError(f"{path}: config.json must hold a JSON object")
     known = {field.name for field in fields(GeneratorConfig)}
-    if isinstance(raw.get("format_version"), int) and raw["format_version"] == 1:  # read as the current version
-        raw = {**raw, "format_version": FORMAT_VERSION, "net_downscale": raw.get("net_downscale", 1)}
+    version = raw.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version in MIGRATIONS:  # read as the current version
+        raw = {**MIGRATIONS[version], **raw, "format_version": FORMAT_VERSION}
     unexpected, missing = sorted(set(raw) - known), sorted(known - set(raw))
     if unexpected or missing:
         raise GeneratorCheckpointError(f"{path}: config fields do not match this fastprotect version: missing {missing}, unexpected {unexpected}")

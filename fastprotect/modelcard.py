@@ -158,6 +158,14 @@ def replace_evaluation(text: str, evaluation: str) -> str:
     return f"{head}{section}{found}{tail}" if found else f"{text.rstrip()}\n\n{section}"
 
 
+def _fill_words(config: GeneratorConfig) -> str:
+    if config.fill_rms_levels <= 0 or config.fill_floor_max <= config.mask_floor:
+        return ""
+    return (f"; minimum energy: an image whose δ stays below an RMS of {config.fill_rms_levels:g} levels at η "
+            f"{levels_from_eta(config.eta)} (scaled with η; large flat areas) gets its floor raised, for that image only "
+            f"and at most to {config.fill_floor_max:g}, until it reaches it")
+
+
 def _downscale_words(factor: int) -> str:
     if factor == 1:
         return ""
@@ -199,7 +207,7 @@ def generator_card(config: GeneratorConfig, *, parameters: int, training: Mappin
         f"| trained against | the `{config.encoder_kind}` encoder, `{config.encoder_source}` |",
         f"| budget | L∞ {eta_levels}/255; RMS at most {config.rms_levels:g} levels (PSNR ≥ {20 * math.log10(255 / config.rms_levels):.1f} dB before rounding); both scale with η |",
         f"| texture budget | clamp(local contrast / {config.contrast_reference:g}, {config.mask_floor:g}, 1) ^ {config.mask_gamma:g}, "
-        f"contrast = std of BT.601 luma in a {config.contrast_window}×{config.contrast_window} window |",
+        f"contrast = std of BT.601 luma in a {config.contrast_window}×{config.contrast_window} window{_fill_words(config)} |",
         f"| network | {parameters:,} parameters (width {config.width}, {config.blocks} residual blocks at 1/4 resolution), runs on a copy "
         f"with long side ≤ {config.work_size} px{_downscale_words(config.net_downscale)} |",
         f"| target | `{config.target}` pattern (pull of the encoder's latent and features towards it) |",

@@ -18,6 +18,7 @@ so that its cost does not grow with the photo's resolution.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -154,6 +155,7 @@ class Protector:
         lpips_net: Literal["alex", "vgg"] = "alex",
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        min_energy: float | None = None,
         **options,
     ) -> "Protector":
         """Load the mixture, the encoder it was trained against, and LPIPS.
@@ -166,6 +168,10 @@ class Protector:
         offline with no variable set. A checkpoint or encoder that cannot be loaded raises
         (``WeightsUnavailableError`` / ``CheckpointError``) naming what failed; there is no silent
         fallback to another mode. ``dtype``: float16 halves memory and time on a GPU.
+        ``min_energy`` (generator checkpoints only): the minimum energy, in RMS levels at η 8, below
+        which an image's texture-budget floor is raised (``GeneratorConfig.fill_rms_levels``; 0 = off,
+        None = the checkpoint's): flat-colour images get protection, with a faint pattern on their flat
+        areas (docs/EVALUATION.md). A ValueError when out of range or for another method.
         """
         mixture, generator, bundle = None, None, None
         if not per_image:
@@ -174,16 +180,22 @@ class Protector:
                 from .generator import PerturbationGenerator
 
                 generator = PerturbationGenerator.from_pretrained(where.location)
+                if min_energy is not None:
+                    generator = _with_min_energy(generator, min_energy)
                 model = generator
             else:
                 from .mixture import MixtureOfPerturbations  # lazy: huggingface_hub costs a quarter second to import
 
                 mixture = MixtureOfPerturbations.from_pretrained(where.location)
                 model = mixture
+            if min_energy is not None and generator is None:
+                raise ValueError("min_energy applies to a generator checkpoint only (this one is a mixture)")
             bundle = sources.local_folder(where.location)
             kind = model.config.encoder_kind
             hub_default = (model.config.encoder_source, model.config.encoder_subfolder)
         else:
+            if min_energy is not None:
+                raise ValueError("min_energy applies to a generator checkpoint only, not to per-image mode")
             kind = encoder_kind or environment.get("FASTPROTECT_ENCODER_KIND") or "taef2"
             bundle = sources.local_folder(sources.checkpoint_source().location)  # its encoder, if the same kind
             hub_default = None
@@ -344,7 +356,7 @@ class Protector:
         copy (``PerturbationGenerator.network_size``: cost bounded whatever the photo's size), its raw
         pattern is upsampled, then the budget map and energy cap are applied at full resolution."""
         raw = self.generator.raw(x)
-        budget = self.generator.budget(x)
+        budget = self.generator.budget(x, raw)
         return self.generator.perturbation(x, eta, raw=raw, budget=budget), budget
 
     def _visibility_map(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -360,6 +372,19 @@ class Protector:
         info.ssim = metrics.ssim(small_p, small_x)
         if self.perceptual is not None:
             info.lpips = float(self.perceptual(small_p, small_x)[0])
+
+
+def _with_min_energy(generator: PerturbationGenerator, levels: float) -> PerturbationGenerator:
+    """The generator with its minimum energy set to ``levels`` (RMS levels at its training η; 0 = off)."""
+    from .generator import GeneratorCheckpointError
+
+    cap = generator.config.rms_levels
+    if not isinstance(levels, (int, float)) or isinstance(levels, bool) or math.isnan(levels):
+        raise ValueError(f"min_energy must be a number of levels; got {levels!r}")
+    try:
+        return generator.with_config(fill_rms_levels=float(levels))
+    except GeneratorCheckpointError:
+        raise ValueError(f"min_energy {levels:g}: must be between 0 (off) and this checkpoint's energy cap, {cap:g} levels") from None
 
 
 # LPIPS's AlexNet/VGG trunks pool five times: smaller inputs have no spatial extent left.

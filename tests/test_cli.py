@@ -71,7 +71,9 @@ def test_all_good_files_exit_zero(tmp_path, patched_protector):
 
 @pytest.mark.parametrize("argv", [["x", "-o", "y", "--eta", "0"], ["x", "-o", "y", "--eta", "40"], ["x", "-o", "y", "--refine-steps", "-2"],
                                   ["x", "-o", "y", "--per-image", "--checkpoint", "z"], ["x", "-o", "y", "--method", "mixture", "--checkpoint", "z"],
-                                  ["x", "-o", "y", "--method", "gan"], ["x"]])
+                                  ["x", "-o", "y", "--method", "gan"], ["x"], ["x", "-o", "y", "--min-energy", "-1"],
+                                  ["x", "-o", "y", "--min-energy", "nan"], ["x", "-o", "y", "--method", "mixture", "--min-energy", "2"],
+                                  ["x", "-o", "y", "--per-image", "--min-energy", "2"]])
 def test_bad_arguments_exit_before_loading(argv, patched_protector):
     with pytest.raises(SystemExit) as exit_info:
         cli.parse_args(argv)

@@ -17,6 +17,7 @@ from fastprotect.generator import (
     GeneratorConfig,
     PerturbationGenerator,
     cap_energy,
+    fill_floor,
     psnr_floor_db,
     texture_budget,
 )
@@ -59,6 +60,99 @@ def test_generated_perturbation_respects_eta_energy_and_flat_areas():
     assert delta.pow(2).mean().sqrt() <= model.config.rms_levels / 255 + 1e-7
     assert delta[..., :20].abs().max() <= 0.1 * eta + 1e-7  # flat: at most the floor's share
     assert delta[..., 40:].abs().max() > 0.5 * eta  # texture: most of the budget is used
+
+
+def mostly_flat_image(size: int = 64, textured: int = 8, seed: int = 0) -> torch.Tensor:
+    """One flat grey with a small textured square in a corner: the budget finds almost no texture."""
+    image = torch.full((1, 3, size, size), 0.5)
+    image[..., :textured, :textured] = torch.rand((1, 3, textured, textured), generator=torch.Generator().manual_seed(seed))
+    return (image * 255).round() / 255
+
+
+def rms_levels(delta: torch.Tensor) -> torch.Tensor:
+    return delta.pow(2).flatten(1).mean(1).sqrt() * 255
+
+
+def test_the_minimum_energy_raises_the_floor_of_nearly_flat_images_only():
+    fixed = dummy_generator(mask_floor=0.05, contrast_reference=0.06, rms_levels=3.5)
+    lifted = fixed.with_config(fill_rms_levels=2.5, fill_floor_max=0.5)
+    images = torch.cat([mostly_flat_image(), half_flat_image(seed=1)])
+    with torch.no_grad():
+        before, after = fixed.perturbation(images), lifted.perturbation(images)
+        budget = lifted.budget(images, lifted.raw(images))
+    assert rms_levels(before)[0] < 1.5 and rms_levels(before)[1] > 2.5  # flat: the fixed floor leaves it nearly untouched
+    assert rms_levels(after)[0] == pytest.approx(2.5, rel=0.02)  # lifted to the minimum, no further
+    assert budget[0].min() > 0.05 and budget[1].min() == pytest.approx(0.05)
+    assert torch.equal(after[1], before[1])  # an image already above the minimum is unchanged
+    assert after.abs().max() <= fixed.config.eta + 1e-7
+    with torch.no_grad():  # the rule does not depend on η: at half the budget, half the minimum
+        assert rms_levels(lifted.perturbation(images, fixed.config.eta / 2))[0] == pytest.approx(1.25, rel=0.02)
+
+
+def test_the_lifted_floor_stops_at_its_ceiling():
+    model = dummy_generator(mask_floor=0.05, contrast_reference=0.06, rms_levels=3.5)
+    image = mostly_flat_image()
+    c = model.config
+    with torch.no_grad():
+        raw = model.raw(image)
+    relative = torch.zeros(1, 1, 64, 64)  # perfectly flat: δ = η·f·raw, its RMS grows linearly with f
+    floors = fill_floor(relative, raw, floor=0.05, ceiling=0.2, gamma=1.0, target_rms=3.0 / 255 / c.eta)
+    assert floors.tolist() == [pytest.approx(0.2)]
+    unreachable_at = float(0.2 * raw.pow(2).mean().sqrt()) * c.eta * 255
+    assert unreachable_at < 3.0  # the premise: even the ceiling stays below the minimum
+    found = fill_floor(relative, raw, floor=0.05, ceiling=1.0, gamma=1.0, target_rms=unreachable_at / 255 / c.eta)
+    assert found.tolist() == [pytest.approx(0.2, rel=1e-3)]
+
+
+def test_the_minimum_energy_is_off_in_older_configs_and_bounded_by_the_cap(tmp_path):
+    folder = dummy_generator().save_pretrained(tmp_path / "gen")
+    config = json.loads((folder / "config.json").read_text())
+    for name in ("fill_rms_levels", "fill_floor_max"):
+        del config[name]
+    (folder / "config.json").write_text(json.dumps(config | {"format_version": 2}))  # written before the field existed
+    assert PerturbationGenerator.from_pretrained(folder).config.fill_rms_levels == 0
+    (folder / "config.json").write_text(json.dumps(config))  # version 3 must name it
+    with pytest.raises(GeneratorCheckpointError, match="missing \\['fill_floor_max', 'fill_rms_levels'\\]"):
+        PerturbationGenerator.from_pretrained(folder)
+    with pytest.raises(GeneratorCheckpointError, match="fill_rms_levels"):
+        GeneratorConfig(rms_levels=3.5, fill_rms_levels=4.0)
+    with pytest.raises(GeneratorCheckpointError, match="fill_floor_max"):
+        GeneratorConfig(fill_floor_max=1.5)
+
+
+def test_the_protectors_budget_map_shows_the_lifted_floor():
+    protector = dummy_protector(with_generator=True)
+    protector.generator = protector.generator.with_config(mask_floor=0.05, contrast_reference=0.06, fill_rms_levels=2.5)
+    result = protector.protect(mostly_flat_image(), compute_metrics=False)
+    assert result.budget_map is not None and float(result.budget_map.min()) > 0.05
+
+
+def test_a_minimum_energy_can_be_asked_for_at_load_time_and_protects_a_flat_drawing_more(tmp_path, capsys):
+    from fastprotect import cli
+    from fastprotect.bundle import bundled_checkpoint_for
+    from fastprotect.metrics import psnr
+
+    shipped = bundled_checkpoint_for("generator")
+    lifted = Protector.from_pretrained(shipped, min_energy=2.5)
+    assert lifted.generator.config.fill_rms_levels == 2.5
+    with pytest.raises(ValueError, match="between 0 \\(off\\) and this checkpoint's energy cap, 3.5 levels"):
+        Protector.from_pretrained(shipped, min_energy=5)
+    with pytest.raises(ValueError, match="generator checkpoint only"):
+        Protector.from_pretrained(bundled_checkpoint_for("mixture"), min_energy=2.5)
+    # a flat-colour drawing: two fills and an outline; the texture budget alone leaves it nearly untouched
+    drawing = torch.zeros(1, 3, 96, 96)
+    drawing[:, 0], drawing[:, 1, 48:], drawing[..., 46:50, :] = 0.85, 0.4, 0.1
+    plain = Protector.from_pretrained(shipped).protect(drawing, compute_metrics=False).image
+    stronger = lifted.protect(drawing, compute_metrics=False).image
+    assert float(psnr(plain, drawing)) > 42 > float(psnr(stronger, drawing)) > 38
+    # the command line reads it too, and an impossible value is one line, exit 2
+    from PIL import Image
+
+    Image.fromarray((drawing[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(tmp_path / "drawing.png")
+    assert cli.main([str(tmp_path / "drawing.png"), "-o", str(tmp_path / "out"), "--min-energy", "2.5"]) == 0
+    assert cli.main([str(tmp_path / "drawing.png"), "-o", str(tmp_path / "out"), "--min-energy", "9"]) == 2
+    err = capsys.readouterr().err
+    assert "error: min_energy 9: must be between 0 (off)" in err and "Traceback" not in err
 
 
 def test_protector_with_a_generator_keeps_size_budget_and_reports_its_method():
@@ -125,11 +219,11 @@ def test_a_downscaled_network_sees_a_shrunk_copy_and_writes_a_smooth_full_size_p
 def test_a_version_1_config_loads_as_a_full_resolution_network(tmp_path):
     folder = dummy_generator().save_pretrained(tmp_path / "gen")
     config = json.loads((folder / "config.json").read_text())
-    assert config["format_version"] == 2 and config["net_downscale"] == 1
+    assert config["format_version"] == 3 and config["net_downscale"] == 1
     del config["net_downscale"]
     (folder / "config.json").write_text(json.dumps(config | {"format_version": 1}))
     assert PerturbationGenerator.from_pretrained(folder).config.net_downscale == 1
-    (folder / "config.json").write_text(json.dumps(config))  # version 2 must name it
+    (folder / "config.json").write_text(json.dumps(config))  # the current version must name it
     with pytest.raises(GeneratorCheckpointError, match="missing \\['net_downscale'\\]"):
         PerturbationGenerator.from_pretrained(folder)
     with pytest.raises(GeneratorCheckpointError, match="net_downscale"):
@@ -287,6 +381,23 @@ def test_the_network_copy_can_be_shrunk_in_training_and_at_export_and_the_card_s
     assert PerturbationGenerator.from_pretrained(exported).config.net_downscale == 1
     card = (exported / "README.md").read_text()
     assert "trained with the network on a copy shrunk 2×; this folder shrinks it 1×" in card
+
+
+def test_the_minimum_energy_can_be_trained_with_and_shipped_and_the_card_says_so(tmp_path, monkeypatch):
+    import train.generator as trainer
+
+    data = trainer_folder(tmp_path, monkeypatch, "face", 2)
+    out = tmp_path / "run"
+    assert trainer.main(["--data", str(data), "--out", str(out), "--batch", "2", "--crop", "32", "--load-size", "48",
+                         "--width", "8", "--blocks", "1", "--steps", "1", "--rms-levels", "4", "--fill-rms-levels", "3"]) == 0
+    assert PerturbationGenerator.from_pretrained(out / "generator").config.fill_rms_levels == 3
+    exported = tmp_path / "export"
+    assert trainer.main(["export", "--run", str(out), "--output", str(exported), "--fill-rms-levels", "2.5"]) == 0
+    assert PerturbationGenerator.from_pretrained(exported).config.fill_rms_levels == 2.5
+    assert "minimum energy: an image whose δ stays below an RMS of 2.5 levels at η 8" in (exported / "README.md").read_text()
+    with pytest.raises(SystemExit):  # above the energy cap: a one-line error, no folder half written
+        trainer.main(["export", "--run", str(out), "--output", str(tmp_path / "bad"), "--fill-rms-levels", "5"])
+    assert not (tmp_path / "bad").exists()
 
 
 def test_the_jpeg_share_can_be_set_and_the_other_transforms_keep_their_proportions():

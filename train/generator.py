@@ -47,7 +47,11 @@ import torch
 import torch.nn.functional as F
 
 from fastprotect.argparsing import OneLineArgumentParser
-from fastprotect.generator import GeneratorConfig, PerturbationGenerator
+from fastprotect.generator import (
+    GeneratorCheckpointError,
+    GeneratorConfig,
+    PerturbationGenerator,
+)
 from fastprotect.vocabulary import TARGET_NAMES, eta_from_levels
 
 from . import data
@@ -243,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--contrast-reference", type=float, default=0.04)
     parser.add_argument("--mask-floor", type=float, default=0.1)
     parser.add_argument("--mask-gamma", type=float, default=1.0)
+    parser.add_argument("--fill-rms-levels", type=float, default=0.0,
+                        help="minimum energy (RMS levels at η): a crop whose δ stays below it gets its budget floor raised "
+                             "(up to --fill-floor-max), so the network also learns flat areas; 0 = off")
+    parser.add_argument("--fill-floor-max", type=float, default=0.5)
     parser.add_argument("--net-downscale", type=int, default=1,
                         help="train with the network on the crop shrunk by this factor, its pattern upsampled (the bundled "
                              "checkpoint was trained at 1 and ships at 2: `export --net-downscale 2`; training at 2 measured worse)")
@@ -267,10 +275,11 @@ BUNDLED_FILES = ("taef2.safetensors", "alexnet_lpips_features.safetensors", "LIC
 
 
 def export(run: Path, output: Path, *, evaluation: str | None = None, hardware: str | None = None,
-           rms_levels: float | None = None, net_downscale: int | None = None) -> Path:
+           rms_levels: float | None = None, net_downscale: int | None = None, fill_rms_levels: float | None = None) -> Path:
     """The run's generator as a self-contained checkpoint folder (module docstring). ``rms_levels``,
-    ``net_downscale``: ship another energy cap / another shrink of the network's copy than the
-    training ones (inference-time operating points of the same weights; the card says so)."""
+    ``net_downscale``, ``fill_rms_levels``: ship another energy cap / shrink of the network's copy /
+    minimum energy than the training ones (inference-time operating points of the same weights; the
+    card says so)."""
     import shutil
 
     from fastprotect.bundle import bundled_checkpoint_for
@@ -279,7 +288,8 @@ def export(run: Path, output: Path, *, evaluation: str | None = None, hardware: 
     from .trainer import hardware as this_machine
 
     model = PerturbationGenerator.from_pretrained(run / "generator")
-    changes = {name: value for name, value in (("rms_levels", rms_levels), ("net_downscale", net_downscale)) if value is not None}
+    changes = {name: value for name, value in (("rms_levels", rms_levels), ("net_downscale", net_downscale),
+                                               ("fill_rms_levels", fill_rms_levels)) if value is not None}
     if changes:
         model = model.with_config(**changes)
     info = json.loads((run / "train_info.json").read_text())
@@ -301,14 +311,21 @@ def export_main(argv: list[str]) -> int:
     parser.add_argument("--evaluation", type=Path, default=None, help="a markdown file for the card's evaluation section")
     parser.add_argument("--hardware", default=None, help="the training machine, when it is not this one")
     parser.add_argument("--rms-levels", type=float, default=None, help="ship this energy cap instead of the training one")
+    parser.add_argument("--fill-rms-levels", type=float, default=None,
+                        help="ship this minimum energy (RMS levels at η; 0 = off) instead of the training one")
     parser.add_argument("--net-downscale", type=int, default=None,
                         help="ship this shrink of the network's copy instead of the training one (1: full resolution)")
     args = parser.parse_args(argv)
     if args.net_downscale is not None and args.net_downscale < 1:
         parser.error("--net-downscale must be at least 1")
     evaluation = args.evaluation.read_text() if args.evaluation else None
-    print(export(args.run, args.output, evaluation=evaluation, hardware=args.hardware, rms_levels=args.rms_levels,
-                 net_downscale=args.net_downscale))
+    if args.fill_rms_levels is not None and args.fill_rms_levels < 0:
+        parser.error("--fill-rms-levels must be at least 0")
+    try:
+        print(export(args.run, args.output, evaluation=evaluation, hardware=args.hardware, rms_levels=args.rms_levels,
+                     net_downscale=args.net_downscale, fill_rms_levels=args.fill_rms_levels))
+    except GeneratorCheckpointError as error:  # e.g. a minimum energy above the cap
+        parser.error(str(error))
     return 0
 
 
@@ -340,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     config = GeneratorConfig(
         width=args.width, blocks=args.blocks, eta=eta_from_levels(args.eta_levels), rms_levels=args.rms_levels,
         contrast_reference=args.contrast_reference, mask_floor=args.mask_floor, mask_gamma=args.mask_gamma,
+        fill_rms_levels=args.fill_rms_levels, fill_floor_max=args.fill_floor_max,
         target=args.target, encoder_kind=args.encoder_kind, net_downscale=args.net_downscale,
     )
     model = PerturbationGenerator(config)
