@@ -126,8 +126,9 @@ def build_demo(
     notes = {tab: attack_note or NO_GPU.format(family=family, does=does) for tab, does in NO_GPU_DOES.items()}
 
     # -------------------------------------------------------------- handlers (thin wrappers)
-    def protect(image, eta_levels, target, adaptive, refine_steps, progress=gr.Progress()):
-        return tuple(_visitor_errors(handlers.protect)(ctx, image, eta_levels, target, adaptive, refine_steps, progress=_progress(progress)))
+    def protect(image, eta_levels, target, adaptive, refine_steps, lift_flat=False, progress=gr.Progress()):
+        return tuple(_visitor_errors(handlers.protect)(ctx, image, eta_levels, target, adaptive, refine_steps, lift_flat,
+                                                       progress=_progress(progress)))
 
     def protect_example(image, progress=gr.Progress()):  # our own pictures: kept for the next click
         return tuple(_visitor_errors(handlers.protect)(ctx, image, DEFAULT_ETA_LEVELS, "auto", True, 0, progress=_progress(progress)))
@@ -178,6 +179,10 @@ def build_demo(
                         targets = gr.Gallery(_target_gallery(loaded.protector), label="Target patterns, left to right: low, mid, high (click one to select it)", show_label=True, columns=3, height=200, format="png", elem_id="targets", interactive=False, allow_preview=False, buttons=[])
                         adaptive_in = gr.Checkbox(True, label=_adaptive_label(loaded.protector), elem_id="adaptive")
                         refine_in = gr.Slider(0, MAX_REFINE_STEPS, value=0, step=1, label=f"Refine steps (0–{MAX_REFINE_STEPS}; PGD after the one-shot protection: stronger, slower)", elem_id="refine")
+                        has_generator = loaded.protector is not None and loaded.protector.generator is not None
+                        lift_in = gr.Checkbox(False, label=f"Lift flat images (minimum energy {handlers.FLAT_MIN_ENERGY:g}): flat-colour drawings and plain "
+                                              "backgrounds, which the default leaves almost untouched, get about the protection of random noise "
+                                              "of that energy, with a faint pattern on their flat areas", visible=has_generator, elem_id="lift-flat")
                 with gr.Column(scale=1, min_width=300):
                     verdict_md = gr.Markdown("Upload an image (or click an example below), choose a strength, press **Protect**.", elem_id="verdict")
                     file_out = gr.File(label="Download: protected PNG, full resolution", elem_id="protected-file", height=60)
@@ -189,7 +194,7 @@ def build_demo(
                     map_out = gr.Image(label=_map_label(loaded.protector), format="png", type="pil", elem_id="lpips-map")
                 info_out = gr.JSON(label="Info record (as the API returns it)", elem_id="info-json")
             outputs = [verdict_md, file_out, slider_out, details_md, delta_out, map_out, info_out, last_protected]
-            protect_button.click(protect, [image_in, strength_in, target_in, adaptive_in, refine_in], outputs, api_name="protect", concurrency_limit=limits.concurrency, preprocess=False)
+            protect_button.click(protect, [image_in, strength_in, target_in, adaptive_in, refine_in, lift_in], outputs, api_name="protect", concurrency_limit=limits.concurrency, preprocess=False)
             image_in.upload(lambda: tuple(handlers.reset_outputs()), None, outputs, api_visibility="private", queue=False)
             image_in.clear(lambda: tuple(handlers.reset_outputs()), None, outputs, api_visibility="private", queue=False)
             targets.select(pick_target, None, target_in, api_visibility="private", queue=False)

@@ -222,15 +222,24 @@ class Protector:
         seed: int = 0,
         compute_metrics: bool = True,
         progress: ProgressCallback | None = None,
+        min_energy: float | None = None,
     ) -> ProtectionResult:
         """Protect one image. ``image``: 1×3×H×W in [0, 1] on the 8-bit grid, a LoadedImage or a path.
 
         ``eta``: L∞ budget in [0, 1] units (DEFAULT_ETA = 8/255; at most MAX_ETA, see
         :mod:`fastprotect.vocabulary`). ``target``: a pattern name or "auto" (entropy selection).
         ``refine_steps``: extra PGD steps after the pre-trained step, 0…MAX_REFINE_STEPS (per-image
-        mode runs its own ``per_image_steps`` instead). Same input and seed, same output.
+        mode runs its own ``per_image_steps`` instead). ``min_energy``: this call's minimum energy
+        (generator only; see :meth:`from_pretrained`; None = the loaded generator's own, 0 = off).
+        Same input and seed, same output.
         """
         eta, target, refine_steps = check_eta(eta), check_target(target), check_refine_steps(refine_steps)
+        model = self.generator
+        if min_energy is not None:
+            if model is None:
+                raise ValueError(f"min_energy applies to the generator method only; this protector runs the {self.method}")
+            if float(min_energy) != model.config.fill_rms_levels:  # a copy of the tiny network (1.7 MB), per call
+                model = _with_min_energy(model, min_energy).to(self.device, memory_format=torch.channels_last)
         report = progress or (lambda fraction, stage: None)
         x = self._as_tensor(image)
         _, _, height, width = x.shape
@@ -246,7 +255,7 @@ class Protector:
                 target_index = TARGET_NAMES.index(self.generator.config.target if target == "auto" else target)
                 report(0.25, "perturbation")
                 with self.timer(timings, "generate"):
-                    delta, budget_map = self._generate(x, eta)
+                    delta, budget_map = self._generate(model, x, eta)
             else:
                 report(0.05, "assignment")
                 with self.timer(timings, "assign"):
@@ -351,13 +360,14 @@ class Protector:
             return result
         return delta + resize_tensor(result - start, height, width)
 
-    def _generate(self, x: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    @staticmethod
+    def _generate(model: PerturbationGenerator, x: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
         """The generator's δ for x (1×3×H×W) and its full-size budget map: the network runs on a small
         copy (``PerturbationGenerator.network_size``: cost bounded whatever the photo's size), its raw
         pattern is upsampled, then the budget map and energy cap are applied at full resolution."""
-        raw = self.generator.raw(x)
-        budget = self.generator.budget(x, raw)
-        return self.generator.perturbation(x, eta, raw=raw, budget=budget), budget
+        raw = model.raw(x)
+        budget = model.budget(x, raw)
+        return model.perturbation(x, eta, raw=raw, budget=budget), budget
 
     def _visibility_map(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """Spatial LPIPS of (x, x + δ) on a copy whose long side ≤ map_size, upsampled to H×W."""

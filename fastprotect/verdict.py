@@ -99,8 +99,9 @@ def quick_verdict(protector, clean: torch.Tensor, protected: torch.Tensor, *, se
         return Verdict(lpips, psnr, damage, noise_damage, ratio,
                        f"{visible}; weak on this image: it barely changes what a mimic sees (damage {max(damage, 0):.3f}). "
                        "This happens most on images with large flat areas, where the default keeps the perturbation small "
-                       "to stay unseen, and a higher strength changes little there. The command line's --min-energy 2.5 "
-                       "lifts such images to about what random noise of the same energy does, with a faint pattern on the flat areas.")
+                       "to stay unseen, and a higher strength changes little there. 'Lift flat images' (under Advanced; "
+                       "--min-energy 2.5 on the command line) raises such images to about what random noise of the same "
+                       "energy does, with a faint pattern on the flat areas.")
     if noise_damage < MIN_NOISE_DAMAGE:  # a ratio to almost nothing would only measure the noise's luck
         return Verdict(lpips, psnr, damage, noise_damage, None,
                        f"{visible}; damage to what a mimic sees {damage:.3f}, where random noise of the same energy does almost none ({max(noise_damage, 0):.3f}).")

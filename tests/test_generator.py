@@ -142,9 +142,13 @@ def test_a_minimum_energy_can_be_asked_for_at_load_time_and_protects_a_flat_draw
     # a flat-colour drawing: two fills and an outline; the texture budget alone leaves it nearly untouched
     drawing = torch.zeros(1, 3, 96, 96)
     drawing[:, 0], drawing[:, 1, 48:], drawing[..., 46:50, :] = 0.85, 0.4, 0.1
-    plain = Protector.from_pretrained(shipped).protect(drawing, compute_metrics=False).image
+    default = Protector.from_pretrained(shipped)
+    plain = default.protect(drawing, compute_metrics=False).image
     stronger = lifted.protect(drawing, compute_metrics=False).image
     assert float(psnr(plain, drawing)) > 42 > float(psnr(stronger, drawing)) > 38
+    # or per call, on the protector already loaded (the Space's "Lift flat images"): the same image
+    assert torch.equal(default.protect(drawing, compute_metrics=False, min_energy=2.5).image, stronger)
+    assert torch.equal(lifted.protect(drawing, compute_metrics=False, min_energy=0).image, plain)
     # the command line reads it too, and an impossible value is one line, exit 2
     from PIL import Image
 

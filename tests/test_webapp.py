@@ -71,6 +71,28 @@ def test_protect_returns_the_page_outputs_and_keeps_the_original_for_another_str
         handlers.protect(ctx, source, 8)
 
 
+def test_lift_flat_images_needs_the_generator_and_lifts_a_flat_upload(ctx, tmp_path):
+    flat = ctx.upload_root / "flat.png"
+    picture = np.full((64, 64, 3), (200, 40, 40), dtype=np.uint8)
+    picture[:6, :6] = np.random.default_rng(0).integers(0, 256, (6, 6, 3))  # a speck of texture in one corner
+    Image.fromarray(picture).save(flat)
+    with pytest.raises(VisitorError, match="needs the generator; this Space runs the mixture"):
+        handlers.protect(ctx, str(flat), 8, "auto", True, 0, True)
+    from fastprotect.dummy import dummy_protector
+
+    with_generator = SpaceContext(space.LoadOutcome(dummy_protector(with_generator=True)), space.Workspace(tmp_path / "ws2"),
+                                  SpaceLimits(), upload_root=ctx.upload_root)
+    changed = {}
+    for lift in (False, True):
+        out = handlers.protect(with_generator, str(flat), 8, "auto", True, 0, lift)
+        assert Path(out.png).name == ("flat_protected_eta8_lifted.png" if lift else "flat_protected_eta8.png")
+        assert ("flat images lifted" in out.verdict) == lift
+        with Image.open(out.png) as result:
+            changed[lift] = np.abs(np.asarray(result, dtype=int) - picture).mean()
+        assert np.abs(np.asarray(Image.open(out.png), dtype=int) - picture).max() <= 8  # the budget still holds
+    assert changed[True] > 2 * changed[False]  # the flat fill is no longer left alone
+
+
 def test_download_names_carry_the_settings(ctx):
     assert Path(handlers.protect(ctx, upload(ctx, "a.png"), 12).png).name == "a_protected_eta12.png"
     assert Path(handlers.protect(ctx, upload(ctx, "b.jpg.png"), 4).png).name == "b_protected_eta4.png"

@@ -112,10 +112,16 @@ class SpaceContext:
         return self.protector
 
 
-def options(eta_levels: Any, target: Any, adaptive: Any, refine_steps: Any) -> space.ProtectOptions:
+# "Lift flat images": the generator's minimum energy, in RMS levels at η 8 — the one value measured
+# (chosen on training-pool images, checked on the held-out ones: docs/EVALUATION.md).
+FLAT_MIN_ENERGY = 2.5
+
+
+def options(eta_levels: Any, target: Any, adaptive: Any, refine_steps: Any, lift_flat: Any = False) -> space.ProtectOptions:
     """The visitor's choices, validated by the library's own checks (one bound everywhere)."""
     try:
-        return space.ProtectOptions(int(eta_levels), str(target), bool(adaptive), int(refine_steps or 0))
+        return space.ProtectOptions(int(eta_levels), str(target), bool(adaptive), int(refine_steps or 0),
+                                    min_energy=FLAT_MIN_ENERGY if lift_flat else 0.0)
     except (TypeError, ValueError) as error:
         raise VisitorError(str(error)) from None
 
@@ -148,8 +154,9 @@ def preset_label(levels: int) -> str:
 
 
 def protect(ctx: SpaceContext, image: Any, eta_levels: Any = DEFAULT_ETA_LEVELS, target: Any = "auto", adaptive: Any = True,
-            refine_steps: Any = 0, *, progress: Progress | None = None) -> ProtectOutputs:
-    """Protect one upload: the PNG, the before/after pair, the verdict and its numbers.
+            refine_steps: Any = 0, lift_flat: Any = False, *, progress: Progress | None = None) -> ProtectOutputs:
+    """Protect one upload: the PNG, the before/after pair, the verdict and its numbers. ``lift_flat``:
+    the generator's minimum energy (FLAT_MIN_ENERGY) for images its texture budget leaves untouched.
 
     The visitor's original stays in Gradio's upload folder so that another strength can be tried
     on it; Gradio's ``delete_cache`` removes it with the results after 15 minutes."""
@@ -158,7 +165,9 @@ def protect(ctx: SpaceContext, image: Any, eta_levels: Any = DEFAULT_ETA_LEVELS,
     if upload is None:
         raise VisitorError("Upload an image first.")
     path, name = upload
-    chosen, model = options(eta_levels, target, adaptive, refine_steps), ctx.need_protector()
+    chosen, model = options(eta_levels, target, adaptive, refine_steps, lift_flat), ctx.need_protector()
+    if chosen.min_energy and model.generator is None:
+        raise VisitorError(f"'Lift flat images' needs the generator; this Space runs the {model.method}.")
     if not Path(path).exists():
         raise VisitorError(f"{name}: this upload is no longer on the server (uploads are kept 15 minutes); drop the image again.")
     size = space.header_size(path)
@@ -225,7 +234,8 @@ def discard_upload(ctx: SpaceContext, path: str | os.PathLike) -> bool:
 
 
 def verdict_markdown(verdict: Verdict | None, chosen: space.ProtectOptions, waited_s: float) -> str:
-    head = f"**Protected at {preset_label(int(chosen.eta_levels)).split(',')[0]}** in {waited_s:.1f} s."
+    lifted = ", flat images lifted" if chosen.min_energy else ""
+    head = f"**Protected at {preset_label(int(chosen.eta_levels)).split(',')[0]}{lifted}** in {waited_s:.1f} s."
     if verdict is None:
         return f"{head} The visibility and strength readout could not be measured on this image."
     return f"{head} {verdict.sentence}"
