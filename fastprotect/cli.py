@@ -16,7 +16,7 @@ from pathlib import Path
 from .argparsing import OneLineArgumentParser
 from .bundle import BUNDLED_METHODS
 from .vocabulary import (
-    AUTOENCODER_KINDS, DEFAULT_ETA_LEVELS, MAX_ETA_LEVELS, MAX_REFINE_STEPS, TARGET_CHOICES, check_refine_steps, eta_from_levels, is_image_name,
+    AUTOENCODER_KINDS, DEFAULT_ETA_LEVELS, MAX_ETA_LEVELS, MAX_REFINE_STEPS, TARGET_CHOICES, check_min_energy, check_refine_steps, eta_from_levels, is_image_name,
 )
 
 
@@ -74,8 +74,11 @@ def check_protection_options(parser: argparse.ArgumentParser, args: argparse.Nam
         parser.error("--per-image, --checkpoint and --method exclude each other")
     if args.min_energy is not None and (args.per_image or args.method == "mixture"):
         parser.error("--min-energy applies to the generator method only")
-    if args.min_energy is not None and not args.min_energy >= 0:  # not >=: NaN is refused too
-        parser.error(f"--min-energy must be at least 0 (0 = off); got {args.min_energy}")
+    if args.min_energy is not None:
+        try:
+            check_min_energy(args.min_energy)
+        except ValueError as error:
+            parser.error(f"--min-energy: {error}")
     if args.method:  # a bundled checkpoint, found in a checkout or in the installed package
         from .bundle import bundled_checkpoint_for
 

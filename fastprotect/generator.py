@@ -126,16 +126,18 @@ class GeneratorConfig:
             raise GeneratorCheckpointError(f"unknown mimic_base {self.mimic_base!r}; known: {', '.join(MIMIC_FAMILIES)}")
 
 
-def texture_budget(images: torch.Tensor, *, reference: float, floor: float | torch.Tensor, gamma: float,
-                   window: int = 7) -> torch.Tensor:
+def texture_budget(images: torch.Tensor, *, reference: float, floor: float, gamma: float, window: int = 7) -> torch.Tensor:
     """The budget map m(x) in [floor, 1], B×1×H×W: ``clamp(c / reference, floor, 1) ** gamma``.
 
     ``c`` is :func:`fastprotect.metrics.local_contrast` (std of BT.601 luma in a ``window``² square),
     the quantity the flat-region energy ratio ranks pixels by. It depends on the clean image only.
-    ``floor``: one number, or one per image (a tensor of B values, :func:`fill_floor`).
     """
-    relative = local_contrast(images, window)[:, None] / reference
-    return _floored(relative, floor).pow(gamma)
+    return _floored(relative_contrast(images, reference, window), floor).pow(gamma)
+
+
+def relative_contrast(images: torch.Tensor, reference: float, window: int) -> torch.Tensor:
+    """Local contrast ÷ ``reference``, B×1×H×W: the budget map before its floor, cap at 1 and γ."""
+    return local_contrast(images, window)[:, None] / reference
 
 
 def _floored(relative: torch.Tensor, floor: float | torch.Tensor) -> torch.Tensor:
@@ -241,7 +243,7 @@ class PerturbationGenerator(nn.Module):
         (``fill_rms_levels``), each image's floor is raised as far as its δ needs to reach it
         (:func:`fill_floor`); without ``raw``, the fixed floor."""
         c = self.config
-        relative = local_contrast(images, c.contrast_window)[:, None] / c.contrast_reference
+        relative = relative_contrast(images, c.contrast_reference, c.contrast_window)
         floor: float | torch.Tensor = c.mask_floor
         if raw is not None and c.fill_rms_levels > 0 and c.fill_floor_max > c.mask_floor:
             # δ = η·m⊙G and the minimum scales with η like the cap: whether δ reaches it does not depend on η.

@@ -18,7 +18,6 @@ so that its cost does not grow with the photo's resolution.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from .pgd import pgd_perturb
 from .strength import adaptive_scale, project_linf, quantise_within_budget
 from .targets import entropy_signature, target_patterns
 from .timing import StageTimer
-from .vocabulary import DEFAULT_ETA, TARGET_NAMES, AutoencoderKind, TargetChoice, check_eta, check_refine_steps, check_target, levels_from_eta
+from .vocabulary import DEFAULT_ETA, TARGET_NAMES, AutoencoderKind, TargetChoice, check_eta, check_min_energy, check_refine_steps, check_target, levels_from_eta
 
 if TYPE_CHECKING:
     from .generator import PerturbationGenerator
@@ -122,6 +121,7 @@ class Protector:
         self.timer = timer or StageTimer()  # benchmarks pass StageTimer.for_device(...) on a GPU
         self._target_images = (mixture.target_images_float() if mixture is not None else target_patterns(512)).to(self.device)
         self._target_signatures: torch.Tensor | None = None
+        self._min_energy_copies: dict[float, PerturbationGenerator] = {}  # see _generator_with_min_energy
 
     @property
     def mode(self) -> ProtectionMode:
@@ -238,8 +238,7 @@ class Protector:
         if min_energy is not None:
             if model is None:
                 raise ValueError(f"min_energy applies to the generator method only; this protector runs the {self.method}")
-            if float(min_energy) != model.config.fill_rms_levels:  # a copy of the tiny network (1.7 MB), per call
-                model = _with_min_energy(model, min_energy).to(self.device, memory_format=torch.channels_last)
+            model = self._generator_with_min_energy(check_min_energy(min_energy))
         report = progress or (lambda fraction, stage: None)
         x = self._as_tensor(image)
         _, _, height, width = x.shape
@@ -360,6 +359,16 @@ class Protector:
             return result
         return delta + resize_tensor(result - start, height, width)
 
+    def _generator_with_min_energy(self, levels: float) -> PerturbationGenerator:
+        """The loaded generator with another minimum energy: a copy of the tiny network (1.7 MB), made once per
+        value and kept (the Space asks for the same one on every request that ticks "Lift flat images")."""
+        if levels == self.generator.config.fill_rms_levels:
+            return self.generator
+        if levels not in self._min_energy_copies:  # two racing requests may both build it: same result, no harm
+            copy = _with_min_energy(self.generator, levels)
+            self._min_energy_copies[levels] = copy.to(self.device, memory_format=torch.channels_last)
+        return self._min_energy_copies[levels]
+
     @staticmethod
     def _generate(model: PerturbationGenerator, x: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
         """The generator's δ for x (1×3×H×W) and its full-size budget map: the network runs on a small
@@ -389,10 +398,9 @@ def _with_min_energy(generator: PerturbationGenerator, levels: float) -> Perturb
     from .generator import GeneratorCheckpointError
 
     cap = generator.config.rms_levels
-    if not isinstance(levels, (int, float)) or isinstance(levels, bool) or math.isnan(levels):
-        raise ValueError(f"min_energy must be a number of levels; got {levels!r}")
+    levels = check_min_energy(levels)
     try:
-        return generator.with_config(fill_rms_levels=float(levels))
+        return generator.with_config(fill_rms_levels=levels)
     except GeneratorCheckpointError:
         raise ValueError(f"min_energy {levels:g}: must be between 0 (off) and this checkpoint's energy cap, {cap:g} levels") from None
 

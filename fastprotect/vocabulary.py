@@ -54,6 +54,15 @@ def check_refine_steps(steps: int) -> int:
     return int(steps)
 
 
+def check_min_energy(levels: float) -> float:
+    """Validate a minimum energy (the generator's opt-in ``fill_rms_levels``, RMS in 8-bit levels at η 8): a
+    number ≥ 0, 0 = off. Returns it as a float; raises ``ValueError``. The upper bound is the checkpoint's own
+    energy cap, which only the loaded generator knows (``GeneratorConfig``)."""
+    if isinstance(levels, bool) or not isinstance(levels, (int, float)) or not levels >= 0:  # not >=: NaN fails too
+        raise ValueError(f"min_energy must be a number of levels, at least 0 (0 = off); got {levels!r}")
+    return float(levels)
+
+
 # ----------------------------------------------------------------------------- target patterns
 TargetName = Literal["low", "mid", "high"]
 TARGET_NAMES: tuple[TargetName, ...] = get_args(TargetName)

@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from fastprotect.images import ImageError, LoadedImage, load_image, save_png, to_pil, unique_stem
-from fastprotect.vocabulary import DEFAULT_ETA_LEVELS, MAX_ETA_LEVELS, check_refine_steps, check_target, eta_from_levels
+from fastprotect.vocabulary import DEFAULT_ETA_LEVELS, MAX_ETA_LEVELS, check_min_energy, check_refine_steps, check_target, eta_from_levels
 
 ProgressCallback = Callable[[float, str], None]
 logger = logging.getLogger(__name__)
@@ -73,8 +73,7 @@ class ProtectOptions:
             eta_from_levels(int(self.eta_levels))
             check_target(self.target)
             check_refine_steps(self.refine_steps)
-            if not float(self.min_energy) >= 0:  # NaN fails too
-                raise ValueError(f"min_energy must be at least 0 (0 = off); got {self.min_energy}")
+            check_min_energy(self.min_energy)
         except ValueError as error:
             raise SpaceInputError(str(error)) from None
 
