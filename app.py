@@ -39,6 +39,9 @@ GPU_SECONDS = {"round_trip": 30, "img2img": 60, "duel": 300}  # ZeroGPU reservat
 # A ZeroGPU Space has the `spaces` package. There protection runs on the CPU (docs/SPACE.md, "ZeroGPU").
 ZERO_GPU = importlib.util.find_spec("spaces") is not None
 TABS = {"protect": "Protect", "mimic": "Mimic's view", "duel": "LoRA duel", "batch": "Batch", "about": "About"}
+# The opt-in minimum energy, named the same on the Protect and Batch tabs (generator checkpoints only).
+LIFT_LABEL = (f"Lift flat images (minimum energy {handlers.FLAT_MIN_ENERGY:g}): flat-colour drawings and plain backgrounds, which the "
+              "default leaves almost untouched, get about the protection of random noise of that energy, with a faint pattern on their flat areas")
 EXAMPLE_LABELS = {"sunset_hills": "Example: sunset hills", "mosaic_tiles": "Example: mosaic tiles", "blue_marble": "Example: blue marble"}
 
 # WCAG AA: help and caption text at ≥ 4.5:1 on white (slate-600 #475569 on #fff is 7.6:1).
@@ -133,8 +136,8 @@ def build_demo(
     def protect_example(image, progress=gr.Progress()):  # our own pictures: kept for the next click
         return tuple(_visitor_errors(handlers.protect)(ctx, image, DEFAULT_ETA_LEVELS, "auto", True, 0, progress=_progress(progress)))
 
-    def batch(files, eta_levels, target, adaptive, progress=gr.Progress()):
-        out = _visitor_errors(handlers.batch)(ctx, files, eta_levels, target, adaptive, progress=_progress(progress))
+    def batch(files, eta_levels, target, adaptive, lift_flat=False, progress=gr.Progress()):
+        out = _visitor_errors(handlers.batch)(ctx, files, eta_levels, target, adaptive, lift_flat, progress=_progress(progress))
         if out.warning:
             gr.Warning(out.warning)
         return out.zip_path, out.report, out.pairs
@@ -164,6 +167,7 @@ def build_demo(
         last_protected = gr.State(None)
         batch_pairs = gr.State([])
 
+        has_generator = loaded.protector is not None and loaded.protector.generator is not None
         with gr.Tab(TABS["protect"], id="protect"):
             with gr.Row(equal_height=False):
                 with gr.Column(scale=1, min_width=300):
@@ -179,10 +183,7 @@ def build_demo(
                         targets = gr.Gallery(_target_gallery(loaded.protector), label="Target patterns, left to right: low, mid, high (click one to select it)", show_label=True, columns=3, height=200, format="png", elem_id="targets", interactive=False, allow_preview=False, buttons=[])
                         adaptive_in = gr.Checkbox(True, label=_adaptive_label(loaded.protector), elem_id="adaptive")
                         refine_in = gr.Slider(0, MAX_REFINE_STEPS, value=0, step=1, label=f"Refine steps (0–{MAX_REFINE_STEPS}; PGD after the one-shot protection: stronger, slower)", elem_id="refine")
-                        has_generator = loaded.protector is not None and loaded.protector.generator is not None
-                        lift_in = gr.Checkbox(False, label=f"Lift flat images (minimum energy {handlers.FLAT_MIN_ENERGY:g}): flat-colour drawings and plain "
-                                              "backgrounds, which the default leaves almost untouched, get about the protection of random noise "
-                                              "of that energy, with a faint pattern on their flat areas", visible=has_generator, elem_id="lift-flat")
+                        lift_in = gr.Checkbox(False, label=LIFT_LABEL, visible=has_generator, elem_id="lift-flat")
                 with gr.Column(scale=1, min_width=300):
                     verdict_md = gr.Markdown("Upload an image (or click an example below), choose a strength, press **Protect**.", elem_id="verdict")
                     file_out = gr.File(label="Download: protected PNG, full resolution", elem_id="protected-file", height=60)
@@ -243,10 +244,11 @@ def build_demo(
                 batch_eta = gr.Radio([(f"{name} (η {levels})", levels) for name, levels, _ in PRESETS], value=DEFAULT_ETA_LEVELS, label="Strength")
                 batch_target = gr.Radio(list(TARGET_CHOICES), value="auto", label="Target pattern")
                 batch_adaptive = gr.Checkbox(True, label="Adaptive strength")
+            batch_lift = gr.Checkbox(False, label=LIFT_LABEL, visible=has_generator, elem_id="batch-lift-flat")
             batch_button = gr.Button("Protect all", variant="primary", elem_id="batch-button")
             zip_out = gr.File(label="protected.zip", elem_id="batch-zip")
             report_out = gr.Dataframe(headers=list(space.REPORT_FIELDS), label="Report", interactive=False, wrap=False, elem_id="batch-report")
-            batch_button.click(batch, [batch_in, batch_eta, batch_target, batch_adaptive], [zip_out, report_out, batch_pairs], api_name="batch", concurrency_limit=limits.concurrency, preprocess=False)
+            batch_button.click(batch, [batch_in, batch_eta, batch_target, batch_adaptive, batch_lift], [zip_out, report_out, batch_pairs], api_name="batch", concurrency_limit=limits.concurrency, preprocess=False)
 
         with gr.Tab(TABS["about"], id="about"):
             gr.Markdown(_about_markdown(ctx), elem_id="about")

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -71,17 +72,27 @@ def test_protect_returns_the_page_outputs_and_keeps_the_original_for_another_str
         handlers.protect(ctx, source, 8)
 
 
-def test_lift_flat_images_needs_the_generator_and_lifts_a_flat_upload(ctx, tmp_path):
-    flat = ctx.upload_root / "flat.png"
+def flat_drawing(path: Path) -> np.ndarray:
+    """A flat red fill with a speck of texture in one corner, saved at ``path``: what the texture budget leaves alone."""
     picture = np.full((64, 64, 3), (200, 40, 40), dtype=np.uint8)
-    picture[:6, :6] = np.random.default_rng(0).integers(0, 256, (6, 6, 3))  # a speck of texture in one corner
-    Image.fromarray(picture).save(flat)
-    with pytest.raises(VisitorError, match="needs the generator; this Space runs the mixture"):
-        handlers.protect(ctx, str(flat), 8, "auto", True, 0, True)
+    picture[:6, :6] = np.random.default_rng(0).integers(0, 256, (6, 6, 3))
+    Image.fromarray(picture).save(path)
+    return picture
+
+
+def generator_context(ctx: SpaceContext, folder: Path) -> SpaceContext:
     from fastprotect.dummy import dummy_protector
 
-    with_generator = SpaceContext(space.LoadOutcome(dummy_protector(with_generator=True)), space.Workspace(tmp_path / "ws2"),
-                                  SpaceLimits(), upload_root=ctx.upload_root)
+    return SpaceContext(space.LoadOutcome(dummy_protector(with_generator=True)), space.Workspace(folder), SpaceLimits(),
+                        upload_root=ctx.upload_root)
+
+
+def test_lift_flat_images_needs_the_generator_and_lifts_a_flat_upload(ctx, tmp_path):
+    flat = ctx.upload_root / "flat.png"
+    picture = flat_drawing(flat)
+    with pytest.raises(VisitorError, match="needs the generator; this Space runs the mixture"):
+        handlers.protect(ctx, str(flat), 8, "auto", True, 0, True)
+    with_generator = generator_context(ctx, tmp_path / "ws2")
     changed = {}
     for lift in (False, True):
         out = handlers.protect(with_generator, str(flat), 8, "auto", True, 0, lift)
@@ -148,6 +159,25 @@ def test_batch_caps_files_and_summed_pixels(ctx):
     assert Path(out.zip_path).exists() and len(out.pairs) == 3 and out.warning is None
     assert not any(Path(path).exists() for path in files)  # originals deleted
     assert all(Path(path).exists() for pair in out.pairs for path in pair)  # the duel's copies kept
+
+
+def test_batch_lifts_flat_images_too_and_names_its_files_so(ctx, tmp_path):
+    with pytest.raises(VisitorError, match="needs the generator; this Space runs the mixture"):
+        handlers.batch(ctx, [str(ctx.upload_root / "any.png")], 8, "auto", True, True)
+    with_generator = generator_context(ctx, tmp_path / "ws2")
+    changed = {}
+    for lift in (False, True):  # the batch deletes its uploads: one fresh copy per run
+        picture = flat_drawing(ctx.upload_root / "flat.png")
+        out = handlers.batch(with_generator, [str(ctx.upload_root / "flat.png")], 8, "auto", True, lift)
+        with zipfile.ZipFile(out.zip_path) as archive:
+            names = set(archive.namelist())
+            png_name = "flat_protected_eta8_lifted.png" if lift else "flat_protected_eta8.png"
+            assert png_name in names and "report.csv" in names
+            with archive.open(png_name) as member:
+                result = np.asarray(Image.open(member).convert("RGB"), dtype=int)
+        assert np.abs(result - picture).max() <= 8  # the budget still holds
+        changed[lift] = np.abs(result - picture).mean()
+    assert changed[True] > 2 * changed[False]  # the same lift as on the Protect tab
 
 
 def test_round_trip_follows_the_last_result_and_expires_cleanly(ctx):

@@ -126,6 +126,16 @@ def options(eta_levels: Any, target: Any, adaptive: Any, refine_steps: Any, lift
         raise VisitorError(str(error)) from None
 
 
+def chosen_for(ctx: SpaceContext, eta_levels: Any, target: Any, adaptive: Any, refine_steps: Any,
+               lift_flat: Any) -> tuple[space.ProtectOptions, Protector]:
+    """The validated options and the loaded protector, or one line: "Lift flat images" is the
+    generator's (the Protect and Batch tabs ask the same)."""
+    chosen, model = options(eta_levels, target, adaptive, refine_steps, lift_flat), ctx.need_protector()
+    if chosen.min_energy and model.generator is None:
+        raise VisitorError(f"'Lift flat images' needs the generator; this Space runs the {model.method}.")
+    return chosen, model
+
+
 # ------------------------------------------------------------------------------ protect one
 class ProtectOutputs(NamedTuple):
     verdict: str  # Markdown: one line in plain words
@@ -165,9 +175,7 @@ def protect(ctx: SpaceContext, image: Any, eta_levels: Any = DEFAULT_ETA_LEVELS,
     if upload is None:
         raise VisitorError("Upload an image first.")
     path, name = upload
-    chosen, model = options(eta_levels, target, adaptive, refine_steps, lift_flat), ctx.need_protector()
-    if chosen.min_energy and model.generator is None:
-        raise VisitorError(f"'Lift flat images' needs the generator; this Space runs the {model.method}.")
+    chosen, model = chosen_for(ctx, eta_levels, target, adaptive, refine_steps, lift_flat)
     if not Path(path).exists():
         raise VisitorError(f"{name}: this upload is no longer on the server (uploads are kept 15 minutes); drop the image again.")
     size = space.header_size(path)
@@ -280,10 +288,12 @@ class BatchOutputs(NamedTuple):
     warning: str | None  # a one-line warning when some files failed
 
 
-def batch(ctx: SpaceContext, files: Sequence[Any] | None, eta_levels: Any, target: Any, adaptive: Any, *,
-          progress: Progress | None = None) -> BatchOutputs:
+def batch(ctx: SpaceContext, files: Sequence[Any] | None, eta_levels: Any, target: Any, adaptive: Any,
+          lift_flat: Any = False, *, progress: Progress | None = None) -> BatchOutputs:
+    """Protect up to ``max_batch_files`` uploads into one ZIP with its report. ``lift_flat``: as in
+    :func:`protect` (the file names say ``_lifted``)."""
     uploads = [upload for upload in map(space.uploaded_path, files or []) if upload is not None]
-    chosen, model = options(eta_levels, target, adaptive, 0), ctx.need_protector()
+    chosen, model = chosen_for(ctx, eta_levels, target, adaptive, 0, lift_flat)
     if len(uploads) > ctx.limits.max_batch_files:
         raise VisitorError(f"{len(uploads)} files given; at most {ctx.limits.max_batch_files} per batch")
     sizes = [space.header_size(path) for path, _ in uploads]
