@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import bootstrap
 
-from benchmarks.noise_control import DEFAULT_OUT, DOMAINS, MIN_NOISE_DAMAGE
+from benchmarks.noise_control import DEFAULT_OUT, DOMAINS, MIN_MEAN_NOISE_DAMAGE
 
 RESAMPLES = 9999
 CONFIDENCE = 0.95
@@ -44,12 +44,12 @@ class Interval:
     high: float
     share_at_bar: float  # share of the bootstrap draws with a ratio ≥ BAR
     images: int
-    noise_damage: float = 1.0  # the sample's mean noise damage: below MIN_NOISE_DAMAGE the table shows no ratio
+    noise_damage: float = 1.0  # the sample's mean noise damage: below MIN_MEAN_NOISE_DAMAGE the table shows no ratio
 
 
 def ratio_of_means(damage: np.ndarray, noise: np.ndarray, axis: int = -1) -> np.ndarray:
-    """The table's statistic; noise damage below MIN_NOISE_DAMAGE is clamped there (as the table, it is no ratio)."""
-    return np.mean(damage, axis=axis) / np.maximum(np.mean(noise, axis=axis), MIN_NOISE_DAMAGE)
+    """The table's statistic; noise damage below MIN_MEAN_NOISE_DAMAGE is clamped there (as the table, it is no ratio)."""
+    return np.mean(damage, axis=axis) / np.maximum(np.mean(noise, axis=axis), MIN_MEAN_NOISE_DAMAGE)
 
 
 def interval(damage: list[float], noise: list[float], *, resamples: int = RESAMPLES, confidence: float = CONFIDENCE,
@@ -99,7 +99,7 @@ def first_per_domain(domains: list[str], count: int | None) -> list[int]:
 
 
 def interval_text(value: Interval) -> str:
-    if value.noise_damage < MIN_NOISE_DAMAGE:  # as in noise_control's table: noise barely moves the measure
+    if value.noise_damage < MIN_MEAN_NOISE_DAMAGE:  # as in noise_control's table: noise barely moves the measure
         return f"n/m (noise damage {value.noise_damage:.4f})"
     return f"{value.ratio:.2f} [{value.low:.2f}, {value.high:.2f}] P(≥{BAR:g}) {value.share_at_bar:.0%}"
 

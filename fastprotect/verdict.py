@@ -33,7 +33,8 @@ VISIBILITY_SCALE: tuple[tuple[float, str], ...] = (
     (0.12, "visible up close, especially on flat areas such as skies and skin"),
     (float("inf"), "clearly visible"),
 )
-# Below this, noise's damage is within the crop-to-crop spread of the measure and no ratio is given.
+# Below this, one image's noise damage is within the crop-to-crop spread of the measure and no ratio is given
+# (higher than the benchmarks' bar for a mean over many images, noise_control.MIN_MEAN_NOISE_DAMAGE).
 MIN_NOISE_DAMAGE = 0.005
 # Below this damage the protection barely changes what a mimic sees, whatever noise does: said in so many words.
 # The default generator's mean damage is 0.027 on 47 held-out images (docs/EVALUATION.md), random ±4/255 noise's

@@ -207,6 +207,29 @@ def test_noise_control_rows_keep_earlier_rows_and_show_the_transfer_share(tmp_pa
     assert row_line("r", row).endswith("| 50% |")
 
 
+def test_a_second_mimic_reuses_the_visibility_and_scores_its_own_damage() -> None:
+    """Visibility does not depend on the mimic: noise_control measures it once per row and hands it to the
+    other mimics' boards, which measure only what their own encoder makes of the images."""
+    from benchmarks.noise_control import VISIBILITY, measure_per_image, same_energy_noise
+    from fastprotect.dummy import dummy_autoencoder, dummy_perceptual, dummy_protector
+    from fastprotect.evaluation import Harness
+
+    protector = dummy_protector()
+    images = (torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).round() / 255
+    protected = (images + 0.03 * torch.randn(images.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    targets, noise = torch.zeros(2, dtype=torch.long), same_energy_noise(images, protected)
+    judges = {"perceptual_vgg": dummy_perceptual(1), "extended": True}
+    first = Harness(protector.autoencoder, dummy_perceptual(), protector.target_images, **judges)
+    other = Harness(dummy_autoencoder(seed=7), dummy_perceptual(), protector.target_images, **judges)
+    on_first = measure_per_image(first, images, protected, targets, False, noise)
+    given = measure_per_image(other, images, protected, targets, False, noise, {key: on_first[key] for key in VISIBILITY})
+    alone = measure_per_image(other, images, protected, targets, False, noise)
+    for key in VISIBILITY:
+        assert torch.allclose(given[key], alone[key])
+    for key in ("damage", "noise_damage", "pull"):
+        assert torch.allclose(given[key], alone[key]) and not torch.allclose(given[key], on_first[key])
+
+
 def test_eot_pgd_sees_jpeg_in_about_half_of_its_steps_with_the_same_draws_every_run() -> None:
     from benchmarks.noise_control import jpeg_half_the_time
 
@@ -265,7 +288,7 @@ def test_bootstrap_intervals_are_tight_when_every_image_agrees_and_wide_when_the
     spread = intervals.interval([0.5 * noise[0], 4 * noise[1], 1 * noise[2], 6 * noise[3], 0.8 * noise[4]], noise, resamples=999)
     assert spread.low < 1.5 < spread.ratio < spread.high and 0 < spread.share_at_bar < 1
     tiny = intervals.interval([0.01, 0.02], [0.001, 0.001], resamples=99)
-    assert tiny.ratio == pytest.approx(0.015 / intervals.MIN_NOISE_DAMAGE) and intervals.interval_text(tiny).startswith("n/m")
+    assert tiny.ratio == pytest.approx(0.015 / intervals.MIN_MEAN_NOISE_DAMAGE) and intervals.interval_text(tiny).startswith("n/m")
     with pytest.raises(ValueError):
         intervals.interval([0.1, 0.2], [0.1], resamples=99)
 
