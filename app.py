@@ -41,7 +41,8 @@ ZERO_GPU = importlib.util.find_spec("spaces") is not None
 TABS = {"protect": "Protect", "mimic": "Mimic's view", "duel": "LoRA duel", "batch": "Batch", "about": "About"}
 # The opt-in minimum energy, named the same on the Protect and Batch tabs (generator checkpoints only).
 LIFT_LABEL = (f"Lift flat images (minimum energy {handlers.FLAT_MIN_ENERGY:g}): flat-colour drawings and plain backgrounds, which the "
-              "default leaves almost untouched, get about the protection of random noise of that energy, with a faint pattern on their flat areas")
+              "default leaves almost untouched, get about the protection of random noise of that energy, in colour only, with a faint colour "
+              "pattern on their flat areas")
 EXAMPLE_LABELS = {"sunset_hills": "Example: sunset hills", "mosaic_tiles": "Example: mosaic tiles", "blue_marble": "Example: blue marble"}
 
 # WCAG AA: help and caption text at ≥ 4.5:1 on white (slate-600 #475569 on #fff is 7.6:1).

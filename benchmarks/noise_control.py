@@ -16,8 +16,8 @@ Row groups (``--rows``):
 * ``mixture``: the paper's mixture with adaptive strength over η 4, 8, 12, and times a texture
   mask after the fact (the negative result kept from the first study);
 * ``ablation``: the default generator at η 8 with one part taken away at inference (the texture
-  budget: floor 1, i.e. uniform; the energy cap; the minimum energy and the shrunk copy the network runs on, when it
-  has them), each ``--budget-variants FLOOR:CAP`` operating point
+  budget: floor 1, i.e. uniform; the energy cap; the minimum energy, its colour-only form and the shrunk copy the
+  network runs on, when it has them), each ``--budget-variants FLOOR:CAP`` operating point
   of the same network, and every ``--compare LABEL=FOLDER`` generator
   (a training ablation: another run's export) at η 8;
 * ``pgd``: per-image references, 8 steps from a random start: plain PGD on the protection loss over
@@ -340,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         if default.generator.config.fill_rms_levels > 0:
             score("generator η 8 without its minimum energy (the fixed floor on every image; same network, budget and cap)",
                   *protect_all(generator_variant(default, fill_rms_levels=0.0), images, eta), robust=True)
+            if default.generator.config.fill_colour_only:
+                score("generator η 8 with its minimum energy in brightness and colour (fill_colour_only off; same network, budget and cap)",
+                      *protect_all(generator_variant(default, fill_colour_only=False), images, eta), robust=True)
         if default.generator.config.net_downscale > 1:
             score("generator η 8 with its network at full resolution (net_downscale 1; same weights, budget and cap)",
                   *protect_all(generator_variant(default, net_downscale=1), images, eta), robust=True)

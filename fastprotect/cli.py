@@ -51,7 +51,7 @@ def add_protection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=int, default=None, help="refuse images with more pixels than this")
     parser.add_argument("--min-energy", type=float, default=None, metavar="LEVELS",
                         help="generator only: lift images whose protection stays below this RMS (levels at η 8, e.g. 2.5; "
-                             "0 = off, the default) — protects flat-colour images, with a faint pattern on their flat areas")
+                             "0 = off, the default) — protects flat-colour images, in colour only, with a faint colour pattern on their flat areas")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -163,7 +163,8 @@ def _fill_words(config: GeneratorConfig) -> str:
         return ""
     return (f"; minimum energy: an image whose δ stays below an RMS of {config.fill_rms_levels:g} levels at η "
             f"{levels_from_eta(config.eta)} (scaled with η; large flat areas) gets its floor raised, for that image only "
-            f"and at most to {config.fill_floor_max:g}, until it reaches it")
+            f"and at most to {config.fill_floor_max:g}, until it reaches it"
+            + (", its δ then in colour only (brightness part removed: δ − Y(δ))" if config.fill_colour_only else ""))
 
 
 def _downscale_words(factor: int) -> str:

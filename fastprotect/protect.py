@@ -170,8 +170,8 @@ class Protector:
         fallback to another mode. ``dtype``: float16 halves memory and time on a GPU.
         ``min_energy`` (generator checkpoints only): the minimum energy, in RMS levels at η 8, below
         which an image's texture-budget floor is raised (``GeneratorConfig.fill_rms_levels``; 0 = off,
-        None = the checkpoint's): flat-colour images get protection, with a faint pattern on their flat
-        areas (docs/EVALUATION.md). A ValueError when out of range or for another method.
+        None = the checkpoint's) and its δ written in colour only (``fill_colour_only``): flat-colour images
+        get protection, with a faint colour pattern on their flat areas (docs/EVALUATION.md). A ValueError when out of range or for another method.
         """
         mixture, generator, bundle = None, None, None
         if not per_image:
@@ -375,8 +375,7 @@ class Protector:
         copy (``PerturbationGenerator.network_size``: cost bounded whatever the photo's size), its raw
         pattern is upsampled, then the budget map and energy cap are applied at full resolution."""
         raw = model.raw(x)
-        budget = model.budget(x, raw)
-        return model.perturbation(x, eta, raw=raw, budget=budget), budget
+        return model.perturbation(x, eta, raw=raw), model.budget(x, raw)  # the budget again for the map: a few ms
 
     def _visibility_map(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """Spatial LPIPS of (x, x + δ) on a copy whose long side ≤ map_size, upsampled to H×W."""

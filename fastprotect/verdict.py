@@ -40,6 +40,13 @@ MIN_NOISE_DAMAGE = 0.005
 # The default generator's mean damage is 0.027 on 47 held-out images (docs/EVALUATION.md), random ±4/255 noise's
 # 0.020; on flat-colour cartoons its texture budget leaves 0.0001–0.0007 (nothing to hide a perturbation in).
 WEAK_DAMAGE = 0.005
+# What a weak verdict adds: where to go next, or, once the minimum energy is on, that this is about as far as it goes.
+UNLIFTED_WEAK = ("This happens most on images with large flat areas, where the default keeps the perturbation small to stay "
+                 "unseen, and a higher strength changes little there. 'Lift flat images' (under Advanced; --min-energy 2.5 on "
+                 "the command line) raises such images to about what random noise of the same energy does, with a faint "
+                 "colour pattern on the flat areas.")
+LIFTED_WEAK = ("Flat images are already lifted here: large flat areas and saturated or white fills leave little that a "
+               "change of colour can use without being seen, and a higher strength changes little there.")
 STRENGTH_SCALE: tuple[tuple[float, str], ...] = (
     (1.2, "no stronger than random noise of the same energy"),
     (2.0, "stronger than random noise of the same energy"),
@@ -76,9 +83,10 @@ def mimic_copy(image: torch.Tensor, *, mimic_side: int = 1024, crop: int = 256) 
 
 @torch.no_grad()
 def quick_verdict(protector, clean: torch.Tensor, protected: torch.Tensor, *, seed: int = 0,
-                  mimic_side: int = 1024, crop: int = 256) -> Verdict:
+                  mimic_side: int = 1024, crop: int = 256, lifted: bool = False) -> Verdict:
     """The verdict on ``protected`` (1×3×H×W, [0, 1]) against ``clean``, with ``protector``'s
-    autoencoder and LPIPS. Without a decoder or LPIPS the missing parts are None and the sentence says so."""
+    autoencoder and LPIPS. Without a decoder or LPIPS the missing parts are None and the sentence says so.
+    ``lifted``: the protection already ran with the minimum energy, so a weak result does not point to it again."""
     device = protector.device
     x = mimic_copy(clean.to(device), mimic_side=mimic_side, crop=crop)
     x_hat = mimic_copy(protected.to(device), mimic_side=mimic_side, crop=crop)
@@ -99,10 +107,7 @@ def quick_verdict(protector, clean: torch.Tensor, protected: torch.Tensor, *, se
     if damage < WEAK_DAMAGE:  # a ratio would flatter a protection that does next to nothing
         return Verdict(lpips, psnr, damage, noise_damage, ratio,
                        f"{visible}; weak on this image: it barely changes what a mimic sees (damage {max(damage, 0):.3f}). "
-                       "This happens most on images with large flat areas, where the default keeps the perturbation small "
-                       "to stay unseen, and a higher strength changes little there. 'Lift flat images' (under Advanced; "
-                       "--min-energy 2.5 on the command line) raises such images to about what random noise of the same "
-                       "energy does, with a faint pattern on the flat areas.")
+                       + (LIFTED_WEAK if lifted else UNLIFTED_WEAK))
     if noise_damage < MIN_NOISE_DAMAGE:  # a ratio to almost nothing would only measure the noise's luck
         return Verdict(lpips, psnr, damage, noise_damage, None,
                        f"{visible}; damage to what a mimic sees {damage:.3f}, where random noise of the same energy does almost none ({max(noise_damage, 0):.3f}).")

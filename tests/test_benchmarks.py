@@ -180,7 +180,12 @@ def test_the_surrogate_encoder_learns_the_teachers_latents_and_reloads_exactly(t
 def test_noise_control_rows_keep_earlier_rows_and_show_the_transfer_share(tmp_path) -> None:
     """benchmarks.noise_control: a row measured through one mimic; the results file keeps the rows of earlier
     runs; a row scored through the surrogate shows its damage as a share of TAEF2's (the transfer column)."""
-    from benchmarks.noise_control import Board, measure_per_image, row_line, summarise_row
+    from benchmarks.noise_control import (
+        Board,
+        measure_per_image,
+        row_line,
+        summarise_row,
+    )
     from fastprotect.dummy import dummy_perceptual, dummy_protector
     from fastprotect.evaluation import Harness
 
@@ -210,7 +215,11 @@ def test_noise_control_rows_keep_earlier_rows_and_show_the_transfer_share(tmp_pa
 def test_a_second_mimic_reuses_the_visibility_and_scores_its_own_damage() -> None:
     """Visibility does not depend on the mimic: noise_control measures it once per row and hands it to the
     other mimics' boards, which measure only what their own encoder makes of the images."""
-    from benchmarks.noise_control import VISIBILITY, measure_per_image, same_energy_noise
+    from benchmarks.noise_control import (
+        VISIBILITY,
+        measure_per_image,
+        same_energy_noise,
+    )
     from fastprotect.dummy import dummy_autoencoder, dummy_perceptual, dummy_protector
     from fastprotect.evaluation import Harness
 

@@ -75,7 +75,7 @@ def rms_levels(delta: torch.Tensor) -> torch.Tensor:
 
 def test_the_minimum_energy_raises_the_floor_of_nearly_flat_images_only():
     fixed = dummy_generator(mask_floor=0.05, contrast_reference=0.06, rms_levels=3.5)
-    lifted = fixed.with_config(fill_rms_levels=2.5, fill_floor_max=0.5)
+    lifted = fixed.with_config(fill_rms_levels=2.5, fill_floor_max=1.0)
     images = torch.cat([mostly_flat_image(), half_flat_image(seed=1)])
     with torch.no_grad():
         before, after = fixed.perturbation(images), lifted.perturbation(images)
@@ -87,6 +87,28 @@ def test_the_minimum_energy_raises_the_floor_of_nearly_flat_images_only():
     assert after.abs().max() <= fixed.config.eta + 1e-7
     with torch.no_grad():  # the rule does not depend on η: at half the budget, half the minimum
         assert rms_levels(lifted.perturbation(images, fixed.config.eta / 2))[0] == pytest.approx(1.25, rel=0.02)
+
+
+def test_a_lifted_image_is_changed_in_colour_not_brightness():
+    """fill_colour_only (the default): the lifted image's δ has no BT.601 luma, its colour differences are those of
+    the lift in brightness and colour scaled up; an image above the minimum keeps its δ, brightness included."""
+    from fastprotect.generator import colour_only
+
+    fixed = dummy_generator(mask_floor=0.05, contrast_reference=0.06, rms_levels=3.5)
+    colour = fixed.with_config(fill_rms_levels=2.5, fill_floor_max=1.0)
+    both = colour.with_config(fill_colour_only=False)
+    images = torch.cat([mostly_flat_image(), half_flat_image(seed=1)])
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        in_colour, in_both, before = colour.perturbation(images), both.perturbation(images), fixed.perturbation(images)
+    brightness = (in_colour * luma).sum(1)
+    assert brightness[0].abs().max() < 1e-6 and (in_both[0:1] * luma).sum(1).abs().max() > 0.1 / 255
+    assert rms_levels(in_colour)[0] == pytest.approx(2.5, rel=0.02) == float(rms_levels(in_both)[0])
+    assert torch.equal(in_colour[1], before[1]) and (in_colour[1:] * luma).sum(1).abs().max() > 0.1 / 255
+    # same direction in colour: the colour-only δ is the colour part of a (higher-floored) δ, not another pattern
+    cosine = torch.nn.functional.cosine_similarity(in_colour[0].flatten(), colour_only(in_both[0:1]).flatten(), dim=0)
+    assert cosine > 0.9
+    assert torch.allclose(colour_only(colour_only(in_both)), colour_only(in_both), atol=1e-7)  # a projection
 
 
 def test_the_lifted_floor_stops_at_its_ceiling():
@@ -107,13 +129,21 @@ def test_the_lifted_floor_stops_at_its_ceiling():
 def test_the_minimum_energy_is_off_in_older_configs_and_bounded_by_the_cap(tmp_path):
     folder = dummy_generator().save_pretrained(tmp_path / "gen")
     config = json.loads((folder / "config.json").read_text())
-    for name in ("fill_rms_levels", "fill_floor_max"):
+    assert config["format_version"] == 4 and config["fill_colour_only"] is True
+    for name in ("fill_rms_levels", "fill_floor_max", "fill_colour_only"):
         del config[name]
-    (folder / "config.json").write_text(json.dumps(config | {"format_version": 2}))  # written before the field existed
-    assert PerturbationGenerator.from_pretrained(folder).config.fill_rms_levels == 0
-    (folder / "config.json").write_text(json.dumps(config))  # version 3 must name it
-    with pytest.raises(GeneratorCheckpointError, match="missing \\['fill_floor_max', 'fill_rms_levels'\\]"):
+    (folder / "config.json").write_text(json.dumps(config | {"format_version": 2}))  # written before the fields existed
+    older = PerturbationGenerator.from_pretrained(folder).config
+    assert older.fill_rms_levels == 0 and older.fill_colour_only  # no minimum; one asked for later is today's
+    # version 3 had the minimum, lifted in brightness and colour: kept as it was measured
+    (folder / "config.json").write_text(json.dumps(config | {"format_version": 3, "fill_rms_levels": 2.5, "fill_floor_max": 0.5}))
+    three = PerturbationGenerator.from_pretrained(folder).config
+    assert three.fill_rms_levels == 2.5 and not three.fill_colour_only
+    (folder / "config.json").write_text(json.dumps(config))  # version 4 must name them
+    with pytest.raises(GeneratorCheckpointError, match="missing \\['fill_colour_only', 'fill_floor_max', 'fill_rms_levels'\\]"):
         PerturbationGenerator.from_pretrained(folder)
+    with pytest.raises(GeneratorCheckpointError, match="fill_colour_only must be true or false"):
+        GeneratorConfig(fill_colour_only=1)
     with pytest.raises(GeneratorCheckpointError, match="fill_rms_levels"):
         GeneratorConfig(rms_levels=3.5, fill_rms_levels=4.0)
     with pytest.raises(GeneratorCheckpointError, match="fill_floor_max"):
@@ -145,7 +175,8 @@ def test_a_minimum_energy_can_be_asked_for_at_load_time_and_protects_a_flat_draw
     default = Protector.from_pretrained(shipped)
     plain = default.protect(drawing, compute_metrics=False).image
     stronger = lifted.protect(drawing, compute_metrics=False).image
-    assert float(psnr(plain, drawing)) > 42 > float(psnr(stronger, drawing)) > 38
+    plain_db, stronger_db = float(psnr(plain, drawing)), float(psnr(stronger, drawing))
+    assert plain_db > 44 and plain_db - 2 > stronger_db > 38  # lifted: at least 2 dB more change, within the cap
     # or per call, on the protector already loaded (the Space's "Lift flat images"): the same image
     assert torch.equal(default.protect(drawing, compute_metrics=False, min_energy=2.5).image, stronger)
     assert torch.equal(lifted.protect(drawing, compute_metrics=False, min_energy=0).image, plain)
@@ -223,7 +254,7 @@ def test_a_downscaled_network_sees_a_shrunk_copy_and_writes_a_smooth_full_size_p
 def test_a_version_1_config_loads_as_a_full_resolution_network(tmp_path):
     folder = dummy_generator().save_pretrained(tmp_path / "gen")
     config = json.loads((folder / "config.json").read_text())
-    assert config["format_version"] == 3 and config["net_downscale"] == 1
+    assert config["format_version"] == 4 and config["net_downscale"] == 1
     del config["net_downscale"]
     (folder / "config.json").write_text(json.dumps(config | {"format_version": 1}))
     assert PerturbationGenerator.from_pretrained(folder).config.net_downscale == 1
@@ -398,7 +429,8 @@ def test_the_minimum_energy_can_be_trained_with_and_shipped_and_the_card_says_so
     exported = tmp_path / "export"
     assert trainer.main(["export", "--run", str(out), "--output", str(exported), "--fill-rms-levels", "2.5"]) == 0
     assert PerturbationGenerator.from_pretrained(exported).config.fill_rms_levels == 2.5
-    assert "minimum energy: an image whose δ stays below an RMS of 2.5 levels at η 8" in (exported / "README.md").read_text()
+    card = (exported / "README.md").read_text()
+    assert "minimum energy: an image whose δ stays below an RMS of 2.5 levels at η 8" in card and "in colour only" in card
     with pytest.raises(SystemExit):  # above the energy cap: a one-line error, no folder half written
         trainer.main(["export", "--run", str(out), "--output", str(tmp_path / "bad"), "--fill-rms-levels", "5"])
     assert not (tmp_path / "bad").exists()

@@ -75,6 +75,9 @@ def test_a_protection_that_barely_changes_what_a_mimic_sees_is_called_weak_not_s
     assert verdict.damage is not None and verdict.damage < WEAK_DAMAGE
     assert "weak on this image" in verdict.sentence and "stronger than random noise" not in verdict.sentence
     assert "--min-energy" in verdict.sentence  # the one setting measured to lift flat images (a higher η does not)
+    already = quick_verdict(protector, clean, clean, lifted=True)  # with the minimum on, it does not point to it again
+    assert "weak on this image" in already.sentence and "already lifted" in already.sentence
+    assert "--min-energy" not in already.sentence and "Lift flat images'" not in already.sentence
     protected = protector.protect(clean, compute_metrics=False).image
     strong = quick_verdict(protector, clean, protected)
     assert ("weak on this image" in strong.sentence) == (strong.damage < WEAK_DAMAGE)

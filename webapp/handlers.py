@@ -194,7 +194,7 @@ def protect(ctx: SpaceContext, image: Any, eta_levels: Any = DEFAULT_ETA_LEVELS,
         progress(0.9, "measuring visibility and strength")
     verdict_start = time.perf_counter()
     try:
-        verdict = quick_verdict(model, outcome.loaded.pixels, outcome.protected_pixels.cpu())
+        verdict = quick_verdict(model, outcome.loaded.pixels, outcome.protected_pixels.cpu(), lifted=bool(chosen.min_energy))
     except Exception:  # the verdict is a readout; a failure must not cost the protected file
         logger.exception("verdict failed on %r", name)
         verdict = None
