@@ -21,6 +21,9 @@ the visibility budget already in the loop:
   unit of energy (measured, docs/EVALUATION.md), and the network costs 1/k² as much.
 * ``cap_r`` — an energy cap: the whole δ is scaled down so that its RMS is at most ``rms_levels``
   8-bit levels (PSNR ≥ 20·log10(255 / rms_levels) before rounding), whatever the image.
+* an opt-in minimum energy (``fill_rms_levels``, off in the bundled checkpoint): an image whose δ stays
+  below it gets its floor raised (:func:`fill_floor`) and its δ written in colour only
+  (:func:`colour_only`, ``fill_colour_only``): flat fills, where the budget finds no texture.
 
 No encoder runs at protection time: the cost is the generator's forward pass. Training
 (``python -m train.generator``) pulls the encoder's latent and features of x + δ towards a target
@@ -310,6 +313,11 @@ class PerturbationGenerator(nn.Module):
         (``fill_colour_only``). ``raw``: G's output when already computed (e.g. upsampled from a working
         copy); ``target``: the pattern window (default: over the whole image). Differentiable with respect
         to the network's parameters."""
+        return self.perturbation_and_budget(images, eta, raw=raw, target=target)[0]
+
+    def perturbation_and_budget(self, images: torch.Tensor, eta: float | None = None, *, raw: torch.Tensor | None = None,
+                                target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(:meth:`perturbation`, the budget map m it used): the Protector shows m without computing it twice."""
         eta = self.config.eta if eta is None else eta
         if raw is None:
             raw = self.raw(images, target)
@@ -324,7 +332,7 @@ class PerturbationGenerator(nn.Module):
             colour = colour * (eta / colour.abs().amax(1, keepdim=True).clamp_min(1e-12)).clamp(max=1)
             delta = torch.where(lifted.view(-1, 1, 1, 1), colour, delta)
         rms = self.config.rms_levels / 255 * eta / self.config.eta
-        return cap_energy(delta, rms)
+        return cap_energy(delta, rms), budget
 
     def forward(self, images: torch.Tensor, eta: float | None = None) -> torch.Tensor:
         return self.perturbation(images, eta)

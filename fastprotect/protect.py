@@ -374,8 +374,7 @@ class Protector:
         """The generator's δ for x (1×3×H×W) and its full-size budget map: the network runs on a small
         copy (``PerturbationGenerator.network_size``: cost bounded whatever the photo's size), its raw
         pattern is upsampled, then the budget map and energy cap are applied at full resolution."""
-        raw = model.raw(x)
-        return model.perturbation(x, eta, raw=raw), model.budget(x, raw)  # the budget again for the map: a few ms
+        return model.perturbation_and_budget(x, eta, raw=model.raw(x))
 
     def _visibility_map(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """Spatial LPIPS of (x, x + δ) on a copy whose long side ≤ map_size, upsampled to H×W."""
