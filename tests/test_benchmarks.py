@@ -345,3 +345,41 @@ def test_a_paired_difference_of_two_rows_on_the_same_images_and_files_read_toget
         with pytest.raises(SystemExit):
             intervals.main(argv)
         assert "Traceback" not in capsys.readouterr().err
+
+
+def test_min_energy_tunes_on_the_pool_images_a_minimum_would_act_on(tmp_path) -> None:
+    """benchmarks.min_energy: a seeded draw of pool images, of which the flattest (lowest default δ) are kept,
+    and rows for every minimum × ceiling × form after the default; luma PSNR tells brightness from colour."""
+    from PIL import Image
+
+    from benchmarks.min_energy import luma_psnr, lowest_energy, pool_names, variants
+    from fastprotect.dummy import dummy_protector
+    from fastprotect.generator import colour_only
+
+    for domain in ("cartoon", "face"):
+        (tmp_path / domain).mkdir()
+        for i in range(3):
+            Image.new("RGB", (8, 8)).save(tmp_path / domain / f"{domain}_{i}.png")
+    (tmp_path / "cartoon" / "notes.txt").write_text("not an image")
+    drawn = pool_names(tmp_path, 4, seed=0)
+    assert len(drawn) == 4 and drawn == pool_names(tmp_path, 4, seed=0) and drawn != pool_names(tmp_path, 4, seed=1)
+    assert all(name.endswith(".png") for name in drawn)
+
+    protector = dummy_protector(with_generator=True)
+    # no energy cap here, so that energy follows texture alone
+    protector.generator = protector.generator.with_config(mask_floor=0.05, contrast_reference=0.06, rms_levels=255.0)
+    rng = torch.Generator().manual_seed(0)
+    flat = torch.full((1, 3, 48, 48), 0.5)
+    half = flat.clone()
+    half[..., 24:] = torch.rand(1, 3, 48, 24, generator=rng)
+    textured = torch.rand(1, 3, 48, 48, generator=rng)
+    images = {"face/textured": textured, "cartoon/flat": flat, "object/half": half}
+    assert lowest_energy(protector, images, 2, below=255) == ["cartoon/flat", "object/half"]  # flattest first
+    assert lowest_energy(protector, images, 5, below=1e-9) == []  # none below a minimum of nothing
+
+    rows = variants([2.5, 3.0], [0.5], ["colour", "both"])
+    assert list(rows)[0] == "default (no minimum)" and rows["default (no minimum)"] == {} and len(rows) == 5
+    assert rows["minimum 3, floor ≤ 0.5, colour only"] == {"fill_rms_levels": 3.0, "fill_floor_max": 0.5, "fill_colour_only": True}
+    change = torch.randn(1, 3, 16, 16, generator=rng) * 4 / 255
+    clean = torch.full((1, 3, 16, 16), 0.5)
+    assert float(luma_psnr(clean, clean + colour_only(change))) > 100 > 50 > float(luma_psnr(clean, clean + change))
