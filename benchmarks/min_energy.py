@@ -16,14 +16,27 @@ row's per-image values. The held-out confirmation is ``benchmarks.noise_control 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import DEFAULT_WEIGHTS, SHARED, centre_square, machine_info, machine_line, write_json
-from benchmarks.noise_control import DOMAINS, generator_variant, measure_per_image, protect_all, row_line, summarise_row
+from benchmarks.common import (
+    DEFAULT_WEIGHTS,
+    SHARED,
+    centre_square,
+    machine_info,
+    machine_line,
+    write_json,
+)
+from benchmarks.noise_control import (
+    DOMAINS,
+    generator_variant,
+    measure_per_image,
+    protect_all,
+    row_line,
+    summarise_row,
+)
 from fastprotect.bundle import bundled_checkpoint
 from fastprotect.evaluation import Harness
 from fastprotect.images import ImageError, load_image
