@@ -40,6 +40,7 @@ from benchmarks.noise_control import (
 from fastprotect.bundle import bundled_checkpoint
 from fastprotect.evaluation import Harness
 from fastprotect.images import ImageError, load_image
+from fastprotect.metrics import luma
 from fastprotect.perceptual import load_perceptual
 from fastprotect.protect import Protector
 from fastprotect.vocabulary import TARGET_NAMES, eta_from_levels, is_image_name
@@ -47,7 +48,6 @@ from fastprotect.vocabulary import TARGET_NAMES, eta_from_levels, is_image_name
 DEFAULT_POOL = SHARED / "data" / "pool"
 DEFAULT_OUT = Path("benchmarks/results/min_energy_pool.json")
 FORMS = {"colour": True, "both": False}  # --forms name -> fill_colour_only
-_LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 
 
 def pool_names(pool: Path, draw: int, seed: int) -> list[str]:
@@ -80,8 +80,7 @@ def variants(levels: list[float], ceilings: list[float], forms: list[str]) -> di
 
 def luma_psnr(clean: torch.Tensor, protected: torch.Tensor) -> torch.Tensor:
     """Per image, the PSNR of the change's BT.601 luma alone (dB): high = little of the change is brightness."""
-    luma = ((protected - clean) * _LUMA.to(clean)).sum(1)
-    return -10 * torch.log10(luma.pow(2).flatten(1).mean(1).clamp_min(1e-12))
+    return -10 * torch.log10(luma(protected - clean).pow(2).flatten(1).mean(1).clamp_min(1e-12))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,7 +48,7 @@ from torch import nn
 
 from .hub import load_state_strictly
 from .images import fit_within, resize_tensor
-from .metrics import local_contrast
+from .metrics import local_contrast, luma
 from .targets import target_window
 from .vocabulary import AUTOENCODER_KINDS, DEFAULT_ETA, MAX_ETA, MIMIC_FAMILIES, MIMIC_FAMILY_OF_ENCODER, TARGET_NAMES, AutoencoderKind, check_eta
 
@@ -190,14 +190,10 @@ def fill_floor(relative: torch.Tensor, raw: torch.Tensor, *, floor: float, ceili
     return torch.where(needs, high, torch.full_like(high, float(floor)))
 
 
-_LUMA = (0.299, 0.587, 0.114)  # BT.601, as the budget's local contrast and JPEG's YCbCr
-
-
 def colour_only(delta: torch.Tensor) -> torch.Tensor:
-    """δ (B×3×H×W) without its brightness part: δ − Y(δ) in every channel, so that its BT.601 luma is 0 and its
-    two colour-difference components (JPEG's Cb, Cr) are unchanged."""
-    weights = torch.tensor(_LUMA, dtype=delta.dtype, device=delta.device).view(1, 3, 1, 1)
-    return delta - (delta * weights).sum(1, keepdim=True)
+    """δ (B×3×H×W) without its brightness part: δ − Y(δ) in every channel, so that its BT.601 luma (the budget's
+    local contrast's, :func:`fastprotect.metrics.luma`) is 0 and its colour differences (JPEG's Cb, Cr) are unchanged."""
+    return delta - luma(delta)
 
 
 def cap_energy(delta: torch.Tensor, rms: float) -> torch.Tensor:

@@ -75,14 +75,18 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 CONTRAST_WINDOW = 7
 
 
+def luma(images: torch.Tensor) -> torch.Tensor:
+    """BT.601 luma B×1×H×W of B×3×H×W values (images or a change to them), in their dtype."""
+    weights = torch.tensor(LUMA_WEIGHTS, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return (images * weights).sum(1, keepdim=True)
+
+
 def local_contrast(images: torch.Tensor, window: int = CONTRAST_WINDOW) -> torch.Tensor:
     """Local contrast B×H×W: the standard deviation (population, 1/n) of the BT.601 luminance
     Y = 0.299 R + 0.587 G + 0.114 B in the ``window``×``window`` square centred on each pixel, the
     image reflect-padded by ``window // 2`` at its borders (sides of at least ``window // 2 + 1`` px)."""
-    weights = torch.tensor(LUMA_WEIGHTS, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
-    luma = (images.float() * weights).sum(1, keepdim=True)
     pad = window // 2
-    padded = F.pad(luma, (pad, pad, pad, pad), mode="reflect")
+    padded = F.pad(luma(images.float()), (pad, pad, pad, pad), mode="reflect")
     mean = F.avg_pool2d(padded, window, stride=1)
     mean_sq = F.avg_pool2d(padded * padded, window, stride=1)
     return (mean_sq - mean * mean).clamp_min(0).sqrt()[:, 0]
