@@ -39,10 +39,10 @@ GPU_SECONDS = {"round_trip": 30, "img2img": 60, "duel": 300}  # ZeroGPU reservat
 # A ZeroGPU Space has the `spaces` package. There protection runs on the CPU (docs/SPACE.md, "ZeroGPU").
 ZERO_GPU = importlib.util.find_spec("spaces") is not None
 TABS = {"protect": "Protect", "mimic": "Mimic's view", "duel": "LoRA duel", "batch": "Batch", "about": "About"}
-# The opt-in minimum energy, named the same on the Protect and Batch tabs (generator checkpoints only).
-LIFT_LABEL = (f"Lift flat images (minimum energy {handlers.FLAT_MIN_ENERGY:g}): flat-colour drawings and plain backgrounds, which the "
-              "default leaves almost untouched, get about the protection of random noise of that energy, in colour only, with a faint colour "
-              "pattern on their flat areas")
+# The minimum energy for flat images (on by default), named the same on the Protect and Batch tabs (generator checkpoints only).
+LIFT_LABEL = (f"Lift flat images (minimum energy {handlers.FLAT_MIN_ENERGY:g}, on by default): flat-colour drawings and plain "
+              "backgrounds, which the texture budget alone leaves almost untouched, get a minimum of protection, written blue-yellow "
+              "only (no change of brightness); a faint colour pattern can show on their flat areas when zoomed in")
 EXAMPLE_LABELS = {"sunset_hills": "Example: sunset hills", "mosaic_tiles": "Example: mosaic tiles", "blue_marble": "Example: blue marble"}
 
 # WCAG AA: help and caption text at ≥ 4.5:1 on white (slate-600 #475569 on #fff is 7.6:1).
@@ -130,14 +130,14 @@ def build_demo(
     notes = {tab: attack_note or NO_GPU.format(family=family, does=does) for tab, does in NO_GPU_DOES.items()}
 
     # -------------------------------------------------------------- handlers (thin wrappers)
-    def protect(image, eta_levels, target, adaptive, refine_steps, lift_flat=False, progress=gr.Progress()):
+    def protect(image, eta_levels, target, adaptive, refine_steps, lift_flat=None, progress=gr.Progress()):
         return tuple(_visitor_errors(handlers.protect)(ctx, image, eta_levels, target, adaptive, refine_steps, lift_flat,
                                                        progress=_progress(progress)))
 
     def protect_example(image, progress=gr.Progress()):  # our own pictures: kept for the next click
         return tuple(_visitor_errors(handlers.protect)(ctx, image, DEFAULT_ETA_LEVELS, "auto", True, 0, progress=_progress(progress)))
 
-    def batch(files, eta_levels, target, adaptive, lift_flat=False, progress=gr.Progress()):
+    def batch(files, eta_levels, target, adaptive, lift_flat=None, progress=gr.Progress()):
         out = _visitor_errors(handlers.batch)(ctx, files, eta_levels, target, adaptive, lift_flat, progress=_progress(progress))
         if out.warning:
             gr.Warning(out.warning)
@@ -184,7 +184,7 @@ def build_demo(
                         targets = gr.Gallery(_target_gallery(loaded.protector), label="Target patterns, left to right: low, mid, high (click one to select it)", show_label=True, columns=3, height=200, format="png", elem_id="targets", interactive=False, allow_preview=False, buttons=[])
                         adaptive_in = gr.Checkbox(True, label=_adaptive_label(loaded.protector), elem_id="adaptive")
                         refine_in = gr.Slider(0, MAX_REFINE_STEPS, value=0, step=1, label=f"Refine steps (0–{MAX_REFINE_STEPS}; PGD after the one-shot protection: stronger, slower)", elem_id="refine")
-                        lift_in = gr.Checkbox(False, label=LIFT_LABEL, visible=has_generator, elem_id="lift-flat")
+                        lift_in = gr.Checkbox(has_generator, label=LIFT_LABEL, visible=has_generator, elem_id="lift-flat")
                 with gr.Column(scale=1, min_width=300):
                     verdict_md = gr.Markdown("Upload an image (or click an example below), choose a strength, press **Protect**.", elem_id="verdict")
                     file_out = gr.File(label="Download: protected PNG, full resolution", elem_id="protected-file", height=60)
@@ -245,7 +245,7 @@ def build_demo(
                 batch_eta = gr.Radio([(f"{name} (η {levels})", levels) for name, levels, _ in PRESETS], value=DEFAULT_ETA_LEVELS, label="Strength")
                 batch_target = gr.Radio(list(TARGET_CHOICES), value="auto", label="Target pattern")
                 batch_adaptive = gr.Checkbox(True, label="Adaptive strength")
-            batch_lift = gr.Checkbox(False, label=LIFT_LABEL, visible=has_generator, elem_id="batch-lift-flat")
+            batch_lift = gr.Checkbox(has_generator, label=LIFT_LABEL, visible=has_generator, elem_id="batch-lift-flat")
             batch_button = gr.Button("Protect all", variant="primary", elem_id="batch-button")
             zip_out = gr.File(label="protected.zip", elem_id="batch-zip")
             report_out = gr.Dataframe(headers=list(space.REPORT_FIELDS), label="Report", interactive=False, wrap=False, elem_id="batch-report")
@@ -336,6 +336,9 @@ Diffusion Models*, [arXiv 2412.11423]({PAPER_URL})), re-implemented without offi
 a small pre-trained **perturbation generator**: one forward pass writes a change that pulls the encoder's view of
 the image towards a target pattern, placed where the image hides it (a computed texture budget: almost nothing in
 flat skies and skin, the full budget in texture and edges) and capped in energy, with no optimisation per image.
+An image with almost no texture (a flat-colour drawing, a plain background) gets a minimum energy instead, written
+blue-yellow only, with no change of brightness ("Lift flat images", on by default): a faint colour pattern can show
+on its flat areas when zoomed in side by side.
 The paper's *mixture of perturbations* (one global and K group patterns per target, chosen by the image's latent,
 shaped by an LPIPS visibility map) is the other bundled checkpoint (`--method mixture` on the command line).
 Without any checkpoint the Space falls back to per-image PGD on the same loss. Optional refine steps add PGD after

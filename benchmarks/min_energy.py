@@ -1,15 +1,15 @@
 """Choosing the generator's opt-in minimum energy on training-pool images (never the evaluation images).
 
     python -m benchmarks.min_energy [--pool ../shared/data/pool] [--draw 800] [--lowest 48] [--levels 2.5 3.0]
-                                    [--ceilings 0.5] [--forms colour both] [--out benchmarks/results/min_energy_pool.json]
+                                    [--ceilings 0.5] [--forms blue-yellow colour both] [--out benchmarks/results/min_energy_pool.json]
 
 The minimum acts only on images whose default δ stays below it (flat fills, plain backgrounds), so it is tuned on
 those: ``--draw`` pool images in a seeded order, centre squares at ``--size``², keep the ``--lowest`` whose default δ
 has the smallest RMS (all below ``--below`` levels, η 8). Every row protects them through ``Protector.protect`` (the
 library's path) and is measured with ``benchmarks.noise_control``'s functions (LPIPS-alex and VGG, PSNR, flat ratio,
 damage, same-PSNR noise damage, JPEG q75 / resize-half survival) plus the PSNR of the change's BT.601 luma alone
-("luma PSNR": how much of it is brightness). Rows: the default, then each minimum × floor ceiling × form ("colour":
-the lifted δ in colour only, ``fill_colour_only``; "both": brightness and colour, the first form). Results keep every
+("luma PSNR": how much of it is brightness). Rows: the default, then each minimum × floor ceiling × form
+(``fill_form``: "blue-yellow", JPEG's Cb only; "colour", Cb and Cr; "both", brightness and colour). Results keep every
 row's per-image values. The held-out confirmation is ``benchmarks.noise_control --generator COPY`` (docs/EVALUATION.md).
 """
 
@@ -47,7 +47,7 @@ from fastprotect.vocabulary import TARGET_NAMES, eta_from_levels, is_image_name
 
 DEFAULT_POOL = SHARED / "data" / "pool"
 DEFAULT_OUT = Path("benchmarks/results/min_energy_pool.json")
-FORMS = {"colour": True, "both": False}  # --forms name -> fill_colour_only
+FORM_WORDS = {"blue-yellow": "blue-yellow only", "colour": "colour only", "both": "brightness and colour"}  # fill_form -> label
 
 
 def pool_names(pool: Path, draw: int, seed: int) -> list[str]:
@@ -72,9 +72,8 @@ def variants(levels: list[float], ceilings: list[float], forms: list[str]) -> di
     for level in levels:
         for ceiling in ceilings:
             for form in forms:
-                words = "colour only" if FORMS[form] else "brightness and colour"
-                rows[f"minimum {level:g}, floor ≤ {ceiling:g}, {words}"] = {
-                    "fill_rms_levels": level, "fill_floor_max": ceiling, "fill_colour_only": FORMS[form]}
+                rows[f"minimum {level:g}, floor ≤ {ceiling:g}, {FORM_WORDS[form]}"] = {
+                    "fill_rms_levels": level, "fill_floor_max": ceiling, "fill_form": form}
     return rows
 
 
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--below", type=float, default=2.5, help="only images whose default δ RMS is below this (levels at η 8)")
     parser.add_argument("--levels", type=float, nargs="+", default=[2.5, 3.0])
     parser.add_argument("--ceilings", type=float, nargs="+", default=[0.5])
-    parser.add_argument("--forms", nargs="+", choices=tuple(FORMS), default=list(FORMS))
+    parser.add_argument("--forms", nargs="+", choices=tuple(FORM_WORDS), default=list(FORM_WORDS))
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)

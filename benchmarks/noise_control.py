@@ -78,6 +78,8 @@ MIXTURE_ETAS = (4, 8, 12)
 MASKED = ((8, 1.0, 0.2), (12, 1.0, 0.1))  # (η levels, γ, floor) of the mixture × texture-mask rows
 ROBUSTNESS = ("jpeg75", "resize-half")
 PGD_STEPS = 8
+# the minimum energy's other forms, each an ablation row when the checkpoint has one (fastprotect.generator.FILL_FORMS)
+FILL_FORM_WORDS = {"blue-yellow": "blue-yellow only (JPEG's Cb)", "colour": "colour only (Cb and Cr)", "both": "brightness and colour"}
 DEFAULT_OUT = Path("benchmarks/results/noise_control_cpu_taef2.json")
 TRANSFER_OUT = Path("benchmarks/results/noise_control_transfer_surrogate.json")
 PERCEPTUAL_WEIGHT = 2.0  # λ of perceptual PGD: loss + λ · LPIPS-VGG(x̂, x)
@@ -340,9 +342,10 @@ def main(argv: list[str] | None = None) -> int:
         if default.generator.config.fill_rms_levels > 0:
             score("generator η 8 without its minimum energy (the fixed floor on every image; same network, budget and cap)",
                   *protect_all(generator_variant(default, fill_rms_levels=0.0), images, eta), robust=True)
-            if default.generator.config.fill_colour_only:
-                score("generator η 8 with its minimum energy in brightness and colour (fill_colour_only off; same network, budget and cap)",
-                      *protect_all(generator_variant(default, fill_colour_only=False), images, eta), robust=True)
+            for form, words in FILL_FORM_WORDS.items():
+                if form != default.generator.config.fill_form:
+                    score(f"generator η 8 with its minimum energy in {words} (fill_form {form}; same network, budget and cap)",
+                          *protect_all(generator_variant(default, fill_form=form), images, eta), robust=True)
         if default.generator.config.net_downscale > 1:
             score("generator η 8 with its network at full resolution (net_downscale 1; same weights, budget and cap)",
                   *protect_all(generator_variant(default, net_downscale=1), images, eta), robust=True)

@@ -50,8 +50,9 @@ def add_protection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--half", action="store_true", help="run the networks in float16 (GPU only: halves memory and time)")
     parser.add_argument("--max-pixels", type=int, default=None, help="refuse images with more pixels than this")
     parser.add_argument("--min-energy", type=float, default=None, metavar="LEVELS",
-                        help="generator only: lift images whose protection stays below this RMS (levels at η 8, e.g. 2.5; "
-                             "0 = off, the default) — protects flat-colour images, in colour only, with a faint colour pattern on their flat areas")
+                        help="generator only: lift images whose protection stays below this RMS (levels at η 8; default: the "
+                             "checkpoint's, 2.5 for the bundled generator; 0 = off) — protects flat-colour images, blue-yellow only, "
+                             "with a faint colour pattern on their flat areas")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -21,9 +21,9 @@ the visibility budget already in the loop:
   unit of energy (measured, docs/EVALUATION.md), and the network costs 1/k² as much.
 * ``cap_r`` — an energy cap: the whole δ is scaled down so that its RMS is at most ``rms_levels``
   8-bit levels (PSNR ≥ 20·log10(255 / rms_levels) before rounding), whatever the image.
-* an opt-in minimum energy (``fill_rms_levels``, off in the bundled checkpoint): an image whose δ stays
-  below it gets its floor raised (:func:`fill_floor`) and its δ written in colour only
-  (:func:`colour_only`, ``fill_colour_only``): flat fills, where the budget finds no texture.
+* a minimum energy (``fill_rms_levels``, 2.5 levels in the bundled checkpoint, 0 = off): an image whose δ stays
+  below it gets its floor raised (:func:`fill_floor`) and its δ written along JPEG's blue-difference axis
+  only (:func:`blue_yellow`, ``fill_form``): flat fills, where the budget finds no texture.
 
 No encoder runs at protection time: the cost is the generator's forward pass. Training
 (``python -m train.generator``) pulls the encoder's latent and features of x + δ towards a target
@@ -53,11 +53,17 @@ from .targets import target_window
 from .vocabulary import AUTOENCODER_KINDS, DEFAULT_ETA, MAX_ETA, MIMIC_FAMILIES, MIMIC_FAMILY_OF_ENCODER, TARGET_NAMES, AutoencoderKind, check_eta
 
 METHOD = "generator"
-FORMAT_VERSION = 4  # read_config migrates versions 1 (no ``net_downscale``: a full-resolution network), 2 (no
-# minimum energy: ``fill_rms_levels`` 0, off) and 3 (its minimum energy lifted brightness and colour): MIGRATIONS
+FORMAT_VERSION = 5  # read_config migrates versions 1 (no ``net_downscale``: a full-resolution network), 2 (no
+# minimum energy: ``fill_rms_levels`` 0, off), 3 (its minimum energy lifted brightness and colour) and 4 (a boolean
+# ``fill_colour_only`` instead of ``fill_form``): MIGRATIONS
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
+
+
+# How a lifted image's δ is written (``GeneratorConfig.fill_form``), in JPEG's Y Cb Cr terms (BT.601, full range):
+# "blue-yellow": Cb only (Y and Cr 0), "colour": Cb and Cr (Y 0, :func:`colour_only`), "both": δ as it is.
+FILL_FORMS = ("blue-yellow", "colour", "both")
 
 
 class GeneratorCheckpointError(ValueError):
@@ -82,10 +88,12 @@ class GeneratorConfig:
     # (:func:`fill_floor`). 0: off (older checkpoints). Inference-time: the network is unchanged.
     fill_rms_levels: float = 0.0
     fill_floor_max: float = 0.5
-    # A lifted image's δ is written in colour only: its brightness part (BT.601 luma) is taken out, δ − Y(δ), and the
-    # floor is raised until that reaches the minimum. On a flat fill a brightness pattern is what the eye sees first
-    # (measured: LPIPS-VGG 0.138 → 0.081 on 48 low-energy pool images, the same damage ratio to noise; docs/EVALUATION.md).
-    fill_colour_only: bool = True
+    # How a lifted image's δ is written (a FILL_FORMS entry); the floor is raised until that form reaches the minimum.
+    # On a flat fill a brightness pattern is what the eye sees first, and the eye resolves blue-yellow differences
+    # worst of all: "colour" (brightness taken out) measured LPIPS-VGG 0.138 → 0.081 against "both" at the same
+    # damage ratio to noise; "blue-yellow" (JPEG's Cb only) 2.03× noise at LPIPS-VGG 0.108 against "colour"'s 1.42× at
+    # 0.082 on 47 low-energy pool images (docs/EVALUATION.md).
+    fill_form: str = "blue-yellow"
     mask_gamma: float = 1.0
     contrast_window: int = 7
     target: str = "mid"  # the target pattern the training pulled towards (a TARGET_NAMES entry)
@@ -123,8 +131,8 @@ class GeneratorConfig:
             raise GeneratorCheckpointError(f"mask_floor must be in [0, 1] and mask_gamma > 0; got {self.mask_floor}, {self.mask_gamma}")
         if not isinstance(self.fill_floor_max, (int, float)) or not 0 <= self.fill_floor_max <= 1:
             raise GeneratorCheckpointError(f"fill_floor_max must be in [0, 1]; got {self.fill_floor_max!r}")
-        if not isinstance(self.fill_colour_only, bool):
-            raise GeneratorCheckpointError(f"fill_colour_only must be true or false; got {self.fill_colour_only!r}")
+        if self.fill_form not in FILL_FORMS:
+            raise GeneratorCheckpointError(f"fill_form must be one of {', '.join(FILL_FORMS)}; got {self.fill_form!r}")
         if not isinstance(self.fill_rms_levels, (int, float)) or not 0 <= self.fill_rms_levels <= self.rms_levels:
             raise GeneratorCheckpointError(f"fill_rms_levels must be in [0, rms_levels = {self.rms_levels}]; got {self.fill_rms_levels!r}")
         if self.target not in TARGET_NAMES:
@@ -161,15 +169,15 @@ _FILL_SAMPLE_PIXELS = 65_536
 
 
 def fill_floor(relative: torch.Tensor, raw: torch.Tensor, *, floor: float, ceiling: float, gamma: float,
-               target_rms: float, lifted_raw: torch.Tensor | None = None, iterations: int = 20) -> torch.Tensor:
+               target_rms: float, form: str = "both", iterations: int = 20) -> torch.Tensor:
     """Per image, the smallest budget floor f in [floor, ceiling] at which clamp(relative, f, 1)^γ ⊙ raw
     has an RMS of at least ``target_rms`` (B values; ``ceiling`` where even that stays below).
 
     ``relative``: local contrast ÷ reference, B×1×H×W; ``raw``: G's pattern, B×3×H×W. The energy
     grows with f, so a bisection finds it. Images that already reach the target keep ``floor``: the
     rule only lifts images the texture budget leaves nearly untouched (flat fills, plain backgrounds).
-    ``lifted_raw``: the pattern a lifted image is written with (its colour-only part): whether an
-    image needs the lift is judged on ``raw``, how far its floor goes on ``lifted_raw``.
+    ``form``: how a lifted image's δ is written (:func:`in_form`): whether an image needs the lift is judged
+    on ``raw``, how far its floor goes on ``raw`` in that form (computed on the subsample only).
     """
     stride = max(1, math.ceil(math.sqrt(relative.shape[-2] * relative.shape[-1] / _FILL_SAMPLE_PIXELS)))
     rel = relative[..., ::stride, ::stride].float().detach()
@@ -181,7 +189,7 @@ def fill_floor(relative: torch.Tensor, raw: torch.Tensor, *, floor: float, ceili
     needs = ~reaches(low, raw[..., ::stride, ::stride].float().detach())
     if ceiling <= floor or not bool(needs.any()):
         return low
-    lifted = (raw if lifted_raw is None else lifted_raw)[..., ::stride, ::stride].float().detach()
+    lifted = in_form(raw[..., ::stride, ::stride].float().detach(), form)
     high = torch.full_like(low, float(ceiling))
     for _ in range(iterations):
         middle = (low + high) / 2
@@ -194,6 +202,28 @@ def colour_only(delta: torch.Tensor) -> torch.Tensor:
     """δ (B×3×H×W) without its brightness part: δ − Y(δ) in every channel, so that its BT.601 luma (the budget's
     local contrast's, :func:`fastprotect.metrics.luma`) is 0 and its colour differences (JPEG's Cb, Cr) are unchanged."""
     return delta - luma(delta)
+
+
+# JPEG's (JFIF, BT.601 full range) blue difference Cb of an RGB change, and the RGB change that one unit of Cb makes
+# with Y and Cr held at 0 (the Cb column of the inverse transform: R = Y + 1.402 Cr, G = Y − 0.344136 Cb − 0.714136 Cr,
+# B = Y + 1.772 Cb).
+_CB_OF_RGB = (-0.168736, -0.331264, 0.5)
+_RGB_OF_CB = (0.0, -0.344136, 1.772)
+
+
+def blue_yellow(delta: torch.Tensor) -> torch.Tensor:
+    """δ (B×3×H×W) reduced to its blue difference: the change with δ's Cb and no Y or Cr — more blue and less green
+    where Cb > 0, yellower where Cb < 0. The axis the eye resolves worst (its blue-yellow channel has the lowest
+    spatial acuity) and the one JPEG stores at half resolution."""
+    cb = (delta * delta.new_tensor(_CB_OF_RGB).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return cb * delta.new_tensor(_RGB_OF_CB).view(1, 3, 1, 1)
+
+
+def in_form(delta: torch.Tensor, form: str) -> torch.Tensor:
+    """δ written in a FILL_FORMS ``form``: :func:`blue_yellow`, :func:`colour_only`, or unchanged ("both")."""
+    if form not in FILL_FORMS:
+        raise ValueError(f"unknown fill form {form!r}; known: {', '.join(FILL_FORMS)}")
+    return blue_yellow(delta) if form == "blue-yellow" else colour_only(delta) if form == "colour" else delta
 
 
 def cap_energy(delta: torch.Tensor, rms: float) -> torch.Tensor:
@@ -272,7 +302,7 @@ class PerturbationGenerator(nn.Module):
             # δ = η·m⊙G and the minimum scales with η like the cap: whether δ reaches it does not depend on η.
             floor = fill_floor(relative, raw, floor=c.mask_floor, ceiling=c.fill_floor_max, gamma=c.mask_gamma,
                                target_rms=c.fill_rms_levels / 255 / c.eta,
-                               lifted_raw=colour_only(raw) if c.fill_colour_only else None)
+                               form=c.fill_form)
             lifted = floor > c.mask_floor
         return _floored(relative, floor).pow(c.mask_gamma), lifted
 
@@ -305,8 +335,8 @@ class PerturbationGenerator(nn.Module):
     def perturbation(self, images: torch.Tensor, eta: float | None = None, *, raw: torch.Tensor | None = None,
                      target: torch.Tensor | None = None) -> torch.Tensor:
         """δ for images B×3×H×W in [0, 1]: ``cap(η · m ⊙ G)``; the cap scales with η (``rms_levels``
-        is stated at the training η). An image the minimum energy lifts gets the colour-only part of that
-        (``fill_colour_only``). ``raw``: G's output when already computed (e.g. upsampled from a working
+        is stated at the training η). An image the minimum energy lifts gets that written in its ``fill_form``
+        (:func:`in_form`). ``raw``: G's output when already computed (e.g. upsampled from a working
         copy); ``target``: the pattern window (default: over the whole image). Differentiable with respect
         to the network's parameters."""
         return self.perturbation_and_budget(images, eta, raw=raw, target=target)[0]
@@ -319,14 +349,14 @@ class PerturbationGenerator(nn.Module):
             raw = self.raw(images, target)
         budget, lifted = self._budget_and_lift(images, raw)
         delta = eta * budget * raw
-        if self.config.fill_colour_only and bool(lifted.any()):
+        if self.config.fill_form != "both" and bool(lifted.any()):
             # Can leave ±η where the channels disagree: scaled back per pixel (all channels alike, luma stays 0).
             # Where a pixel is at 0 or 1 (white, black, a saturated fill's empty channel) the protected image's
             # rounding and clipping still turn part of it into brightness: keeping the change inside what each
             # pixel can take instead left the flat held-out cartoons without any lift (measured, docs/EVALUATION.md).
-            colour = colour_only(delta)
+            colour = in_form(delta, self.config.fill_form)
             colour = colour * (eta / colour.abs().amax(1, keepdim=True).clamp_min(1e-12)).clamp(max=1)
-            delta = torch.where(lifted.view(-1, 1, 1, 1), colour, delta)
+            delta = colour if bool(lifted.all()) else torch.where(lifted.view(-1, 1, 1, 1), colour, delta)
         rms = self.config.rms_levels / 255 * eta / self.config.eta
         return cap_energy(delta, rms), budget
 
@@ -374,12 +404,25 @@ class PerturbationGenerator(nn.Module):
 
 # Older format versions -> the fields they lack, with the values that keep their behaviour.
 MIGRATIONS: dict[int, dict[str, Any]] = {
-    # 1 and 2 had no minimum energy: one asked of them now (``with_config``, ``min_energy=``) is today's, in colour
-    # only. 3's was in brightness and colour, and a version-3 checkpoint keeps what it was measured with.
-    1: {"net_downscale": 1, "fill_rms_levels": 0.0, "fill_floor_max": 0.5, "fill_colour_only": True},
-    2: {"fill_rms_levels": 0.0, "fill_floor_max": 0.5, "fill_colour_only": True},
-    3: {"fill_colour_only": False},
+    # 1 and 2 had no minimum energy: one asked of them now (``with_config``, ``min_energy=``) is today's form.
+    # 3's was in brightness and colour, and a version-3 checkpoint keeps what it was measured with; 4 named its form
+    # with a boolean (read by _named_form).
+    1: {"net_downscale": 1, "fill_rms_levels": 0.0, "fill_floor_max": 0.5, "fill_form": GeneratorConfig.fill_form},
+    2: {"fill_rms_levels": 0.0, "fill_floor_max": 0.5, "fill_form": GeneratorConfig.fill_form},
+    3: {"fill_form": "both"},
+    4: {},
 }
+
+
+def _named_form(raw: dict[str, Any]) -> dict[str, Any]:
+    """A version-4 config's ``fill_colour_only`` (true: colour, false: brightness and colour) as its ``fill_form``."""
+    if "fill_colour_only" not in raw:
+        return raw
+    raw = dict(raw)
+    colour_only_flag = raw.pop("fill_colour_only")
+    if not isinstance(colour_only_flag, bool):
+        raise GeneratorCheckpointError(f"fill_colour_only must be true or false; got {colour_only_flag!r}")
+    return {**raw, "fill_form": "colour" if colour_only_flag else "both"}
 
 
 def read_config(path: str | Path) -> GeneratorConfig:
@@ -392,12 +435,12 @@ def read_config(path: str | Path) -> GeneratorConfig:
         raise GeneratorCheckpointError(f"{path}: config.json must hold a JSON object")
     known = {field.name for field in fields(GeneratorConfig)}
     version = raw.get("format_version")
-    if isinstance(version, int) and not isinstance(version, bool) and version in MIGRATIONS:  # read as the current version
-        raw = {**MIGRATIONS[version], **raw, "format_version": FORMAT_VERSION}
-    unexpected, missing = sorted(set(raw) - known), sorted(known - set(raw))
-    if unexpected or missing:
-        raise GeneratorCheckpointError(f"{path}: config fields do not match this fastprotect version: missing {missing}, unexpected {unexpected}")
     try:
+        if isinstance(version, int) and not isinstance(version, bool) and version in MIGRATIONS:  # read as the current version
+            raw = {**MIGRATIONS[version], **(_named_form(raw) if version == 4 else raw), "format_version": FORMAT_VERSION}
+        unexpected, missing = sorted(set(raw) - known), sorted(known - set(raw))
+        if unexpected or missing:
+            raise GeneratorCheckpointError(f"config fields do not match this fastprotect version: missing {missing}, unexpected {unexpected}")
         return GeneratorConfig(**raw)
     except GeneratorCheckpointError as error:
         raise GeneratorCheckpointError(f"{path}: {error}") from None

@@ -158,13 +158,18 @@ def replace_evaluation(text: str, evaluation: str) -> str:
     return f"{head}{section}{found}{tail}" if found else f"{text.rstrip()}\n\n{section}"
 
 
+# fill_form -> how the card says it (fastprotect.generator.FILL_FORMS)
+_FORM_WORDS = {"blue-yellow": ", its δ then along JPEG's blue difference only (Cb; no change of brightness Y or of Cr)",
+               "colour": ", its δ then in colour only (brightness part removed: δ − Y(δ))", "both": ""}
+
+
 def _fill_words(config: GeneratorConfig) -> str:
     if config.fill_rms_levels <= 0 or config.fill_floor_max <= config.mask_floor:
         return ""
     return (f"; minimum energy: an image whose δ stays below an RMS of {config.fill_rms_levels:g} levels at η "
             f"{levels_from_eta(config.eta)} (scaled with η; large flat areas) gets its floor raised, for that image only "
             f"and at most to {config.fill_floor_max:g}, until it reaches it"
-            + (", its δ then in colour only (brightness part removed: δ − Y(δ))" if config.fill_colour_only else ""))
+            + _FORM_WORDS[config.fill_form])
 
 
 def _downscale_words(factor: int) -> str:
@@ -235,6 +240,12 @@ def generator_card(config: GeneratorConfig, *, parameters: int, training: Mappin
     if trained_cap is not None and float(trained_cap) != config.rms_levels:
         lines.append(f"- energy cap: trained with an RMS cap of {float(trained_cap):g} levels; this folder applies "
                      f"{config.rms_levels:g} (an inference-time operating point: the network is unchanged, the cap only scales δ down).")
+    trained_fill = float(options.get("fill_rms_levels") or 0.0)  # runs from before the option trained without it
+    if trained_fill != config.fill_rms_levels:
+        trained_words = f"a minimum energy of {trained_fill:g} levels" if trained_fill else "no minimum energy"
+        lines.append(f"- minimum energy: trained with {trained_words}; this folder applies "
+                     + (f"{config.fill_rms_levels:g} levels" if config.fill_rms_levels else "none")
+                     + " (an inference-time operating point: the network is unchanged, only the budget floor of a lifted image rises).")
     trained_downscale = options.get("net_downscale", 1)  # runs from before the option trained at full resolution
     if int(trained_downscale) != config.net_downscale:
         lines.append(f"- network copy: trained with the network on a copy shrunk {int(trained_downscale)}×; this folder shrinks it "

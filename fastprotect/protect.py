@@ -170,8 +170,8 @@ class Protector:
         fallback to another mode. ``dtype``: float16 halves memory and time on a GPU.
         ``min_energy`` (generator checkpoints only): the minimum energy, in RMS levels at η 8, below
         which an image's texture-budget floor is raised (``GeneratorConfig.fill_rms_levels``; 0 = off,
-        None = the checkpoint's) and its δ written in colour only (``fill_colour_only``): flat-colour images
-        get protection, with a faint colour pattern on their flat areas (docs/EVALUATION.md). A ValueError when out of range or for another method.
+        None = the checkpoint's) and its δ written in the checkpoint's ``fill_form`` (blue-yellow only by default):
+        flat-colour images get protection, with a faint colour pattern on their flat areas (docs/EVALUATION.md). A ValueError when out of range or for another method.
         """
         mixture, generator, bundle = None, None, None
         if not per_image:

@@ -41,10 +41,10 @@ MIN_NOISE_DAMAGE = 0.005
 # 0.020; on flat-colour cartoons its texture budget leaves 0.0001–0.0007 (nothing to hide a perturbation in).
 WEAK_DAMAGE = 0.005
 # What a weak verdict adds: where to go next, or, once the minimum energy is on, that this is about as far as it goes.
-UNLIFTED_WEAK = ("This happens most on images with large flat areas, where the default keeps the perturbation small to stay "
-                 "unseen, and a higher strength changes little there. 'Lift flat images' (under Advanced; --min-energy 2.5 on "
-                 "the command line) raises such images to about what random noise of the same energy does, with a faint "
-                 "colour pattern on the flat areas.")
+UNLIFTED_WEAK = ("This happens most on images with large flat areas, where the texture budget keeps the perturbation small to "
+                 "stay unseen, and a higher strength changes little there. 'Lift flat images' (under Advanced, on by default "
+                 "with the generator; --min-energy 2.5 on the command line) gives such images a minimum of protection, "
+                 "written blue-yellow only, with a faint colour pattern on the flat areas.")
 LIFTED_WEAK = ("Flat images are already lifted here: large flat areas and saturated or white fills leave little that a "
                "change of colour can use without being seen, and a higher strength changes little there.")
 STRENGTH_SCALE: tuple[tuple[float, str], ...] = (

@@ -55,7 +55,7 @@ def check_refine_steps(steps: int) -> int:
 
 
 def check_min_energy(levels: float) -> float:
-    """Validate a minimum energy (the generator's opt-in ``fill_rms_levels``, RMS in 8-bit levels at η 8): a
+    """Validate a minimum energy (the generator's ``fill_rms_levels``, RMS in 8-bit levels at η 8): a
     number ≥ 0, 0 = off. Returns it as a float; raises ``ValueError``. The upper bound is the checkpoint's own
     energy cap, which only the loaded generator knows (``GeneratorConfig``)."""
     if isinstance(levels, bool) or not isinstance(levels, (int, float)) or not levels >= 0:  # not >=: NaN fails too

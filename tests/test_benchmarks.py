@@ -377,9 +377,10 @@ def test_min_energy_tunes_on_the_pool_images_a_minimum_would_act_on(tmp_path) ->
     assert lowest_energy(protector, images, 2, below=255) == ["cartoon/flat", "object/half"]  # flattest first
     assert lowest_energy(protector, images, 5, below=1e-9) == []  # none below a minimum of nothing
 
-    rows = variants([2.5, 3.0], [0.5], ["colour", "both"])
-    assert next(iter(rows)) == "default (no minimum)" and rows["default (no minimum)"] == {} and len(rows) == 5
-    assert rows["minimum 3, floor ≤ 0.5, colour only"] == {"fill_rms_levels": 3.0, "fill_floor_max": 0.5, "fill_colour_only": True}
+    rows = variants([2.5, 3.0], [0.5], ["blue-yellow", "colour", "both"])
+    assert next(iter(rows)) == "default (no minimum)" and rows["default (no minimum)"] == {} and len(rows) == 7
+    assert rows["minimum 3, floor ≤ 0.5, colour only"] == {"fill_rms_levels": 3.0, "fill_floor_max": 0.5, "fill_form": "colour"}
+    assert rows["minimum 2.5, floor ≤ 0.5, blue-yellow only"]["fill_form"] == "blue-yellow"
     change = torch.randn(1, 3, 16, 16, generator=rng) * 4 / 255
     clean = torch.full((1, 3, 16, 16), 0.5)
     assert float(luma_psnr(clean, clean + colour_only(change))) > 100  # no brightness at all

@@ -90,13 +90,13 @@ def test_the_minimum_energy_raises_the_floor_of_nearly_flat_images_only():
 
 
 def test_a_lifted_image_is_changed_in_colour_not_brightness():
-    """fill_colour_only (the default): the lifted image's δ has no BT.601 luma, its colour differences are those of
-    the lift in brightness and colour scaled up; an image above the minimum keeps its δ, brightness included."""
+    """fill_form "colour": the lifted image's δ has no BT.601 luma, its colour differences are those of the lift in
+    brightness and colour scaled up; an image above the minimum keeps its δ, brightness included."""
     from fastprotect.generator import colour_only
 
     fixed = dummy_generator(mask_floor=0.05, contrast_reference=0.06, rms_levels=3.5)
-    colour = fixed.with_config(fill_rms_levels=2.5, fill_floor_max=1.0)
-    both = colour.with_config(fill_colour_only=False)
+    colour = fixed.with_config(fill_rms_levels=2.5, fill_floor_max=1.0, fill_form="colour")
+    both = colour.with_config(fill_form="both")
     images = torch.cat([mostly_flat_image(), half_flat_image(seed=1)])
     luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
     with torch.no_grad():
@@ -109,6 +109,30 @@ def test_a_lifted_image_is_changed_in_colour_not_brightness():
     cosine = torch.nn.functional.cosine_similarity(in_colour[0].flatten(), colour_only(in_both[0:1]).flatten(), dim=0)
     assert cosine > 0.9
     assert torch.allclose(colour_only(colour_only(in_both)), colour_only(in_both), atol=1e-7)  # a projection
+
+
+def test_by_default_a_lifted_image_changes_along_the_blue_difference_only():
+    """fill_form "blue-yellow" (the default): the lifted image's δ, read back as JPEG's Y Cb Cr, has a Cb and
+    neither Y nor Cr; it reaches the same minimum; an image above the minimum keeps its δ, every axis included."""
+    from fastprotect.generator import FILL_FORMS, blue_yellow, in_form
+
+    assert GeneratorConfig().fill_form == "blue-yellow" == FILL_FORMS[0]
+    fixed = dummy_generator(mask_floor=0.05, contrast_reference=0.06, rms_levels=3.5)
+    lifted = fixed.with_config(fill_rms_levels=2.5, fill_floor_max=1.0)
+    images = torch.cat([mostly_flat_image(), half_flat_image(seed=1)])
+    to_ycbcr = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+    with torch.no_grad():
+        delta, before = lifted.perturbation(images), fixed.perturbation(images)
+    y, cb, cr = torch.einsum("kc,bchw->kbhw", to_ycbcr, delta)
+    assert y[0].abs().max() < 1e-6 and cr[0].abs().max() < 1e-6 and cb[0].abs().max() > 1 / 255
+    assert rms_levels(delta)[0] == pytest.approx(2.5, rel=0.02)
+    assert delta.abs().max() <= fixed.config.eta + 1e-7
+    assert torch.equal(delta[1], before[1]) and cr[1].abs().max() > 0.1 / 255
+    change = torch.randn(2, 3, 8, 8)
+    assert torch.allclose(blue_yellow(blue_yellow(change)), blue_yellow(change), atol=1e-5)  # a projection
+    assert torch.equal(in_form(change, "both"), change) and torch.equal(in_form(change, "blue-yellow"), blue_yellow(change))
+    with pytest.raises(ValueError, match="unknown fill form"):
+        in_form(change, "green")
 
 
 def test_the_lifted_floor_stops_at_its_ceiling():
@@ -129,21 +153,30 @@ def test_the_lifted_floor_stops_at_its_ceiling():
 def test_the_minimum_energy_is_off_in_older_configs_and_bounded_by_the_cap(tmp_path):
     folder = dummy_generator().save_pretrained(tmp_path / "gen")
     config = json.loads((folder / "config.json").read_text())
-    assert config["format_version"] == 4 and config["fill_colour_only"] is True
-    for name in ("fill_rms_levels", "fill_floor_max", "fill_colour_only"):
+    assert config["format_version"] == 5 and config["fill_form"] == "blue-yellow"
+    for name in ("fill_rms_levels", "fill_floor_max", "fill_form"):
         del config[name]
     (folder / "config.json").write_text(json.dumps(config | {"format_version": 2}))  # written before the fields existed
     older = PerturbationGenerator.from_pretrained(folder).config
-    assert older.fill_rms_levels == 0 and older.fill_colour_only  # no minimum; one asked for later is today's
+    assert older.fill_rms_levels == 0 and older.fill_form == "blue-yellow"  # no minimum; one asked for later is today's
     # version 3 had the minimum, lifted in brightness and colour: kept as it was measured
     (folder / "config.json").write_text(json.dumps(config | {"format_version": 3, "fill_rms_levels": 2.5, "fill_floor_max": 0.5}))
     three = PerturbationGenerator.from_pretrained(folder).config
-    assert three.fill_rms_levels == 2.5 and not three.fill_colour_only
-    (folder / "config.json").write_text(json.dumps(config))  # version 4 must name them
-    with pytest.raises(GeneratorCheckpointError, match="missing \\['fill_colour_only', 'fill_floor_max', 'fill_rms_levels'\\]"):
+    assert three.fill_rms_levels == 2.5 and three.fill_form == "both"
+    # version 4 named its form with a boolean: true was colour only, false brightness and colour
+    for flag, form in ((True, "colour"), (False, "both")):
+        (folder / "config.json").write_text(json.dumps(config | {"format_version": 4, "fill_rms_levels": 2.5, "fill_floor_max": 0.5,
+                                                                 "fill_colour_only": flag}))
+        assert PerturbationGenerator.from_pretrained(folder).config.fill_form == form
+    (folder / "config.json").write_text(json.dumps(config | {"format_version": 4, "fill_rms_levels": 2.5, "fill_floor_max": 0.5,
+                                                             "fill_colour_only": "yes"}))
+    with pytest.raises(GeneratorCheckpointError, match="config.json: fill_colour_only must be true or false"):
         PerturbationGenerator.from_pretrained(folder)
-    with pytest.raises(GeneratorCheckpointError, match="fill_colour_only must be true or false"):
-        GeneratorConfig(fill_colour_only=1)
+    (folder / "config.json").write_text(json.dumps(config))  # version 5 must name them
+    with pytest.raises(GeneratorCheckpointError, match="missing \\['fill_floor_max', 'fill_form', 'fill_rms_levels'\\]"):
+        PerturbationGenerator.from_pretrained(folder)
+    with pytest.raises(GeneratorCheckpointError, match="fill_form must be one of blue-yellow, colour, both"):
+        GeneratorConfig(fill_form="colour only")
     with pytest.raises(GeneratorCheckpointError, match="fill_rms_levels"):
         GeneratorConfig(rms_levels=3.5, fill_rms_levels=4.0)
     with pytest.raises(GeneratorCheckpointError, match="fill_floor_max"):
@@ -157,28 +190,30 @@ def test_the_protectors_budget_map_shows_the_lifted_floor():
     assert result.budget_map is not None and float(result.budget_map.min()) > 0.05
 
 
-def test_a_minimum_energy_can_be_asked_for_at_load_time_and_protects_a_flat_drawing_more(tmp_path, capsys):
+def test_the_shipped_generator_lifts_a_flat_drawing_and_the_minimum_can_be_changed_at_load_time_or_per_call(tmp_path, capsys):
     from fastprotect import cli
     from fastprotect.bundle import bundled_checkpoint_for
     from fastprotect.metrics import psnr
 
     shipped = bundled_checkpoint_for("generator")
-    lifted = Protector.from_pretrained(shipped, min_energy=2.5)
-    assert lifted.generator.config.fill_rms_levels == 2.5
+    lifted = Protector.from_pretrained(shipped)  # on by default: 2.5 levels, written blue-yellow only
+    assert lifted.generator.config.fill_rms_levels == 2.5 and lifted.generator.config.fill_form == "blue-yellow"
     with pytest.raises(ValueError, match="between 0 \\(off\\) and this checkpoint's energy cap, 3.5 levels"):
         Protector.from_pretrained(shipped, min_energy=5)
     with pytest.raises(ValueError, match="generator checkpoint only"):
         Protector.from_pretrained(bundled_checkpoint_for("mixture"), min_energy=2.5)
-    # a flat-colour drawing: two fills and an outline; the texture budget alone leaves it nearly untouched
-    drawing = torch.zeros(1, 3, 96, 96)
-    drawing[:, 0], drawing[:, 1, 48:], drawing[..., 46:50, :] = 0.85, 0.4, 0.1
-    default = Protector.from_pretrained(shipped)
-    plain = default.protect(drawing, compute_metrics=False).image
+    # a flat-colour drawing: two fills (with room for a blue-yellow change) and an outline; the texture budget alone
+    # leaves it nearly untouched
+    drawing = torch.full((1, 3, 96, 96), 0.3)
+    drawing[:, 0], drawing[:, 1], drawing[:, 1, 48:], drawing[..., 46:50, :] = 0.85, 0.2, 0.4, 0.1
+    unlifted = Protector.from_pretrained(shipped, min_energy=0)
+    assert unlifted.generator.config.fill_rms_levels == 0
+    plain = unlifted.protect(drawing, compute_metrics=False).image
     stronger = lifted.protect(drawing, compute_metrics=False).image
     plain_db, stronger_db = float(psnr(plain, drawing)), float(psnr(stronger, drawing))
-    assert plain_db > 44 and plain_db - 2 > stronger_db > 38  # lifted: at least 2 dB more change, within the cap
-    # or per call, on the protector already loaded (the Space's "Lift flat images"): the same image
-    assert torch.equal(default.protect(drawing, compute_metrics=False, min_energy=2.5).image, stronger)
+    assert plain_db > 43 and plain_db - 2 > stronger_db > 38, (plain_db, stronger_db)  # lifted: ≥ 2 dB more change, within the cap
+    # or per call, on the protector already loaded (the Space's "Lift flat images" box): the same image
+    assert torch.equal(unlifted.protect(drawing, compute_metrics=False, min_energy=2.5).image, stronger)
     assert torch.equal(lifted.protect(drawing, compute_metrics=False, min_energy=0).image, plain)
     # the command line reads it too, and an impossible value is one line, exit 2
     from PIL import Image
@@ -254,7 +289,7 @@ def test_a_downscaled_network_sees_a_shrunk_copy_and_writes_a_smooth_full_size_p
 def test_a_version_1_config_loads_as_a_full_resolution_network(tmp_path):
     folder = dummy_generator().save_pretrained(tmp_path / "gen")
     config = json.loads((folder / "config.json").read_text())
-    assert config["format_version"] == 4 and config["net_downscale"] == 1
+    assert config["format_version"] == 5 and config["net_downscale"] == 1
     del config["net_downscale"]
     (folder / "config.json").write_text(json.dumps(config | {"format_version": 1}))
     assert PerturbationGenerator.from_pretrained(folder).config.net_downscale == 1
@@ -430,7 +465,8 @@ def test_the_minimum_energy_can_be_trained_with_and_shipped_and_the_card_says_so
     assert trainer.main(["export", "--run", str(out), "--output", str(exported), "--fill-rms-levels", "2.5"]) == 0
     assert PerturbationGenerator.from_pretrained(exported).config.fill_rms_levels == 2.5
     card = (exported / "README.md").read_text()
-    assert "minimum energy: an image whose δ stays below an RMS of 2.5 levels at η 8" in card and "in colour only" in card
+    assert "minimum energy: an image whose δ stays below an RMS of 2.5 levels at η 8" in card and "blue difference only" in card
+    assert "- minimum energy: trained with a minimum energy of 3 levels; this folder applies 2.5 levels" in card
     with pytest.raises(SystemExit):  # above the energy cap: a one-line error, no folder half written
         trainer.main(["export", "--run", str(out), "--output", str(tmp_path / "bad"), "--fill-rms-levels", "5"])
     assert not (tmp_path / "bad").exists()

@@ -87,21 +87,24 @@ def generator_context(ctx: SpaceContext, folder: Path) -> SpaceContext:
                         upload_root=ctx.upload_root)
 
 
-def test_lift_flat_images_needs_the_generator_and_lifts_a_flat_upload(ctx, tmp_path):
+def test_lift_flat_images_is_on_with_the_generator_unless_turned_off_and_needs_the_generator(ctx, tmp_path):
     flat = ctx.upload_root / "flat.png"
     picture = flat_drawing(flat)
     with pytest.raises(VisitorError, match="needs the generator; this Space runs the mixture"):
         handlers.protect(ctx, str(flat), 8, "auto", True, 0, True)
+    for lift in (None, False):  # on a mixture there is nothing to turn off: no lift, no mark in the name
+        assert Path(handlers.protect(ctx, str(flat), 8, "auto", True, 0, lift).png).name == "flat_protected_eta8.png"
     with_generator = generator_context(ctx, tmp_path / "ws2")
     changed = {}
-    for lift in (False, True):
+    for lift in (None, True, False):  # not given (the page's default and the API's): on
         out = handlers.protect(with_generator, str(flat), 8, "auto", True, 0, lift)
-        assert Path(out.png).name == ("flat_protected_eta8_lifted.png" if lift else "flat_protected_eta8.png")
-        assert ("flat images lifted" in out.verdict) == lift
+        assert Path(out.png).name == ("flat_protected_eta8_unlifted.png" if lift is False else "flat_protected_eta8.png")
+        assert ("flat images not lifted" in out.verdict) == (lift is False)
         with Image.open(out.png) as result:
-            changed[lift] = np.abs(np.asarray(result, dtype=int) - picture).mean()
+            changed[lift] = np.sqrt(np.square(np.asarray(result, dtype=int) - picture).mean())  # RMS, what the lift raises
         assert np.abs(np.asarray(Image.open(out.png), dtype=int) - picture).max() <= 8  # the budget still holds
-    assert changed[True] > 2 * changed[False]  # the flat fill is no longer left alone
+    # the flat fill is no longer left alone (this dummy network's pattern reaches the floor's ceiling before 2.5 levels)
+    assert changed[None] == changed[True] > 1.5 * changed[False]
 
 
 def test_download_names_carry_the_settings(ctx):
@@ -166,18 +169,18 @@ def test_batch_lifts_flat_images_too_and_names_its_files_so(ctx, tmp_path):
         handlers.batch(ctx, [str(ctx.upload_root / "any.png")], 8, "auto", True, True)
     with_generator = generator_context(ctx, tmp_path / "ws2")
     changed = {}
-    for lift in (False, True):  # the batch deletes its uploads: one fresh copy per run
+    for lift in (False, None):  # the batch deletes its uploads: one fresh copy per run; not given: on
         picture = flat_drawing(ctx.upload_root / "flat.png")
         out = handlers.batch(with_generator, [str(ctx.upload_root / "flat.png")], 8, "auto", True, lift)
         with zipfile.ZipFile(out.zip_path) as archive:
             names = set(archive.namelist())
-            png_name = "flat_protected_eta8_lifted.png" if lift else "flat_protected_eta8.png"
+            png_name = "flat_protected_eta8_unlifted.png" if lift is False else "flat_protected_eta8.png"
             assert png_name in names and "report.csv" in names
             with archive.open(png_name) as member:
                 result = np.asarray(Image.open(member).convert("RGB"), dtype=int)
         assert np.abs(result - picture).max() <= 8  # the budget still holds
-        changed[lift] = np.abs(result - picture).mean()
-    assert changed[True] > 2 * changed[False]  # the same lift as on the Protect tab
+        changed[lift] = np.sqrt(np.square(result - picture).mean())  # RMS, what the lift raises
+    assert changed[None] > 1.5 * changed[False]  # the same lift as on the Protect tab
 
 
 def test_round_trip_follows_the_last_result_and_expires_cleanly(ctx):

@@ -38,7 +38,7 @@ FAMILY_DISPLAY_NAMES: dict[str, str] = {"sd-1.5": "Stable Diffusion 1.5", "flux.
 # The strength presets, with what the evaluation measured for each η (docs/EVALUATION.md, issue 10's table;
 # benchmarks/results/noise_control_cpu_taef2.json, rows "generator η 4/8/12"): mean LPIPS-alex of the bundled
 # generator on 16 held-out images at 256², against TAEF2.
-PRESETS: tuple[tuple[str, int, float], ...] = (("Light", 4, 0.011), ("Standard", 8, 0.047), ("Strong", 12, 0.091))
+PRESETS: tuple[tuple[str, int, float], ...] = (("Light", 4, 0.014), ("Standard", 8, 0.057), ("Strong", 12, 0.110))
 PRESET_SOURCE = "mean LPIPS-alex on 16 held-out images, bundled generator, docs/EVALUATION.md"
 
 
@@ -112,16 +112,17 @@ class SpaceContext:
         return self.protector
 
 
-# "Lift flat images": the generator's minimum energy, in RMS levels at η 8 — the one value measured
-# (chosen on training-pool images, checked on the held-out ones: docs/EVALUATION.md).
+# "Lift flat images" (on by default with the generator): its minimum energy, in RMS levels at η 8 — the one value
+# measured (chosen on training-pool images, checked on the held-out ones: docs/EVALUATION.md), the bundled checkpoint's.
 FLAT_MIN_ENERGY = 2.5
 
 
-def options(eta_levels: Any, target: Any, adaptive: Any, refine_steps: Any, lift_flat: Any = False) -> space.ProtectOptions:
-    """The visitor's choices, validated by the library's own checks (one bound everywhere)."""
+def options(eta_levels: Any, target: Any, adaptive: Any, refine_steps: Any, lift_flat: Any = None) -> space.ProtectOptions:
+    """The visitor's choices, validated by the library's own checks (one bound everywhere). ``lift_flat``: True =
+    FLAT_MIN_ENERGY, False = off (0), None = the checkpoint's own (a mixture has none)."""
     try:
         return space.ProtectOptions(int(eta_levels), str(target), bool(adaptive), int(refine_steps or 0),
-                                    min_energy=FLAT_MIN_ENERGY if lift_flat else 0.0)
+                                    min_energy=None if lift_flat is None else FLAT_MIN_ENERGY if lift_flat else 0.0)
     except (TypeError, ValueError) as error:
         raise VisitorError(str(error)) from None
 
@@ -129,11 +130,15 @@ def options(eta_levels: Any, target: Any, adaptive: Any, refine_steps: Any, lift
 def chosen_for(ctx: SpaceContext, eta_levels: Any, target: Any, adaptive: Any, refine_steps: Any,
                lift_flat: Any) -> tuple[space.ProtectOptions, Protector]:
     """The validated options and the loaded protector, or one line: "Lift flat images" is the
-    generator's (the Protect and Batch tabs ask the same)."""
-    chosen, model = options(eta_levels, target, adaptive, refine_steps, lift_flat), ctx.need_protector()
-    if chosen.min_energy and model.generator is None:
-        raise VisitorError(f"'Lift flat images' needs the generator; this Space runs the {model.method}.")
-    return chosen, model
+    generator's (the Protect and Batch tabs ask the same). Not given (None): on with the generator."""
+    model = ctx.need_protector()
+    if model.generator is None:
+        if lift_flat:
+            raise VisitorError(f"'Lift flat images' needs the generator; this Space runs the {model.method}.")
+        lift_flat = None  # nothing to turn off: a mixture has no minimum energy
+    elif lift_flat is None:
+        lift_flat = True
+    return options(eta_levels, target, adaptive, refine_steps, lift_flat), model
 
 
 # ------------------------------------------------------------------------------ protect one
@@ -164,9 +169,9 @@ def preset_label(levels: int) -> str:
 
 
 def protect(ctx: SpaceContext, image: Any, eta_levels: Any = DEFAULT_ETA_LEVELS, target: Any = "auto", adaptive: Any = True,
-            refine_steps: Any = 0, lift_flat: Any = False, *, progress: Progress | None = None) -> ProtectOutputs:
+            refine_steps: Any = 0, lift_flat: Any = None, *, progress: Progress | None = None) -> ProtectOutputs:
     """Protect one upload: the PNG, the before/after pair, the verdict and its numbers. ``lift_flat``:
-    the generator's minimum energy (FLAT_MIN_ENERGY) for images its texture budget leaves untouched.
+    the generator's minimum energy (FLAT_MIN_ENERGY) for images its texture budget leaves untouched; on unless False.
 
     The visitor's original stays in Gradio's upload folder so that another strength can be tried
     on it; Gradio's ``delete_cache`` removes it with the results after 15 minutes."""
@@ -242,8 +247,8 @@ def discard_upload(ctx: SpaceContext, path: str | os.PathLike) -> bool:
 
 
 def verdict_markdown(verdict: Verdict | None, chosen: space.ProtectOptions, waited_s: float) -> str:
-    lifted = ", flat images lifted" if chosen.min_energy else ""
-    head = f"**Protected at {preset_label(int(chosen.eta_levels)).split(',')[0]}{lifted}** in {waited_s:.1f} s."
+    unlifted = ", flat images not lifted" if chosen.min_energy == 0 else ""
+    head = f"**Protected at {preset_label(int(chosen.eta_levels)).split(',')[0]}{unlifted}** in {waited_s:.1f} s."
     if verdict is None:
         return f"{head} The visibility and strength readout could not be measured on this image."
     return f"{head} {verdict.sentence}"
@@ -289,9 +294,9 @@ class BatchOutputs(NamedTuple):
 
 
 def batch(ctx: SpaceContext, files: Sequence[Any] | None, eta_levels: Any, target: Any, adaptive: Any,
-          lift_flat: Any = False, *, progress: Progress | None = None) -> BatchOutputs:
+          lift_flat: Any = None, *, progress: Progress | None = None) -> BatchOutputs:
     """Protect up to ``max_batch_files`` uploads into one ZIP with its report. ``lift_flat``: as in
-    :func:`protect` (the file names say ``_lifted``)."""
+    :func:`protect` (turned off, the file names say ``_unlifted``)."""
     uploads = [upload for upload in map(space.uploaded_path, files or []) if upload is not None]
     chosen, model = chosen_for(ctx, eta_levels, target, adaptive, 0, lift_flat)
     if len(uploads) > ctx.limits.max_batch_files:

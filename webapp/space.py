@@ -66,14 +66,17 @@ class ProtectOptions:
     adaptive_strength: bool = True
     refine_steps: int = 0
     seed: int = 0
-    min_energy: float = 0.0  # the generator's opt-in minimum energy (RMS levels at η 8); 0 = off
+    # the generator's minimum energy (RMS levels at η 8): None = the checkpoint's own (2.5 for the bundled generator;
+    # a mixture has none), 0 = off
+    min_energy: float | None = None
 
     def __post_init__(self) -> None:
         try:  # the library's own checks, so UI, API, library and CLI share one bound
             eta_from_levels(int(self.eta_levels))
             check_target(self.target)
             check_refine_steps(self.refine_steps)
-            check_min_energy(self.min_energy)
+            if self.min_energy is not None:
+                check_min_energy(self.min_energy)
         except ValueError as error:
             raise SpaceInputError(str(error)) from None
 
@@ -225,7 +228,7 @@ def protect_upload(
     result = protector.protect(
         loaded, eta=options.eta, target=options.target, adaptive_strength=options.adaptive_strength,
         refine_steps=int(options.refine_steps), seed=int(options.seed), progress=progress,
-        min_energy=float(options.min_energy) or None,  # off: the checkpoint's own (none for the bundled one)
+        min_energy=options.min_energy,
     )
     path = Path(output_dir) / output_name(loaded.name, options)
     save_png(loaded, result.image, path)
@@ -246,9 +249,9 @@ def protect_upload(
 
 def output_name(name: str | None, options: ProtectOptions) -> str:
     """The download's file name: the upload's own stem plus the settings, ``<name>_protected_eta8.png``
-    (``…_eta8_lifted.png`` with the minimum energy on)."""
-    lifted = "_lifted" if options.min_energy else ""
-    return f"{safe_stem(name)}_protected_eta{int(options.eta_levels)}{lifted}.png"
+    (``…_eta8_unlifted.png`` with the generator's minimum energy turned off)."""
+    unlifted = "_unlifted" if options.min_energy == 0 else ""
+    return f"{safe_stem(name)}_protected_eta{int(options.eta_levels)}{unlifted}.png"
 
 
 def header_size(path: str | os.PathLike) -> tuple[int, int, bool] | None:
