@@ -350,13 +350,14 @@ class PerturbationGenerator(nn.Module):
         budget, lifted = self._budget_and_lift(images, raw)
         delta = eta * budget * raw
         if self.config.fill_form != "both" and bool(lifted.any()):
-            # Can leave ±η where the channels disagree: scaled back per pixel (all channels alike, luma stays 0).
+            # Can leave ±η where the channels disagree (blue-yellow puts 1.772·Cb in blue): scaled back per pixel,
+            # all channels alike, so the form (luma 0, and Cr 0 for blue-yellow) is kept.
             # Where a pixel is at 0 or 1 (white, black, a saturated fill's empty channel) the protected image's
             # rounding and clipping still turn part of it into brightness: keeping the change inside what each
             # pixel can take instead left the flat held-out cartoons without any lift (measured, docs/EVALUATION.md).
-            colour = in_form(delta, self.config.fill_form)
-            colour = colour * (eta / colour.abs().amax(1, keepdim=True).clamp_min(1e-12)).clamp(max=1)
-            delta = colour if bool(lifted.all()) else torch.where(lifted.view(-1, 1, 1, 1), colour, delta)
+            written = in_form(delta, self.config.fill_form)
+            written = written * (eta / written.abs().amax(1, keepdim=True).clamp_min(1e-12)).clamp(max=1)
+            delta = written if bool(lifted.all()) else torch.where(lifted.view(-1, 1, 1, 1), written, delta)
         rms = self.config.rms_levels / 255 * eta / self.config.eta
         return cap_energy(delta, rms), budget
 
