@@ -1,21 +1,25 @@
-"""Choosing the generator's opt-in minimum energy on training-pool images (never the evaluation images).
+"""Choosing the generator's minimum energy on training-pool images (never the evaluation images).
 
     python -m benchmarks.min_energy [--pool ../shared/data/pool] [--draw 800] [--lowest 48] [--levels 2.5 3.0]
-                                    [--ceilings 0.5] [--forms blue-yellow colour both] [--out benchmarks/results/min_energy_pool.json]
+                                    [--ceilings 0.5] [--forms blue-yellow colour both] [--blocks 0 8]
+                                    [--out benchmarks/results/min_energy_pool.json]
 
 The minimum acts only on images whose default δ stays below it (flat fills, plain backgrounds), so it is tuned on
 those: ``--draw`` pool images in a seeded order, centre squares at ``--size``², keep the ``--lowest`` whose default δ
 has the smallest RMS (all below ``--below`` levels, η 8). Every row protects them through ``Protector.protect`` (the
 library's path) and is measured with ``benchmarks.noise_control``'s functions (LPIPS-alex and VGG, PSNR, flat ratio,
 damage, same-PSNR noise damage, JPEG q75 / resize-half survival) plus the PSNR of the change's BT.601 luma alone
-("luma PSNR": how much of it is brightness). Rows: the default, then each minimum × floor ceiling × form
-(``fill_form``: "blue-yellow", JPEG's Cb only; "colour", Cb and Cr; "both", brightness and colour). Results keep every
-row's per-image values. The held-out confirmation is ``benchmarks.noise_control --generator COPY`` (docs/EVALUATION.md).
+("luma PSNR": how much of it is brightness). Rows: the generator without a minimum, then each minimum × floor ceiling
+× form (``fill_form``: "blue-yellow", JPEG's Cb only; "colour", Cb and Cr; "both", brightness and colour) × squares
+(``fill_block``: 0, G's pixel detail; 8, constant over JPEG's 8×8 blocks). Results keep every row's per-image values;
+rows of an earlier run on the same images are kept (a run can add rows). The held-out confirmation is
+``benchmarks.noise_control --generator COPY`` (docs/EVALUATION.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 from pathlib import Path
 
@@ -39,6 +43,7 @@ from benchmarks.noise_control import (
 )
 from fastprotect.bundle import bundled_checkpoint
 from fastprotect.evaluation import Harness
+from fastprotect.generator import FILL_FORM_NAMES, FILL_FORMS
 from fastprotect.images import ImageError, load_image
 from fastprotect.metrics import luma
 from fastprotect.perceptual import load_perceptual
@@ -47,7 +52,6 @@ from fastprotect.vocabulary import TARGET_NAMES, eta_from_levels, is_image_name
 
 DEFAULT_POOL = SHARED / "data" / "pool"
 DEFAULT_OUT = Path("benchmarks/results/min_energy_pool.json")
-FORM_WORDS = {"blue-yellow": "blue-yellow only", "colour": "colour only", "both": "brightness and colour"}  # fill_form -> label
 
 
 def pool_names(pool: Path, draw: int, seed: int) -> list[str]:
@@ -66,14 +70,17 @@ def lowest_energy(protector: Protector, images: dict[str, torch.Tensor], lowest:
     return sorted((name for name, rms in energy.items() if rms < below), key=energy.__getitem__)[:lowest]
 
 
-def variants(levels: list[float], ceilings: list[float], forms: list[str]) -> dict[str, dict]:
-    """Row label -> GeneratorConfig changes (the default first: no changes)."""
-    rows: dict[str, dict] = {"default (no minimum)": {}}
+def variants(levels: list[float], ceilings: list[float], forms: list[str], blocks: tuple[int, ...] = (0,)) -> dict[str, dict]:
+    """Row label -> GeneratorConfig changes (first the generator without a minimum). Pixel detail (block 0) keeps the
+    label the first runs gave it, before there were squares."""
+    rows: dict[str, dict] = {"default (no minimum)": {"fill_rms_levels": 0.0}}
     for level in levels:
         for ceiling in ceilings:
             for form in forms:
-                rows[f"minimum {level:g}, floor ≤ {ceiling:g}, {FORM_WORDS[form]}"] = {
-                    "fill_rms_levels": level, "fill_floor_max": ceiling, "fill_form": form}
+                for block in blocks:
+                    squares = f", in {block}-px squares" if block > 1 else ""
+                    rows[f"minimum {level:g}, floor ≤ {ceiling:g}, {FILL_FORM_NAMES[form]}{squares}"] = {
+                        "fill_rms_levels": level, "fill_floor_max": ceiling, "fill_form": form, "fill_block": block}
     return rows
 
 
@@ -91,15 +98,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--below", type=float, default=2.5, help="only images whose default δ RMS is below this (levels at η 8)")
     parser.add_argument("--levels", type=float, nargs="+", default=[2.5, 3.0])
     parser.add_argument("--ceilings", type=float, nargs="+", default=[0.5])
-    parser.add_argument("--forms", nargs="+", choices=tuple(FORM_WORDS), default=list(FORM_WORDS))
+    parser.add_argument("--forms", nargs="+", choices=FILL_FORMS, default=list(FILL_FORMS))
+    parser.add_argument("--blocks", type=int, nargs="+", default=[0], help="fill_block values (0: pixel detail)")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    protector = Protector.from_pretrained(args.generator)
-    if protector.generator is None:
+    loaded = Protector.from_pretrained(args.generator)
+    if loaded.generator is None:
         parser.error(f"{args.generator} is not a generator checkpoint")
+    protector = generator_variant(loaded, fill_rms_levels=0.0)  # images are chosen by the δ they get without a minimum
     images = {}
     for name in pool_names(args.pool, args.draw, args.seed):
         try:
@@ -115,16 +124,20 @@ def main(argv: list[str] | None = None) -> int:
     harness = Harness(protector.autoencoder, protector.perceptual, protector.target_images, perceptual_vgg=vgg, extended=True)
     targets = torch.full((len(batch),), TARGET_NAMES.index("mid"), dtype=torch.long)
     info, rows, per_image = machine_info("cpu"), {}, {}
+    earlier = json.loads(args.out.read_text()) if args.out.exists() else {}
+    if earlier.get("images") == chosen and earlier.get("size") == args.size:  # the same images: add to its rows
+        rows, per_image = earlier["rows"], earlier["per_image"]
+    notes = {"notes": earlier["notes"]} if "notes" in earlier and rows else {}
     print(f"{len(chosen)} of {len(images)} drawn pool images, {', '.join(f'{d} {domains.count(d)}' for d in DOMAINS)}")
-    for label, changes in variants(args.levels, args.ceilings, args.forms).items():
-        protected, seconds = protect_all(generator_variant(protector, **changes) if changes else protector, batch, eta_from_levels(8))
+    for label, changes in variants(args.levels, args.ceilings, args.forms, tuple(args.blocks)).items():
+        protected, seconds = protect_all(generator_variant(protector, **changes), batch, eta_from_levels(8))
         values = measure_per_image(harness, batch, protected, targets, robust=True)
         values["luma_psnr"] = luma_psnr(batch, protected)
         rows[label] = summarise_row(values, domains)
         rows[label]["all"]["seconds_per_image"] = seconds
         per_image[label] = {key: [round(float(v), 6) for v in value] for key, value in values.items()}
         print(f"{row_line(label, rows[label])} luma PSNR {rows[label]['all']['luma_psnr']:.1f} dB", flush=True)
-        write_json(args.out, {"machine": info, "images": chosen, "size": args.size, "rows": rows, "per_image": per_image})
+        write_json(args.out, {"machine": info, "images": chosen, "size": args.size, "rows": rows, "per_image": per_image} | notes)
     print(f"\n{machine_line(info)}; results in {args.out}")
     return 0
 

@@ -60,7 +60,13 @@ from fastprotect.evaluation import (
     summarise,
     transform,
 )
-from fastprotect.generator import PerturbationGenerator, cap_energy
+from fastprotect.generator import (
+    FILL_FORM_COMPONENTS,
+    FILL_FORM_NAMES,
+    FILL_FORMS,
+    PerturbationGenerator,
+    cap_energy,
+)
 from fastprotect.images import load_image
 from fastprotect.losses import encode_target
 from fastprotect.perceptual import load_perceptual
@@ -79,7 +85,8 @@ MASKED = ((8, 1.0, 0.2), (12, 1.0, 0.1))  # (η levels, γ, floor) of the mixtur
 ROBUSTNESS = ("jpeg75", "resize-half")
 PGD_STEPS = 8
 # the minimum energy's other forms, each an ablation row when the checkpoint has one (fastprotect.generator.FILL_FORMS)
-FILL_FORM_WORDS = {"blue-yellow": "blue-yellow only (JPEG's Cb)", "colour": "colour only (Cb and Cr)", "both": "brightness and colour"}
+FILL_FORM_WORDS = {form: f"{FILL_FORM_NAMES[form]} ({FILL_FORM_COMPONENTS[form]})" if FILL_FORM_COMPONENTS[form] else FILL_FORM_NAMES[form]
+                   for form in FILL_FORMS}  # the ablation rows' words (keys of committed results)
 DEFAULT_OUT = Path("benchmarks/results/noise_control_cpu_taef2.json")
 TRANSFER_OUT = Path("benchmarks/results/noise_control_transfer_surrogate.json")
 PERCEPTUAL_WEIGHT = 2.0  # λ of perceptual PGD: loss + λ · LPIPS-VGG(x̂, x)
@@ -342,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
         if default.generator.config.fill_rms_levels > 0:
             score("generator η 8 without its minimum energy (the fixed floor on every image; same network, budget and cap)",
                   *protect_all(generator_variant(default, fill_rms_levels=0.0), images, eta), robust=True)
+            if default.generator.config.fill_block == 0:
+                score("generator η 8 with its minimum energy in 8-px squares (fill_block 8: constant over JPEG's 8×8 blocks; "
+                      "same network, budget and cap)",
+                      *protect_all(generator_variant(default, fill_block=8), images, eta), robust=True)
             for form, words in FILL_FORM_WORDS.items():
                 if form != default.generator.config.fill_form:
                     score(f"generator η 8 with its minimum energy in {words} (fill_form {form}; same network, budget and cap)",

@@ -53,9 +53,9 @@ from .targets import target_window
 from .vocabulary import AUTOENCODER_KINDS, DEFAULT_ETA, MAX_ETA, MIMIC_FAMILIES, MIMIC_FAMILY_OF_ENCODER, TARGET_NAMES, AutoencoderKind, check_eta
 
 METHOD = "generator"
-FORMAT_VERSION = 5  # read_config migrates versions 1 (no ``net_downscale``: a full-resolution network), 2 (no
-# minimum energy: ``fill_rms_levels`` 0, off), 3 (its minimum energy lifted brightness and colour) and 4 (a boolean
-# ``fill_colour_only`` instead of ``fill_form``): MIGRATIONS
+FORMAT_VERSION = 6  # read_config migrates versions 1 (no ``net_downscale``: a full-resolution network), 2 (no
+# minimum energy: ``fill_rms_levels`` 0, off), 3 (its minimum energy lifted brightness and colour), 4 (a boolean
+# ``fill_colour_only`` instead of ``fill_form``) and 5 (no ``fill_block``: a lift with pixel detail): MIGRATIONS
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
@@ -64,6 +64,9 @@ CARD_NAME = "README.md"
 # How a lifted image's δ is written (``GeneratorConfig.fill_form``), in JPEG's Y Cb Cr terms (BT.601, full range):
 # "blue-yellow": Cb only (Y and Cr 0), "colour": Cb and Cr (Y 0, :func:`colour_only`), "both": δ as it is.
 FILL_FORMS = ("blue-yellow", "colour", "both")
+# Each form's name in tables (the benchmarks' row labels) and the JPEG components it keeps, where it drops some.
+FILL_FORM_NAMES = {"blue-yellow": "blue-yellow only", "colour": "colour only", "both": "brightness and colour"}
+FILL_FORM_COMPONENTS = {"blue-yellow": "JPEG's Cb", "colour": "Cb and Cr", "both": ""}
 
 
 class GeneratorCheckpointError(ValueError):
@@ -94,6 +97,13 @@ class GeneratorConfig:
     # damage ratio to noise; "blue-yellow" (JPEG's Cb only) 2.03× noise at LPIPS-VGG 0.108 against "colour"'s 1.42× at
     # 0.082 on 47 low-energy pool images (docs/EVALUATION.md).
     fill_form: str = "blue-yellow"
+    # A lifted image's δ made constant over fill_block × fill_block squares counted from its top-left corner, each
+    # image's energy restored (:func:`block_constant`); 0: G's pixel detail (the default). 8 is JPEG's block grid: a
+    # re-encoding at the same size keeps a square's mean colour where it removes the detail (71 % of the lifted held-out
+    # images' damage left after JPEG q75 instead of 50 %), but a grid shifted by other than 4 px, a resize or no JPEG at
+    # all leave the squares with less damage than the detail (benchmarks/jpeg_grid.py, docs/EVALUATION.md): measured,
+    # not the default.
+    fill_block: int = 0
     mask_gamma: float = 1.0
     contrast_window: int = 7
     target: str = "mid"  # the target pattern the training pulled towards (a TARGET_NAMES entry)
@@ -114,6 +124,8 @@ class GeneratorConfig:
         if self.format_version != FORMAT_VERSION:
             raise GeneratorCheckpointError(f"format_version {self.format_version} is not supported (this fastprotect reads "
                                            f"{FORMAT_VERSION}, and older ones through read_config)")
+        if not isinstance(self.fill_block, int) or isinstance(self.fill_block, bool) or self.fill_block < 0:
+            raise GeneratorCheckpointError(f"fill_block must be an integer ≥ 0 (0: pixel detail); got {self.fill_block!r}")
         for name in ("width", "blocks", "contrast_window", "work_size", "net_downscale"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -177,7 +189,9 @@ def fill_floor(relative: torch.Tensor, raw: torch.Tensor, *, floor: float, ceili
     grows with f, so a bisection finds it. Images that already reach the target keep ``floor``: the
     rule only lifts images the texture budget leaves nearly untouched (flat fills, plain backgrounds).
     ``form``: how a lifted image's δ is written (:func:`in_form`): whether an image needs the lift is judged
-    on ``raw``, how far its floor goes on ``raw`` in that form (computed on the subsample only).
+    on ``raw``, how far its floor goes on ``raw`` in that form (computed on the subsample only). Squares
+    (:func:`block_constant`) keep the energy, so they do not change it; the scaling back to ±η afterwards
+    (:func:`write_lift`) can take a few percent off it.
     """
     stride = max(1, math.ceil(math.sqrt(relative.shape[-2] * relative.shape[-1] / _FILL_SAMPLE_PIXELS)))
     rel = relative[..., ::stride, ::stride].float().detach()
@@ -219,11 +233,32 @@ def blue_yellow(delta: torch.Tensor) -> torch.Tensor:
     return cb * delta.new_tensor(_RGB_OF_CB).view(1, 3, 1, 1)
 
 
+def block_constant(delta: torch.Tensor, block: int) -> torch.Tensor:
+    """δ (B×C×H×W) replaced by its means over block × block squares counted from the top-left corner (the last row and
+    column of squares cut by the border average what they hold), each image scaled back to its RMS: the same energy,
+    no detail inside a square. ``block`` ≤ 1 leaves δ unchanged."""
+    if block <= 1:
+        return delta
+    height, width = delta.shape[-2:]
+    means = F.avg_pool2d(delta, block, ceil_mode=True)
+    squares = means.repeat_interleave(block, dim=-2).repeat_interleave(block, dim=-1)[..., :height, :width]
+    before, after = (t.pow(2).flatten(1).mean(1).sqrt() for t in (delta, squares))
+    return squares * (before / after.clamp_min(1e-12)).view(-1, 1, 1, 1)
+
+
 def in_form(delta: torch.Tensor, form: str) -> torch.Tensor:
     """δ written in a FILL_FORMS ``form``: :func:`blue_yellow`, :func:`colour_only`, or unchanged ("both")."""
     if form not in FILL_FORMS:
         raise ValueError(f"unknown fill form {form!r}; known: {', '.join(FILL_FORMS)}")
     return blue_yellow(delta) if form == "blue-yellow" else colour_only(delta) if form == "colour" else delta
+
+
+def write_lift(delta: torch.Tensor, form: str, block: int, limit: float) -> torch.Tensor:
+    """A lifted image's δ as it is written: in its ``form`` (:func:`in_form`), constant over ``block``-px squares
+    (:func:`block_constant`), then scaled back per pixel, all channels alike, where a channel leaves ±``limit`` (the
+    form and the squares are kept; blue-yellow puts 1.772·Cb in blue)."""
+    written = block_constant(in_form(delta, form), block)
+    return written * (limit / written.abs().amax(1, keepdim=True).clamp_min(1e-12)).clamp(max=1)
 
 
 def cap_energy(delta: torch.Tensor, rms: float) -> torch.Tensor:
@@ -349,14 +384,11 @@ class PerturbationGenerator(nn.Module):
             raw = self.raw(images, target)
         budget, lifted = self._budget_and_lift(images, raw)
         delta = eta * budget * raw
-        if self.config.fill_form != "both" and bool(lifted.any()):
-            # Can leave ±η where the channels disagree (blue-yellow puts 1.772·Cb in blue): scaled back per pixel,
-            # all channels alike, so the form (luma 0, and Cr 0 for blue-yellow) is kept.
+        if (self.config.fill_form != "both" or self.config.fill_block > 1) and bool(lifted.any()):
             # Where a pixel is at 0 or 1 (white, black, a saturated fill's empty channel) the protected image's
             # rounding and clipping still turn part of it into brightness: keeping the change inside what each
             # pixel can take instead left the flat held-out cartoons without any lift (measured, docs/EVALUATION.md).
-            written = in_form(delta, self.config.fill_form)
-            written = written * (eta / written.abs().amax(1, keepdim=True).clamp_min(1e-12)).clamp(max=1)
+            written = write_lift(delta, self.config.fill_form, self.config.fill_block, eta)
             delta = written if bool(lifted.all()) else torch.where(lifted.view(-1, 1, 1, 1), written, delta)
         rms = self.config.rms_levels / 255 * eta / self.config.eta
         return cap_energy(delta, rms), budget
@@ -407,11 +439,12 @@ class PerturbationGenerator(nn.Module):
 MIGRATIONS: dict[int, dict[str, Any]] = {
     # 1 and 2 had no minimum energy: one asked of them now (``with_config``, ``min_energy=``) is today's form.
     # 3's was in brightness and colour, and a version-3 checkpoint keeps what it was measured with; 4 named its form
-    # with a boolean (read by _named_form).
-    1: {"net_downscale": 1, "fill_rms_levels": 0.0, "fill_floor_max": 0.5, "fill_form": GeneratorConfig.fill_form},
-    2: {"fill_rms_levels": 0.0, "fill_floor_max": 0.5, "fill_form": GeneratorConfig.fill_form},
-    3: {"fill_form": "both"},
-    4: {},
+    # with a boolean (read by _named_form). Every version before 6 lifted with G's pixel detail (no ``fill_block``).
+    1: {"net_downscale": 1, "fill_rms_levels": 0.0, "fill_floor_max": 0.5, "fill_form": GeneratorConfig.fill_form, "fill_block": 0},
+    2: {"fill_rms_levels": 0.0, "fill_floor_max": 0.5, "fill_form": GeneratorConfig.fill_form, "fill_block": 0},
+    3: {"fill_form": "both", "fill_block": 0},
+    4: {"fill_block": 0},
+    5: {"fill_block": 0},
 }
 
 

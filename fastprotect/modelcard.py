@@ -169,7 +169,15 @@ def _fill_words(config: GeneratorConfig) -> str:
     return (f"; minimum energy: an image whose δ stays below an RMS of {config.fill_rms_levels:g} levels at η "
             f"{levels_from_eta(config.eta)} (scaled with η; large flat areas) gets its floor raised, for that image only "
             f"and at most to {config.fill_floor_max:g}, until it reaches it"
-            + _FORM_WORDS[config.fill_form])
+            + _FORM_WORDS[config.fill_form] + _block_words(config.fill_block))
+
+
+def _block_words(block: int) -> str:
+    if block <= 1:
+        return ""
+    grid = ", JPEG's block grid" if block == 8 else ""
+    return (f", and constant over {block}×{block}-px squares counted from the top-left corner{grid} "
+            f"(each image's energy kept; no detail inside a square)")
 
 
 def _downscale_words(factor: int) -> str:

@@ -135,6 +135,50 @@ def test_by_default_a_lifted_image_changes_along_the_blue_difference_only():
         in_form(change, "green")
 
 
+def test_block_constant_keeps_each_squares_mean_shape_and_energy():
+    from fastprotect.generator import block_constant
+
+    change = torch.randn(2, 3, 20, 13, generator=torch.Generator().manual_seed(3))
+    squares = block_constant(change, 8)
+    assert squares.shape == change.shape
+    scale = change.pow(2).flatten(1).mean(1).sqrt() / squares.pow(2).flatten(1).mean(1).sqrt()
+    assert torch.allclose(scale, torch.ones(2), atol=1e-5)  # each image's energy restored
+    for top, left in itertools.product((0, 8, 16), (0, 8)):  # squares from the top-left corner; the border ones are cut
+        cell = squares[..., top:top + 8, left:left + 8]
+        assert torch.allclose(cell, cell[..., :1, :1].expand_as(cell))
+    restored = squares / squares.pow(2).flatten(1).mean(1).sqrt().view(-1, 1, 1, 1)
+    means = [change[..., 16:20, 8:13].mean((-2, -1)), change[..., :8, :8].mean((-2, -1))]  # a cut square averages what it holds
+    ratio = restored[..., 16, 8] / means[0]
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-4)
+    assert torch.allclose(restored[..., 0, 0] / means[1], ratio, rtol=1e-4)
+    assert torch.equal(block_constant(change, 1), change) and torch.equal(block_constant(change, 0), change)
+
+
+def test_a_lifted_image_can_change_in_8_pixel_squares_on_jpegs_grid_and_still_reaches_its_minimum():
+    """fill_block 8: a lifted image's δ is constant over the 8×8 squares JPEG cuts from the top-left corner, along the
+    blue difference only, at the minimum energy; an image above the minimum keeps its pixel detail. fill_block 0 (the
+    default) keeps the lift's pixel detail."""
+    assert GeneratorConfig().fill_block == 0
+    fixed = dummy_generator(mask_floor=0.05, contrast_reference=0.06, rms_levels=3.5)
+    lifted = fixed.with_config(fill_rms_levels=2.5, fill_floor_max=1.0, fill_block=8)
+    images = torch.cat([mostly_flat_image(size=60), half_flat_image(60, 60, seed=1)])  # 60: the last squares are cut
+    with torch.no_grad():
+        delta, before, detailed = lifted.perturbation(images), fixed.perturbation(images), \
+            lifted.with_config(fill_block=0).perturbation(images)
+    for top, left in itertools.product(range(0, 60, 8), repeat=2):
+        cell = delta[0, :, top:top + 8, left:left + 8]
+        assert torch.allclose(cell, cell[:, :1, :1].expand_as(cell), atol=1e-7)
+    assert (delta[0, 2, :, 1:] != delta[0, 2, :, :-1]).any()  # not one flat shift: the squares differ
+    cb_of_rgb, y_of_rgb = torch.tensor([-0.168736, -0.331264, 0.5]), torch.tensor([0.299, 0.587, 0.114])
+    assert torch.einsum("c,chw->hw", y_of_rgb, delta[0]).abs().max() < 1e-6
+    assert torch.einsum("c,chw->hw", cb_of_rgb, delta[0]).abs().max() > 1 / 255
+    # the squares keep the energy; scaling peaks back to ±η afterwards takes a little off (here, with a floor up to 1)
+    assert 0.9 * 2.5 < float(rms_levels(delta)[0]) <= 2.5 * 1.02 and delta.abs().max() <= fixed.config.eta + 1e-7
+    assert torch.equal(delta[1], before[1])  # not lifted: untouched
+    step = (detailed[0, :, :, 1:] - detailed[0, :, :, :-1]).abs()
+    assert step.reshape(3, 60, 59)[:, :, [i for i in range(59) if i % 8 != 7]].max() > 0.1 / 255  # pixel detail inside the squares
+
+
 def test_the_lifted_floor_stops_at_its_ceiling():
     model = dummy_generator(mask_floor=0.05, contrast_reference=0.06, rms_levels=3.5)
     image = mostly_flat_image()
@@ -153,28 +197,38 @@ def test_the_lifted_floor_stops_at_its_ceiling():
 def test_the_minimum_energy_is_off_in_older_configs_and_bounded_by_the_cap(tmp_path):
     folder = dummy_generator().save_pretrained(tmp_path / "gen")
     config = json.loads((folder / "config.json").read_text())
-    assert config["format_version"] == 5 and config["fill_form"] == "blue-yellow"
-    for name in ("fill_rms_levels", "fill_floor_max", "fill_form"):
+    assert config["format_version"] == 6 and config["fill_form"] == "blue-yellow" and config["fill_block"] == 0
+    for name in ("fill_rms_levels", "fill_floor_max", "fill_form", "fill_block"):
         del config[name]
     (folder / "config.json").write_text(json.dumps(config | {"format_version": 2}))  # written before the fields existed
     older = PerturbationGenerator.from_pretrained(folder).config
     assert older.fill_rms_levels == 0 and older.fill_form == "blue-yellow"  # no minimum; one asked for later is today's
+    assert older.fill_block == 0
     # version 3 had the minimum, lifted in brightness and colour: kept as it was measured
     (folder / "config.json").write_text(json.dumps(config | {"format_version": 3, "fill_rms_levels": 2.5, "fill_floor_max": 0.5}))
     three = PerturbationGenerator.from_pretrained(folder).config
-    assert three.fill_rms_levels == 2.5 and three.fill_form == "both"
+    assert three.fill_rms_levels == 2.5 and three.fill_form == "both" and three.fill_block == 0
     # version 4 named its form with a boolean: true was colour only, false brightness and colour
     for flag, form in ((True, "colour"), (False, "both")):
         (folder / "config.json").write_text(json.dumps(config | {"format_version": 4, "fill_rms_levels": 2.5, "fill_floor_max": 0.5,
                                                                  "fill_colour_only": flag}))
-        assert PerturbationGenerator.from_pretrained(folder).config.fill_form == form
+        four = PerturbationGenerator.from_pretrained(folder).config
+        assert four.fill_form == form and four.fill_block == 0
     (folder / "config.json").write_text(json.dumps(config | {"format_version": 4, "fill_rms_levels": 2.5, "fill_floor_max": 0.5,
                                                              "fill_colour_only": "yes"}))
     with pytest.raises(GeneratorCheckpointError, match="config.json: fill_colour_only must be true or false"):
         PerturbationGenerator.from_pretrained(folder)
-    (folder / "config.json").write_text(json.dumps(config))  # version 5 must name them
-    with pytest.raises(GeneratorCheckpointError, match="missing \\['fill_floor_max', 'fill_form', 'fill_rms_levels'\\]"):
+    # version 5 lifted with G's pixel detail
+    (folder / "config.json").write_text(json.dumps(config | {"format_version": 5, "fill_rms_levels": 2.5, "fill_floor_max": 0.5,
+                                                             "fill_form": "blue-yellow"}))
+    five = PerturbationGenerator.from_pretrained(folder).config
+    assert five.fill_form == "blue-yellow" and five.fill_block == 0 and five.format_version == 6
+    (folder / "config.json").write_text(json.dumps(config))  # version 6 must name them
+    with pytest.raises(GeneratorCheckpointError, match="missing \\['fill_block', 'fill_floor_max', 'fill_form', 'fill_rms_levels'\\]"):
         PerturbationGenerator.from_pretrained(folder)
+    for bad in (-1, 2.5, True, "8"):
+        with pytest.raises(GeneratorCheckpointError, match="fill_block must be an integer ≥ 0"):
+            GeneratorConfig(fill_block=bad)
     with pytest.raises(GeneratorCheckpointError, match="fill_form must be one of blue-yellow, colour, both"):
         GeneratorConfig(fill_form="colour only")
     with pytest.raises(GeneratorCheckpointError, match="fill_rms_levels"):
@@ -289,7 +343,7 @@ def test_a_downscaled_network_sees_a_shrunk_copy_and_writes_a_smooth_full_size_p
 def test_a_version_1_config_loads_as_a_full_resolution_network(tmp_path):
     folder = dummy_generator().save_pretrained(tmp_path / "gen")
     config = json.loads((folder / "config.json").read_text())
-    assert config["format_version"] == 5 and config["net_downscale"] == 1
+    assert config["format_version"] == 6 and config["net_downscale"] == 1
     del config["net_downscale"]
     (folder / "config.json").write_text(json.dumps(config | {"format_version": 1}))
     assert PerturbationGenerator.from_pretrained(folder).config.net_downscale == 1
@@ -467,6 +521,10 @@ def test_the_minimum_energy_can_be_trained_with_and_shipped_and_the_card_says_so
     card = (exported / "README.md").read_text()
     assert "minimum energy: an image whose δ stays below an RMS of 2.5 levels at η 8" in card and "blue difference only" in card
     assert "- minimum energy: trained with a minimum energy of 3 levels; this folder applies 2.5 levels" in card
+    assert "squares" not in card  # the default lift keeps pixel detail
+    from fastprotect.modelcard import generator_card
+    squares = generator_card(GeneratorConfig(fill_rms_levels=2.5, fill_block=8), parameters=1)
+    assert "no change of brightness Y or of Cr), and constant over 8×8-px squares counted from the top-left corner, JPEG's block grid" in squares
     with pytest.raises(SystemExit):  # above the energy cap: a one-line error, no folder half written
         trainer.main(["export", "--run", str(out), "--output", str(tmp_path / "bad"), "--fill-rms-levels", "5"])
     assert not (tmp_path / "bad").exists()
