@@ -8,7 +8,8 @@ the visibility budget already in the loop:
     δ(x) = cap_r( η · m(x) ⊙ tanh(G(x, m(x), y)) )
 
 * ``m(x)`` — the texture budget map, computed, not learned: ``clamp(c(x) / c0, floor, 1) ** γ``
-  with ``c`` the local contrast of :func:`texture_budget` (std of luminance in a 7×7 window). A flat
+  with ``c`` the local contrast (:func:`fastprotect.metrics.local_contrast`: std of BT.601 luma in a 7×7 window,
+  the quantity the flat-region energy ratio ranks pixels by; :meth:`PerturbationGenerator.budget`). A flat
   sky (c ≈ 0) gets ``floor``·η at most, texture gets the full η. Being computed, no optimiser can
   bend it to fool a perceptual network (issue 10's measurement traps).
 * ``G`` — a residual conv net (stride-4 trunk, ≈ 0.4 M parameters for width 32), fully
@@ -153,15 +154,6 @@ class GeneratorConfig:
             raise GeneratorCheckpointError(f"unknown encoder_kind {self.encoder_kind!r}; known: {', '.join(AUTOENCODER_KINDS)}")
         if self.mimic_base not in MIMIC_FAMILIES:
             raise GeneratorCheckpointError(f"unknown mimic_base {self.mimic_base!r}; known: {', '.join(MIMIC_FAMILIES)}")
-
-
-def texture_budget(images: torch.Tensor, *, reference: float, floor: float, gamma: float, window: int = 7) -> torch.Tensor:
-    """The budget map m(x) in [floor, 1], B×1×H×W: ``clamp(c / reference, floor, 1) ** gamma``.
-
-    ``c`` is :func:`fastprotect.metrics.local_contrast` (std of BT.601 luma in a ``window``² square),
-    the quantity the flat-region energy ratio ranks pixels by. It depends on the clean image only.
-    """
-    return _floored(relative_contrast(images, reference, window), floor).pow(gamma)
 
 
 def relative_contrast(images: torch.Tensor, reference: float, window: int) -> torch.Tensor:
@@ -322,9 +314,10 @@ class PerturbationGenerator(nn.Module):
         self.net = GeneratorNet(config.width, config.blocks)
 
     def budget(self, images: torch.Tensor, raw: torch.Tensor | None = None) -> torch.Tensor:
-        """m(x), B×1×H×W. With ``raw`` (G's pattern at the images' size) and the minimum energy on
-        (``fill_rms_levels``), each image's floor is raised as far as its δ needs to reach it
-        (:func:`fill_floor`); without ``raw``, the fixed floor."""
+        """m(x) = clamp(c / contrast_reference, floor, 1) ** mask_gamma, B×1×H×W, c the clean image's local contrast
+        (:func:`relative_contrast`). With ``raw`` (G's pattern at the images' size) and the minimum energy on
+        (``fill_rms_levels``), each image's floor is raised as far as its δ needs to reach it (:func:`fill_floor`);
+        without ``raw``, the fixed floor ``mask_floor``."""
         return self._budget_and_lift(images, raw)[0]
 
     def _budget_and_lift(self, images: torch.Tensor, raw: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,7 +19,6 @@ from fastprotect.generator import (
     cap_energy,
     fill_floor,
     psnr_floor_db,
-    texture_budget,
 )
 from fastprotect.images import load_image, png_bytes
 from fastprotect.protect import Protector
@@ -36,7 +35,7 @@ def half_flat_image(height: int = 64, width: int = 64, seed: int = 0) -> torch.T
 
 def test_the_budget_map_is_the_floor_on_flat_areas_and_full_on_texture():
     image = half_flat_image()
-    budget = texture_budget(image, reference=0.06, floor=0.1, gamma=1.0)
+    budget = dummy_generator(mask_floor=0.1, contrast_reference=0.06, mask_gamma=1.0).budget(image)  # no pattern: the fixed floor
     assert budget.shape == (1, 1, 64, 64)
     assert torch.allclose(budget[..., :, :20], torch.tensor(0.1))  # far from the edge: flat
     assert torch.allclose(budget[..., :, 40:], torch.tensor(1.0))  # random texture: contrast ≫ 0.06
