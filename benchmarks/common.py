@@ -15,6 +15,7 @@ but efficacy does, so efficacy numbers say which mixture they used.
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import math
@@ -169,6 +170,14 @@ def make_protector(models: Models, device: str, **options) -> Protector:
     mixture = None if models.generator is not None else models.mixture
     return Protector(models.autoencoder, mixture=mixture, generator=models.generator, perceptual=models.perceptual, device=device,
                      timer=StageTimer.for_device(device), **options)
+
+
+def generator_protector(parser: argparse.ArgumentParser, folder: Path) -> Protector:
+    """The Protector of a generator checkpoint ``folder``; a one-line usage error (exit 2) when it holds a mixture."""
+    protector = Protector.from_pretrained(folder)
+    if protector.generator is None:
+        parser.error(f"{folder} is not a generator checkpoint")
+    return protector
 
 
 # ---------------------------------------------------------------------------------- images

@@ -26,6 +26,7 @@ from benchmarks.common import (
     DEFAULT_IMAGES,
     DEFAULT_WEIGHTS,
     centre_square,
+    generator_protector,
     machine_info,
     machine_line,
     write_json,
@@ -75,9 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    protector = Protector.from_pretrained(args.generator)
-    if protector.generator is None:
-        parser.error(f"{args.generator} is not a generator checkpoint")
+    protector = generator_protector(parser, args.generator)
     names = sample_names("heldout", args.images, args.per_domain)
     images = {name: centre_square(load_image(args.images / name).pixels, args.size) for name in names}
     chosen = lifted_names(protector, images)

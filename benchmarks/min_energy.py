@@ -29,6 +29,7 @@ from benchmarks.common import (
     DEFAULT_WEIGHTS,
     SHARED,
     centre_square,
+    generator_protector,
     machine_info,
     machine_line,
     write_json,
@@ -105,10 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    loaded = Protector.from_pretrained(args.generator)
-    if loaded.generator is None:
-        parser.error(f"{args.generator} is not a generator checkpoint")
-    protector = generator_variant(loaded, fill_rms_levels=0.0)  # images are chosen by the δ they get without a minimum
+    protector = generator_variant(generator_protector(parser, args.generator), fill_rms_levels=0.0)  # images are chosen by the δ they get without a minimum
     images = {}
     for name in pool_names(args.pool, args.draw, args.seed):
         try:

@@ -426,3 +426,15 @@ def test_jpeg_grid_looks_only_at_images_the_minimum_energy_lifts() -> None:
     flat = torch.full((1, 3, 48, 48), 0.5)
     textured = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(1))
     assert lifted_names(protector, {"cartoon/flat": flat, "face/textured": textured}) == ["cartoon/flat"]
+
+
+@pytest.mark.parametrize("module", ["jpeg_grid", "min_energy"])
+def test_the_lift_benchmarks_refuse_a_mixture_checkpoint_with_a_usage_error(module, capsys) -> None:
+    import importlib
+
+    from fastprotect.bundle import bundled_checkpoint
+
+    mixture = bundled_checkpoint("taef2-mixture")
+    with pytest.raises(SystemExit) as stopped:
+        importlib.import_module(f"benchmarks.{module}").main(["--generator", str(mixture)])
+    assert stopped.value.code == 2 and f"{mixture} is not a generator checkpoint" in capsys.readouterr().err
