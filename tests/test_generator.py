@@ -488,6 +488,26 @@ def test_init_fine_tunes_from_a_checkpoint_and_the_card_says_so(tmp_path, monkey
     assert "initialised from" in card and "JPEG" in card
 
 
+def test_init_can_grow_the_trunk_and_the_grown_network_writes_the_same_perturbation(tmp_path):
+    import train.generator as trainer
+
+    start = PerturbationGenerator(GeneratorConfig(width=8, blocks=2, encoder_kind="sd-vae")).eval()
+    for parameter in start.parameters():  # a start that is not the identity anywhere
+        torch.nn.init.normal_(parameter, std=0.2, generator=torch.Generator().manual_seed(1))
+    deeper = PerturbationGenerator(GeneratorConfig(width=8, blocks=4, encoder_kind="sd-vae")).eval()
+    trainer.grow_from(deeper, start)
+    images = torch.rand(2, 3, 40, 36, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(deeper(images), start(images))
+    # the new blocks still learn: their first convolution is untouched, only the last starts at zero
+    assert deeper.net.trunk[3].conv1.weight.abs().sum() > 0 and deeper.net.trunk[3].conv2.weight.abs().sum() == 0
+    assert torch.equal(deeper.net.trunk[1].conv2.weight, start.net.trunk[1].conv2.weight)  # the old blocks are kept
+    for shallower_or_wider in (GeneratorConfig(width=8, blocks=1, encoder_kind="sd-vae"),
+                               GeneratorConfig(width=16, blocks=4, encoder_kind="sd-vae")):
+        with pytest.raises(ValueError, match="same width"):
+            trainer.grow_from(PerturbationGenerator(shallower_or_wider), start)
+
+
 def test_the_network_copy_can_be_shrunk_in_training_and_at_export_and_the_card_says_so(tmp_path, monkeypatch):
     import train.generator as trainer
 

@@ -223,6 +223,25 @@ def ensemble_pull(encoders: list, protected_seen: torch.Tensor, clean_seen: torc
     return torch.stack(losses)
 
 
+def grow_from(model: PerturbationGenerator, initial: PerturbationGenerator) -> None:
+    """Load ``initial``'s weights into ``model``, which may have a deeper trunk (more residual blocks,
+    same width): the extra blocks start as the identity (their last convolution zero), so the grown
+    network writes exactly the δ of the one it starts from and training adds depth from there (a
+    capacity experiment that does not throw away the training already done; docs/TRAINING.md)."""
+    have, want = initial.config, model.config
+    if have.width != want.width or have.blocks > want.blocks:
+        raise ValueError(f"has width {have.width} and {have.blocks} blocks; it can start a network of the same width "
+                         f"and at least as many blocks, not width {want.width} and {want.blocks} blocks")
+    missing, unexpected = model.load_state_dict(initial.state_dict(), strict=False)
+    new_blocks = range(have.blocks, want.blocks)
+    if unexpected or any(not key.startswith(tuple(f"net.trunk.{i}." for i in new_blocks)) for key in missing):
+        raise ValueError(f"does not match the network (missing {missing}, unexpected {unexpected})")
+    with torch.no_grad():
+        for i in new_blocks:
+            model.net.trunk[i].conv2.weight.zero_()
+            model.net.trunk[i].conv2.bias.zero_()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(prog="python -m train.generator", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="image folders (never the evaluation images)")
@@ -260,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jpeg-weight", type=float, default=None,
                         help=f"share of steps that see JPEG (default {TRANSFORM_WEIGHTS[JPEG]:g}; the others keep their proportions)")
     parser.add_argument("--init", type=Path, default=None,
-                        help="start from this generator checkpoint folder's weights (fine-tuning; recorded in train_info.json)")
+                        help="start from this generator checkpoint folder's weights (fine-tuning; recorded in train_info.json); "
+                             "a deeper --blocks than its own grows the trunk, the new blocks starting as the identity")
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -363,10 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     model = PerturbationGenerator(config)
     if args.init is not None:
         initial = PerturbationGenerator.from_pretrained(args.init)
-        if (initial.config.width, initial.config.blocks) != (config.width, config.blocks):
-            parser.error(f"--init {args.init} has width {initial.config.width} and {initial.config.blocks} blocks, "
-                         f"not {config.width} and {config.blocks}")
-        model.load_state_dict(initial.state_dict())
+        try:
+            grow_from(model, initial)
+        except ValueError as error:
+            parser.error(f"--init {args.init}: {error}")
     model = model.to(args.device).train()
     optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
     rng = torch.Generator().manual_seed(args.seed)
