@@ -234,7 +234,8 @@ def grow_from(model: PerturbationGenerator, initial: PerturbationGenerator) -> N
                          f"and at least as many blocks, not width {want.width} and {want.blocks} blocks")
     missing, unexpected = model.load_state_dict(initial.state_dict(), strict=False)
     new_blocks = range(have.blocks, want.blocks)
-    if unexpected or any(not key.startswith(tuple(f"net.trunk.{i}." for i in new_blocks)) for key in missing):
+    new_keys = tuple(f"net.trunk.{i}." for i in new_blocks)  # the only weights the start may lack
+    if unexpected or not all(key.startswith(new_keys) for key in missing):
         raise ValueError(f"does not match the network (missing {missing}, unexpected {unexpected})")
     with torch.no_grad():
         for i in new_blocks:
