@@ -76,10 +76,13 @@ from fastprotect.strength import quantise_within_budget
 from fastprotect.vocabulary import TARGET_NAMES, eta_from_levels, is_image_name
 
 DOMAINS = ("cartoon", "face", "object", "painting")
-ROW_GROUPS = ("noise", "generator", "mixture", "ablation", "pgd", "eot")
+ROW_GROUPS = ("noise", "generator", "mixture", "ablation", "pgd", "pgd-budget", "eot")
 GENERATOR_ETAS = (4, 6, 8, 12)
 EOT_ETAS = (4, 8)  # EOT-PGD: plain PGD with JPEG in its loop, the per-image reference for robustness
 PGD_ETAS = (4, 8)  # plain PGD's η-curve; more points (--pgd-etas 2 3 4 6 8) draw its frontier (benchmarks.frontier)
+# PGD held to the generator's texture budget (box ±η·m, no energy cap): a per-image curve that keeps issue 10's
+# flat-region rule (ratio ≤ 0.5) like the default does; its η reach the generator's visibility range
+PGD_BUDGET_ETAS = (4, 8, 16, 24)
 MIXTURE_ETAS = (4, 8, 12)
 MASKED = ((8, 1.0, 0.2), (12, 1.0, 0.1))  # (η levels, γ, floor) of the mixture × texture-mask rows
 ROBUSTNESS = ("jpeg75", "resize-half")
@@ -146,6 +149,10 @@ def pgd_label(levels: int) -> str:
     return f"per-image PGD, {PGD_STEPS} steps, η {levels}"
 
 
+def pgd_budget_label(levels: int) -> str:
+    return f"per-image PGD in the generator's texture budget (no cap), {PGD_STEPS} steps, η {levels}"
+
+
 def variant_label(floor: float, cap: float) -> str:
     return f"generator η 8 with texture-budget floor {floor:g} and energy cap {cap:g} (same network)"
 
@@ -167,11 +174,13 @@ def jpeg_half_the_time(seed: int = 0):
 
 
 def per_image_pgd(protector: Protector, images: torch.Tensor, eta: float, *, perceptual=None, weight: float = 0.0,
-                  budget=None, steps: int = PGD_STEPS, seed: int = 0, eot: bool = False) -> tuple[torch.Tensor, float]:
+                  budget=None, cap: bool = True, steps: int = PGD_STEPS, seed: int = 0,
+                  eot: bool = False) -> tuple[torch.Tensor, float]:
     """The library's PGD (``fastprotect.pgd.pgd_perturb``) towards the "mid" target, one image at a time:
     signed steps of η/4 from a seeded uniform start, + ``weight`` · perceptual(x̂, x) when given; 8-bit output.
     ``budget``: a PerturbationGenerator whose texture budget (the box ±η·m, steps scaled by m) and
-    energy cap (applied at the end) bound the search: per-image optimisation under the generator's rules.
+    energy cap (applied at the end; ``cap=False``: not applied) bound the search: per-image optimisation under the
+    generator's rules.
     ``eot``: each step's loss is taken through :func:`jpeg_half_the_time` (EOT-PGD)."""
     encoder = protector.encoder
     target_image = protector.target_images[TARGET_NAMES.index("mid") : TARGET_NAMES.index("mid") + 1]
@@ -184,7 +193,7 @@ def per_image_pgd(protector: Protector, images: torch.Tensor, eta: float, *, per
         delta = pgd_perturb(encoder, x, target, eta=eta, steps=steps, random_start=True, generator=generator,
                             box=None if budget is None else budget.budget(x), penalty=penalty,
                             transform=jpeg_half_the_time(seed + i) if eot else None)
-        if budget is not None:
+        if budget is not None and cap:
             delta = cap_energy(delta, budget.config.rms_levels / 255 * eta / budget.config.eta)
         out.append(quantise_within_budget(x, (x + delta).clamp(0, 1), eta))
     return torch.cat(out), (time.perf_counter() - started) / len(images)
@@ -273,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mixture", type=Path, default=bundled_checkpoint("taef2-mixture"), help="mixture checkpoint folder")
     parser.add_argument("--generator-etas", type=int, nargs="+", default=list(GENERATOR_ETAS), help="η levels of the generator rows")
     parser.add_argument("--pgd-etas", type=int, nargs="+", default=list(PGD_ETAS), help="η levels of the plain per-image PGD rows")
+    parser.add_argument("--pgd-budget-etas", type=int, nargs="+", default=list(PGD_BUDGET_ETAS),
+                        help="η levels of the rows of PGD in the generator's texture budget (--rows pgd-budget)")
     parser.add_argument("--compare", type=parse_compare, nargs="*", default=[], metavar="LABEL=FOLDER",
                         help="more generator checkpoints for the ablation rows (other training runs)")
     parser.add_argument("--budget-variants", type=parse_variant, nargs="*", default=[], metavar="FLOOR:CAP",
@@ -288,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.table_only:
         print("\n".join(row_line(label, row) for label, row in json.loads(args.out.read_text())["rows"].items()))
         return 0
-    if args.sample == "dev" and set(args.rows) & {"mixture", "pgd", "eot"}:
+    if args.sample == "dev" and set(args.rows) & {"mixture", "pgd", "pgd-budget", "eot"}:
         parser.error("--sample dev holds the mixture's training images: use it with --rows noise generator ablation only")
     names = sample_names(args.sample, args.images, args.per_domain, args.offset)
     domains = [name.split("/")[0] for name in names]
@@ -373,6 +384,11 @@ def main(argv: list[str] | None = None) -> int:
               *per_image_pgd(mixture, images, eta_from_levels(8), budget=budget), robust=True)
         score(f"perceptual PGD (+{PERCEPTUAL_WEIGHT:g}·LPIPS-VGG), {PGD_STEPS} steps, η 8",
               *per_image_pgd(mixture, images, eta_from_levels(8), perceptual=vgg, weight=PERCEPTUAL_WEIGHT), robust=True)
+    if "pgd-budget" in args.rows:
+        budget = PerturbationGenerator.from_pretrained(args.generator)
+        for levels in args.pgd_budget_etas:
+            score(pgd_budget_label(levels), *per_image_pgd(mixture, images, eta_from_levels(levels), budget=budget, cap=False),
+                  robust=True)
     if "eot" in args.rows:
         for levels in EOT_ETAS:
             score(f"EOT-PGD (differentiable JPEG q50–95 in half the steps), {PGD_STEPS} steps, η {levels}",

@@ -438,3 +438,48 @@ def test_the_lift_benchmarks_refuse_a_mixture_checkpoint_with_a_usage_error(modu
     with pytest.raises(SystemExit) as stopped:
         importlib.import_module(f"benchmarks.{module}").main(["--generator", str(mixture)])
     assert stopped.value.code == 2 and f"{mixture} is not a generator checkpoint" in capsys.readouterr().err
+
+
+def test_the_steepest_direction_pulls_more_than_noise_of_the_same_energy() -> None:
+    """benchmarks.sensitivity: −∇ of the protection loss, scaled to a given energy, lowers the loss more than random
+    noise of that energy (first order), and every row is held to exactly the energy it is given, image by image."""
+    from benchmarks.sensitivity import at_energy, directions, rms, steepest_direction
+    from fastprotect.dummy import dummy_protector
+    from fastprotect.losses import encode_target, protection_loss
+
+    protector = dummy_protector()
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    target = encode_target(protector.encoder, protector.target_images[:1], 32, 32)
+    steepest = steepest_direction(protector.encoder, images, target)
+    energy = torch.tensor([1.0, 2.0]) / 255
+    noise = at_energy(torch.randn(images.shape, generator=torch.Generator().manual_seed(1)), energy)
+    step = at_energy(steepest, energy)
+    assert torch.allclose(rms(step), energy) and torch.allclose(rms(noise), energy)
+    with torch.no_grad():
+        before, pulled, jostled = (protection_loss(protector.encoder(x), target) for x in (images, images + step, images + noise))
+    assert bool(((before - pulled) > (before - jostled).abs()).all())
+    budget = torch.zeros(2, 1, 32, 32)
+    budget[..., 16:] = 1.0
+    for label, direction in directions(steepest, budget).items():
+        assert direction.shape == images.shape
+        if "m" in label.split("⊙")[-1]:
+            assert bool((direction[..., :16] == 0).all())  # nothing outside the budget
+
+
+def test_pgd_in_the_generators_budget_without_the_cap_keeps_its_box_and_its_energy() -> None:
+    """noise_control's "pgd-budget" rows: PGD in the box ±η·m of the generator's texture budget, its energy not capped
+    afterwards (the capped row scales PGD's δ down to the generator's RMS)."""
+    from benchmarks.noise_control import per_image_pgd
+    from fastprotect.dummy import dummy_protector
+    from fastprotect.vocabulary import eta_from_levels
+
+    protector = dummy_protector(with_generator=True)
+    image = torch.full((1, 3, 32, 32), 0.5)
+    image[..., 16:] = torch.rand(1, 3, 32, 16, generator=torch.Generator().manual_seed(0))
+    image = (image * 255).round() / 255
+    eta, rules = eta_from_levels(16), protector.generator.with_config(rms_levels=1.0)  # a cap PGD's δ reaches
+    capped, _ = per_image_pgd(protector, image, eta, budget=rules, steps=2)
+    free, _ = per_image_pgd(protector, image, eta, budget=rules, cap=False, steps=2)
+    bound = eta * rules.budget(image) + 0.5 / 255 + 1e-6  # rounding to 8 bits moves a pixel half a level
+    assert bool(((free - image).abs() <= bound).all()) and bool(((capped - image).abs() <= bound).all())
+    assert (free - image).pow(2).mean() > (capped - image).pow(2).mean()

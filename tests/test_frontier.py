@@ -89,3 +89,23 @@ def test_another_checkpoints_curve_is_compared_on_the_same_images_only(tmp_path,
     with pytest.raises(SystemExit):
         frontier.main([str(results), "--curves", str(curves), "--out", str(out)])
     assert "other images" in capsys.readouterr().err
+
+
+def test_wins_are_also_counted_over_the_references_that_keep_the_flat_region_rule(tmp_path, capsys) -> None:
+    """A reference whose energy sits in flat regions (ratio > 0.5) is left out of the second tally; one without the
+    measure too. The table shows each reference's flat ratio."""
+    kept = row(0.03, 0.20, 38.0, 0.01, 0.005)
+    kept["all"]["flat_ratio"] = 0.3
+    broken = row(0.03, 0.20, 38.0, 0.06, 0.03)
+    broken["all"]["flat_ratio"] = 0.9
+    rows = dict(ROWS) | {"per-image PGD in the generator's texture budget, η 8": kept, "per-image PGD, 8 steps, η 4": broken}
+    records = frontier.compare(rows)
+    assert [frontier.keeps_flat_rule(r) for r in records] == [False, False, True]  # perceptual PGD has no flat ratio
+    assert frontier.wins([r for r in records if frontier.keeps_flat_rule(r)])["damage@lpips"] == [1, 1]
+    assert frontier.wins(records)["damage@lpips"] == [1, 2]
+    results, out = tmp_path / "results.json", tmp_path / "frontier.json"
+    results.write_text(json.dumps({"images": ["a"], "rows": rows}))
+    assert frontier.main([str(results), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())[str(results)]["wins_flat_rule"]["damage@psnr"] == [1, 1]
+    printed = capsys.readouterr().out
+    assert "0.030 / 0.200 / 38.0 / 0.30" in printed and "0.400 / 30.0 / n/m" in printed
