@@ -22,10 +22,10 @@ from attack.roundtrip import load_round_tripper, roundtrip_report
 from fastprotect.encoders import Autoencoder
 from fastprotect.images import load_image
 from fastprotect.losses import encode_target
-from fastprotect.vocabulary import DEFAULT_ETA
 from fastprotect.perceptual import load_perceptual
 from fastprotect.pgd import pgd_perturb
 from fastprotect.targets import target_pattern
+from fastprotect.vocabulary import DEFAULT_ETA
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -483,3 +483,24 @@ def test_pgd_in_the_generators_budget_without_the_cap_keeps_its_box_and_its_ener
     bound = eta * rules.budget(image) + 0.5 / 255 + 1e-6  # rounding to 8 bits moves a pixel half a level
     assert bool(((free - image).abs() <= bound).all()) and bool(((capped - image).abs() <= bound).all())
     assert (free - image).pow(2).mean() > (capped - image).pow(2).mean()
+
+
+def test_the_crops_figure_puts_per_image_pgd_beside_the_default_when_asked(tmp_path, capsys) -> None:
+    """scripts.make_crops_figure --pgd N: the third column is per-image PGD at η N (a change the size of its budget),
+    not the mixture; the figure is written with its five columns."""
+    from PIL import Image
+
+    from scripts.make_crops_figure import main
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    pixels = (torch.rand(96, 96, 3, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy()
+    Image.fromarray(pixels).save(folder / "noise.png")
+    out = tmp_path / "crops.png"
+    assert main(["--images", str(folder), "--pick", "noise.png:centre", "--crop", "64", "--max-side", "96",
+                 "--pgd", "2", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "PGD eta 2 PSNR" in printed and "mixture" not in printed
+    pgd_psnr = float(printed.split("PGD eta 2 PSNR ")[1].split(" dB")[0])
+    assert 40.0 < pgd_psnr < 60.0  # ±2 levels at most: changed, within its budget
+    assert Image.open(out).width == 5 * (64 * 2 + 6) + 6
