@@ -16,7 +16,7 @@ writes several perturbations, each scaled to the *same energy as the default gen
 
 Each row gets the four visibility measures of issue 10 (LPIPS-alex, LPIPS-VGG, PSNR, flat-region energy ratio),
 the mimic damage, the damage of same-PSNR random noise and the cosine between δ and −∇. The line above the table
-gives the gradient's own flat-region ratio: how much more energy per pixel the encoder's steepest direction puts
+gives the gradient's own flat-region ratio: how much stronger per pixel (RMS) the encoder's steepest direction is
 where the image is flat than where it is textured. Measured on the 2-core VM: see docs/EVALUATION.md.
 """
 
@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         harness, images, written(images, at_energy(pgd - images, energy)), steepest, targets)
     gradient_flat = float(flat_region_energy_ratio(images, images + steepest).mean())  # the direction itself, unclipped
     info = machine_info("cpu")
-    print(f"The encoder's steepest direction −∇ puts {gradient_flat:.2f}× as much energy per pixel where the images are "
-          "flat (lowest third of local contrast) as where they are textured (highest third).")
+    print(f"The encoder's steepest direction −∇ is {gradient_flat:.2f}× as strong per pixel (RMS) where the images are "
+          "flat (lowest third of local contrast) as where they are textured (highest third): its flat-region ratio.")
     print("| row | LPIPS-alex | LPIPS-VGG | PSNR dB | flat ratio | damage | × same-PSNR noise | cos(δ, −∇) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, row in rows.items():
