@@ -376,16 +376,16 @@ def main(argv: list[str] | None = None) -> int:
                   robust=True)
         for label, other in compared:
             score(f"{label}, η 8", *protect_all(other, images, eta), robust=True)
+    # the texture budget both PGD row groups search in, read once
+    budget = PerturbationGenerator.from_pretrained(args.generator) if {"pgd", "pgd-budget"} & set(args.rows) else None
     if "pgd" in args.rows:
         for levels in args.pgd_etas:
             score(pgd_label(levels), *per_image_pgd(mixture, images, eta_from_levels(levels)), robust=True)
-        budget = PerturbationGenerator.from_pretrained(args.generator)
         score(f"per-image PGD under the generator's texture budget and cap, {PGD_STEPS} steps, η 8",
               *per_image_pgd(mixture, images, eta_from_levels(8), budget=budget), robust=True)
         score(f"perceptual PGD (+{PERCEPTUAL_WEIGHT:g}·LPIPS-VGG), {PGD_STEPS} steps, η 8",
               *per_image_pgd(mixture, images, eta_from_levels(8), perceptual=vgg, weight=PERCEPTUAL_WEIGHT), robust=True)
     if "pgd-budget" in args.rows:
-        budget = PerturbationGenerator.from_pretrained(args.generator)
         for levels in args.pgd_budget_etas:
             score(pgd_budget_label(levels), *per_image_pgd(mixture, images, eta_from_levels(levels), budget=budget, cap=False),
                   robust=True)
