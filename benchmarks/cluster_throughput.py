@@ -1,7 +1,7 @@
 """Throughput of the Ray Data job next to the plain CLI on this machine, and what Ray costs.
 
-    python benchmarks/cluster_throughput.py            # 512² and 2048², 16 images each, TAEF2 + bundled checkpoint
-    python benchmarks/cluster_throughput.py --quick    # smoke run: 2 images at 256²
+    python -m benchmarks.cluster_throughput            # 512² and 2048², 16 images each, TAEF2 + bundled checkpoint
+    python -m benchmarks.cluster_throughput --quick    # smoke run: 2 images at 256²
 
 For each size, the same N JPEGs (the first shared photo resized, like ``latency.py``) are protected
 three ways, each end to end with its own imports and model load: the plain CLI as a command
@@ -30,11 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `python benchmarks/cluster_throughput.py` from the project root
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     DEFAULT_CHECKPOINT,
     DEFAULT_IMAGES,
     DEFAULT_WEIGHTS,
@@ -47,6 +43,9 @@ from benchmarks.common import (  # noqa: E402
     size_label,
     test_image_bytes,
 )
+
+# the project root: the CLI runs there, and Ray's workers import the project from it
+ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "cluster_throughput_cpu_taef2.json"
 # A cloud vCPU-hour for a general-purpose VM (order of magnitude of on-demand x86 prices);

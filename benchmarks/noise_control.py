@@ -51,7 +51,7 @@ from benchmarks.common import (
     machine_line,
     write_json,
 )
-from benchmarks.surrogate_encoder import load_surrogate, mimic_autoencoder
+from benchmarks.surrogate_encoder import mimic_autoencoder
 from fastprotect.bundle import bundled_checkpoint
 from fastprotect.evaluation import (
     Harness,
@@ -74,6 +74,7 @@ from fastprotect.pgd import pgd_perturb
 from fastprotect.protect import Protector
 from fastprotect.strength import quantise_within_budget
 from fastprotect.vocabulary import TARGET_NAMES, eta_from_levels, is_image_name
+from train.surrogate import load_surrogate
 
 DOMAINS = ("cartoon", "face", "object", "painting")
 ROW_GROUPS = ("noise", "generator", "mixture", "ablation", "pgd", "pgd-budget", "eot")

@@ -3,15 +3,14 @@
     python -m benchmarks.surrogate_encoder --data ../shared/data/pool --out DIR [--steps 1500] [--cache FILE]
 
 Every protection here is trained (or optimised, for PGD) against TAEF2's encoder. A mimic may use
-another one. No second real VAE encoder is available offline, so this trains one: a network of a
-*different* architecture (GroupNorm + SiLU residual blocks at widths 64/96/128, 4×4 strided
-convolutions: the SD-VAE family's style, not TAEF2's constant-width ReLU blocks), from its own
-random initialisation, taught only to reproduce TAEF2's latents of clean pool images (mean squared
-error, random 128² crops on the latent grid). It never sees a protected image or a gradient of any
-protection, so what a protection does to it is transfer, not optimisation: the same latent space
-(TAEF2's decoder reads it), other weights and another architecture. Transfer to this stand-in is
-evidence, not proof, of transfer to a real, independently trained VAE (which was trained on other
-data, not taught TAEF2's function).
+another one. No second real VAE encoder is available offline, so this trains one: the network of
+:mod:`train.surrogate` (another architecture than TAEF2's), from its own random initialisation,
+taught only to reproduce TAEF2's latents of clean pool images (mean squared error, random 128²
+crops on the latent grid). It never sees a protected image or a gradient of any protection, so
+what a protection does to it is transfer, not optimisation: the same latent space (TAEF2's
+decoder reads it), other weights and another architecture. Transfer to this stand-in is evidence,
+not proof, of transfer to a real, independently trained VAE (which was trained on other data, not
+taught TAEF2's function).
 
 ``python -m benchmarks.noise_control --mimic-encoder DIR`` scores every row through it.
 
@@ -22,13 +21,11 @@ loss, wall time, and the round-trip PSNR of held-out images through it and TAEF2
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from benchmarks.common import (
@@ -36,93 +33,15 @@ from benchmarks.common import (
     centre_square,
     machine_info,
     machine_line,
-    write_json,
 )
 from fastprotect.encoders import Autoencoder, ImageEncoder, load_autoencoder
 from fastprotect.images import load_image
 from fastprotect.metrics import psnr
 from fastprotect.vocabulary import is_image_name
+from train.generator import load_images
+from train.surrogate import BLOCKS, LATENT_CHANNELS, WIDTHS, SurrogateEncoder, make_surrogate, save_surrogate
 
-WEIGHTS_NAME = "surrogate_encoder.safetensors"
-CONFIG_NAME = "surrogate_encoder.json"
-WIDTHS = (64, 96, 128)  # one stride-2 stage each: 8× down like TAEF2
-BLOCKS = 2  # residual blocks per stage
 CROP = 128  # training crops, on the latent grid
-LATENT_CHANNELS = 32  # TAEF2's latent space: its decoder reads the surrogate's output
-
-
-class ResidualBlock(nn.Module):
-    """x + conv(SiLU(GN(conv(SiLU(GN(x)))))): the SD-VAE family's block, unlike TAEF2's."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
-            nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
-def make_surrogate(widths: tuple[int, ...] = WIDTHS, blocks: int = BLOCKS, latent_channels: int = LATENT_CHANNELS) -> nn.Sequential:
-    """stem conv(3→32) → per width: 4×4 stride-2 conv, ``blocks`` residual blocks → GN, SiLU, conv → latent."""
-    layers: list[nn.Module] = [nn.Conv2d(3, 32, 3, padding=1), nn.SiLU()]
-    previous = 32
-    for width in widths:
-        layers += [nn.Conv2d(previous, width, 4, stride=2, padding=1)] + [ResidualBlock(width) for _ in range(blocks)]
-        previous = width
-    layers += [nn.GroupNorm(8, previous), nn.SiLU(), nn.Conv2d(previous, latent_channels, 3, padding=1)]
-    return nn.Sequential(*layers)
-
-
-class SurrogateEncoder(ImageEncoder):
-    """The distilled stand-in as a frozen :class:`ImageEncoder` (features: each stage's output)."""
-
-    kind = "taef2"  # it writes TAEF2's latent space
-    latent_channels = LATENT_CHANNELS
-
-    def __init__(self, net: nn.Sequential, widths: tuple[int, ...]) -> None:
-        super().__init__()
-        self.net = net
-        self.downscale = 2 ** len(widths)
-        self.feature_channels = tuple(widths)
-        self.feature_strides = tuple(2 ** (i + 1) for i in range(len(widths)))
-        self.requires_grad_(False)
-        self.eval()
-
-    def _encode_padded(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        h, features = images, []
-        layers = list(self.net)
-        for index, layer in enumerate(layers):
-            h = layer(h)
-            last_of_stage = isinstance(layer, ResidualBlock) and not isinstance(layers[index + 1], ResidualBlock)
-            if last_of_stage:
-                features.append(h)
-        return h, features
-
-
-def load_surrogate(folder: Path) -> SurrogateEncoder:
-    """The encoder saved by this module's training in ``folder`` (a one-line error when it is not there)."""
-    config_path, weights_path = Path(folder) / CONFIG_NAME, Path(folder) / WEIGHTS_NAME
-    if not (config_path.is_file() and weights_path.is_file()):
-        raise FileNotFoundError(f"{folder} holds no surrogate encoder ({CONFIG_NAME} + {WEIGHTS_NAME}); "
-                                "train one with python -m benchmarks.surrogate_encoder")
-    config = json.loads(config_path.read_text())
-    widths, blocks = tuple(config["widths"]), int(config["blocks"])
-    net = make_surrogate(widths, blocks)
-    net.load_state_dict(load_file(str(weights_path)))
-    net.eval()
-    return SurrogateEncoder(net, widths)
-
-
-def save_surrogate(net: nn.Sequential, folder: Path, report: dict) -> None:
-    """Write ``net`` and ``report`` (which must name its ``widths`` and ``blocks``) for :func:`load_surrogate`."""
-    if not {"widths", "blocks"} <= report.keys():
-        raise ValueError("the report must hold the architecture: widths and blocks")
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / WEIGHTS_NAME))
-    write_json(folder / CONFIG_NAME, report)
 
 
 def mimic_autoencoder(surrogate: ImageEncoder, taef2: Autoencoder) -> Autoencoder:
@@ -203,8 +122,6 @@ def check_images(folder: Path, count: int, size: int) -> list[torch.Tensor]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from train.generator import load_images
-
     parser = argparse.ArgumentParser(prog="python -m benchmarks.surrogate_encoder", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="training image folders (never the evaluation images)")
     parser.add_argument("--out", type=Path, required=True)

@@ -150,13 +150,8 @@ def test_noise_control_dev_sample_takes_each_domain_in_name_order_and_refuses_th
 
 def test_the_surrogate_encoder_learns_the_teachers_latents_and_reloads_exactly(tmp_path) -> None:
     """benchmarks.surrogate_encoder: a different network distilled from the teacher, saved and loaded back."""
-    from benchmarks.surrogate_encoder import (
-        SurrogateEncoder,
-        distil,
-        load_surrogate,
-        mimic_autoencoder,
-        save_surrogate,
-    )
+    from benchmarks.surrogate_encoder import distil, mimic_autoencoder
+    from train.surrogate import SurrogateEncoder, load_surrogate, save_surrogate
 
     teacher = dummy_autoencoder("taef2", seed=1)
     images = (torch.rand(6, 3, 48, 48, generator=torch.Generator().manual_seed(0)) * 255).round().to(torch.uint8)

@@ -566,11 +566,7 @@ def test_an_ensemble_of_encoders_trains_on_each_ones_own_pull_and_logs_them(tmp_
     """--extra-encoder: the loss is the mean of every encoder's normalised pull (each in its own latent
     space), the log shows each, and a single encoder's loss is exactly the old one."""
     import train.generator as trainer
-    from benchmarks.surrogate_encoder import (
-        SurrogateEncoder,
-        make_surrogate,
-        save_surrogate,
-    )
+    from train.surrogate import SurrogateEncoder, make_surrogate, save_surrogate
 
     data = trainer_folder(tmp_path, monkeypatch, "cartoon", 2)
     torch.manual_seed(0)

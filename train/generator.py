@@ -196,7 +196,8 @@ def load_images(roots: list[Path], size: int, cache: Path | None) -> tuple[torch
 
 def load_extra_encoder(spec: str, device: str):
     """One ``--extra-encoder``: ``KIND=SOURCE`` (fastprotect.encoders.load_autoencoder's encoder) or a
-    benchmarks.surrogate_encoder folder. Raises FileNotFoundError / ValueError with a one-line message."""
+    stand-in's folder (train.surrogate, distilled by benchmarks.surrogate_encoder). Raises
+    FileNotFoundError / ValueError with a one-line message."""
     from fastprotect.encoders import load_autoencoder
     from fastprotect.vocabulary import AUTOENCODER_KINDS
 
@@ -205,8 +206,7 @@ def load_extra_encoder(spec: str, device: str):
         return load_autoencoder(kind, source, with_decoder=False, device=device).encoder
     if sep:
         raise ValueError(f"--extra-encoder {spec}: unknown kind {kind!r}; expected one of {AUTOENCODER_KINDS} or a folder")
-    # a distilled stand-in lives with the benchmarks that measure transfer on it (a repository checkout)
-    from benchmarks.surrogate_encoder import load_surrogate
+    from .surrogate import load_surrogate
 
     return load_surrogate(Path(spec)).to(device)
 
