@@ -14,28 +14,21 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from tqdm.auto import tqdm
-
-from fastprotect.hub import WeightsUnavailableError
-from fastprotect.images import load_image
-from fastprotect.perceptual import load_perceptual
 from fastprotect.argparsing import OneLineArgumentParser
-from fastprotect.protect import Protector
+from fastprotect.hub import WeightsUnavailableError
 from fastprotect.vocabulary import AUTOENCODER_KINDS, DEFAULT_ETA_LEVELS, MAX_ETA_LEVELS, eta_from_levels, is_image_name
 
-from .compare import comparison_grid, duel_grid, duel_scores, target_images, to_pil
 from .families import DEFAULT_FAMILY, FAMILIES
-from .img2img import Img2ImgSettings
-from .lora import LoraSettings, SampleSettings
-from .mimic import (
-    Mimic, edit_settings, family_img2img, family_lora_duel, family_samples, family_save_lora, family_train_lora, load_mimic,
-    lora_settings, sample_settings,
-)
-from .pipeline import resolve_device
-from .roundtrip import load_round_tripper, roundtrip_report
+from .settings import PRECISIONS, Img2ImgSettings, LoraSettings, SampleSettings
 
+# Only the parser's needs are imported above: torch, diffusers and peft take seconds to import
+# (most of `--help`'s time before), so each sub-command imports what it runs when it runs.
+if TYPE_CHECKING:
+    import torch
+
+    from .mimic import Mimic
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     lora.add_argument("--lr", type=float, default=defaults.learning_rate)
     lora.add_argument("--resolution", type=int, default=defaults.resolution)
     lora.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    lora.add_argument("--mixed-precision", choices=["auto", "no", "fp16", "bf16"], default=defaults.mixed_precision)
+    lora.add_argument("--mixed-precision", choices=PRECISIONS, default=defaults.mixed_precision)
     lora.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None, help="default: on for CUDA")
     lora.add_argument("--samples", type=int, default=sample_defaults.count)
     lora.add_argument("--sample-steps", type=int, help=f"default: the family's ({sample_defaults.steps} for SD-1.5, 4 for FLUX.2 klein)")
@@ -106,11 +99,19 @@ def _image_paths(paths: Sequence[Path]) -> list[Path]:
 
 
 def _load(paths: Sequence[Path]) -> list[torch.Tensor]:
+    from fastprotect.images import load_image
+
     return [load_image(path).pixels for path in _image_paths(paths)]
 
 
 def _protected(args: argparse.Namespace, clean: list[torch.Tensor]) -> list[torch.Tensor]:
     """The ``--protected`` files, or the clean images protected now with the library."""
+    from tqdm.auto import tqdm
+
+    from fastprotect.protect import Protector
+
+    from .pipeline import resolve_device
+
     if args.protected:
         protected = _load(args.protected)
         if len(protected) != len(clean) or any(p.shape != c.shape for p, c in zip(protected, clean)):
@@ -121,10 +122,14 @@ def _protected(args: argparse.Namespace, clean: list[torch.Tensor]) -> list[torc
 
 
 def _perceptual(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
+    from fastprotect.perceptual import load_perceptual
+
     return load_perceptual("alex", args.lpips_backbone, device=device)
 
 
 def _mimic(args: argparse.Namespace) -> Mimic:
+    from .mimic import load_mimic
+
     return load_mimic(args.family, args.base, sample_base=args.sample_base, dummy=args.dummy, device=args.device, seed=args.seed)
 
 
@@ -139,6 +144,12 @@ def _write_json(path: Path, record: dict) -> None:
 
 
 def run_roundtrip(args: argparse.Namespace) -> None:
+    from tqdm.auto import tqdm
+
+    from .compare import comparison_grid
+    from .pipeline import resolve_device
+    from .roundtrip import load_round_tripper, roundtrip_report
+
     clean = _load(args.images)
     protected = _protected(args, clean)
     device = resolve_device(args.device)
@@ -159,6 +170,11 @@ def run_roundtrip(args: argparse.Namespace) -> None:
 
 
 def run_img2img(args: argparse.Namespace) -> None:
+    from tqdm.auto import tqdm
+
+    from .compare import comparison_grid
+    from .mimic import edit_settings, family_img2img
+
     clean = _load(args.images)
     protected = _protected(args, clean)
     mimic = _mimic(args)
@@ -173,6 +189,8 @@ def run_img2img(args: argparse.Namespace) -> None:
 
 
 def _lora_settings(args: argparse.Namespace) -> tuple[LoraSettings, SampleSettings]:
+    from .mimic import lora_settings, sample_settings
+
     training = lora_settings(
         args.family, instance_prompt=args.prompt, rank=args.rank, steps=args.steps, learning_rate=args.lr, resolution=args.resolution,
         batch_size=args.batch_size, seed=args.seed, mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
@@ -188,9 +206,11 @@ class _Bar:
     """A tqdm bar per training run for the ``(step, total, loss)`` progress callback."""
 
     def __init__(self) -> None:
-        self.bars: dict[str, tqdm] = {}
+        self.bars: dict = {}
 
     def __call__(self, name: str, step: int, total: int, loss: float) -> None:
+        from tqdm.auto import tqdm
+
         bar = self.bars.get(name) or self.bars.setdefault(name, tqdm(total=total, desc=f"LoRA {name}"))
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
@@ -199,6 +219,9 @@ class _Bar:
 
 
 def run_lora(args: argparse.Namespace) -> None:
+    from .compare import comparison_grid, to_pil
+    from .mimic import family_samples, family_save_lora, family_train_lora
+
     images = _load(args.images)
     training, sampling = _lora_settings(args)
     mimic = _mimic(args)
@@ -213,6 +236,10 @@ def run_lora(args: argparse.Namespace) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> None:
+    from .compare import duel_grid, duel_scores, target_images
+    from .mimic import family_lora_duel
+    from .pipeline import resolve_device
+
     clean = _load(args.images)
     protected = _protected(args, clean)
     training, sampling = _lora_settings(args)

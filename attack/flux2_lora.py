@@ -18,9 +18,8 @@ and :class:`~attack.lora.DuelResult`, so callers treat both families alike.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -31,7 +30,7 @@ from peft.utils import get_peft_model_state_dict
 
 from .flux2 import encode_latents, text_options
 from .lora import (
-    SETTINGS_FILE, TRAINED_ADAPTER, DuelResult, autocast_dtype, LoraRun, LoraSettings, ProgressCallback, SampleSettings, generate_samples, run_adapter_training, run_duel,
+    TRAINED_ADAPTER, DuelResult, autocast_dtype, LoraRun, LoraSettings, ProgressCallback, SampleSettings, generate_samples, run_adapter_training, run_duel, save_adapter,
 )
 from .pipeline import center_square, stack_images
 
@@ -161,15 +160,8 @@ def train_flux2_lora(
 
 
 def save_flux2_lora(run: LoraRun, directory: str | Path) -> Path:
-    """Write the adapter in diffusers' FLUX.2 LoRA format (``pytorch_lora_weights.safetensors``,
-    keys ``transformer.…lora_A/B.weight``, peft config as metadata) plus ``training.json``."""
-    directory = Path(directory)
-    Flux2KleinPipeline.save_lora_weights(
-        directory, transformer_lora_layers=run.state_dict, transformer_lora_adapter_metadata=run.metadata
-    )
-    record = {"settings": asdict(run.settings), "losses": run.losses, "seconds": run.seconds}
-    (directory / SETTINGS_FILE).write_text(json.dumps(record, indent=2))
-    return directory
+    """A FLUX.2 transformer adapter (:func:`attack.lora.save_adapter`: keys ``transformer.…lora_A/B.weight``)."""
+    return save_adapter(run, directory, Flux2KleinPipeline, "transformer")
 
 
 @torch.no_grad()

@@ -8,25 +8,11 @@ here directly: the protected image's latent is the pattern's, so the edit grows 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionImg2ImgPipeline
 
 from .pipeline import resize, seeded_generator, stack_images, working_size
-
-
-@dataclass(frozen=True)
-class Img2ImgSettings:
-    """SDEdit knobs. strength in (0, 1]; ``steps × strength`` denoising steps actually run."""
-
-    prompt: str = "a high quality, detailed image"
-    negative_prompt: str | None = None
-    strength: float = 0.5
-    steps: int = 30
-    guidance_scale: float = 7.5
-    seed: int = 0
-    max_side: int = 768  # long side the model runs at (SD-1.5 is trained at 512; larger costs memory)
+from .settings import Img2ImgSettings
 
 
 def as_img2img(pipe: DiffusionPipeline) -> StableDiffusionImg2ImgPipeline:

@@ -29,45 +29,12 @@ from diffusers.utils import convert_state_dict_to_diffusers
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 
-from .pipeline import Precision, center_square, seeded_generator, stack_images
+from .pipeline import center_square, seeded_generator, stack_images
+from .settings import LoraSettings, SampleSettings
 
 ProgressCallback = Callable[[int, int, float], None]  # (step, total, loss) after each step
 TRAINED_ADAPTER = "fastprotect_lora"
 SETTINGS_FILE = "training.json"
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """How the mimic fine-tunes. Defaults: the budget of a ~2 minute GPU duel at 512² (docs/ATTACKS.md).
-
-    ``mixed_precision="auto"``: off on CPU; on CUDA, autocast in the UNet's half dtype (fp16 when
-    the UNet is fp32). ``gradient_checkpointing=None``: on for CUDA, off for CPU.
-    """
-
-    instance_prompt: str = "a photo of sks object"
-    rank: int = 8
-    alpha: float | None = None  # None -> alpha = rank (scale 1), the diffusers scripts' default
-    steps: int = 200
-    learning_rate: float = 2e-4
-    resolution: int = 512
-    batch_size: int = 1
-    seed: int = 0
-    mixed_precision: Precision = "auto"
-    gradient_checkpointing: bool | None = None
-    max_grad_norm: float = 1.0
-    target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
-
-
-@dataclass(frozen=True)
-class SampleSettings:
-    """How the mimic samples from the fine-tuned model. ``prompt=None`` uses the instance prompt."""
-
-    prompt: str | None = None
-    count: int = 4
-    steps: int = 25
-    guidance_scale: float = 7.5
-    resolution: int = 512
-    seed: int = 0
 
 
 @dataclass
@@ -252,16 +219,23 @@ def remove_lora(pipe: StableDiffusionPipeline, adapter_name: str = TRAINED_ADAPT
     pipe.delete_adapters(adapter_name)
 
 
-def save_lora(run: LoraRun, directory: str | Path) -> Path:
+def save_adapter(run: LoraRun, directory: str | Path, pipeline_class: type, component: str) -> Path:
     """Write the adapter in diffusers' LoRA format (``pytorch_lora_weights.safetensors``, with its
-    peft config as metadata) plus ``training.json`` (settings, loss curve, seconds). Returns the folder."""
+    peft config as metadata) through ``pipeline_class.save_lora_weights`` for the adapted
+    ``component`` ("unet" for SD-1.5, "transformer" for FLUX.2), plus ``training.json`` (settings,
+    loss curve, seconds). Returns the folder."""
     directory = Path(directory)
-    StableDiffusionPipeline.save_lora_weights(
-        directory, unet_lora_layers=run.state_dict, unet_lora_adapter_metadata=run.metadata
+    pipeline_class.save_lora_weights(
+        directory, **{f"{component}_lora_layers": run.state_dict, f"{component}_lora_adapter_metadata": run.metadata}
     )
     record = {"settings": asdict(run.settings), "losses": run.losses, "seconds": run.seconds}
     (directory / SETTINGS_FILE).write_text(json.dumps(record, indent=2))
     return directory
+
+
+def save_lora(run: LoraRun, directory: str | Path) -> Path:
+    """An SD-1.5 UNet adapter (:func:`save_adapter`)."""
+    return save_adapter(run, directory, StableDiffusionPipeline, "unet")
 
 
 @contextmanager

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
 
 import torch
 from diffusers import StableDiffusionPipeline
@@ -26,7 +25,6 @@ BASE_HINT = (
     "scheduler/), or use --dummy for the random-weight stack that only checks the plumbing."
 )
 DeviceSpec = str | torch.device
-Precision = Literal["auto", "no", "fp16", "bf16"]
 
 
 def resolve_device(device: DeviceSpec = "auto") -> torch.device:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +14,7 @@ from PIL import Image
 from attack.cli import main, parse_args
 from attack.compare import ROW_TITLES, to_pil
 from attack.pipeline import load_pipeline
+from attack.settings import Img2ImgSettings, LoraSettings, SampleSettings
 from fastprotect.hub import WeightsUnavailableError
 
 FAST = ["--dummy", "--steps", "2", "--rank", "2", "--resolution", "32", "--samples", "2", "--sample-steps", "2"]
@@ -32,10 +36,36 @@ def image_folders(tmp_path):
     return clean, protected
 
 
-def test_parse_defaults_are_the_documented_ones():
+def test_the_command_lines_defaults_are_the_settings_defaults():
+    """One source for every default: the settings dataclasses (attack.settings), not the parser."""
+    lora, sampling, edit = LoraSettings(), SampleSettings(), Img2ImgSettings()
     args = parse_args(["lora", "x.png"])
-    assert (args.rank, args.steps, args.lr, args.resolution, args.batch_size) == (8, 200, 2e-4, 512, 1)
-    assert args.mixed_precision == "auto" and args.gradient_checkpointing is None and not args.dummy
+    assert (args.prompt, args.rank, args.steps, args.lr, args.resolution, args.batch_size, args.mixed_precision,
+            args.gradient_checkpointing) == (lora.instance_prompt, lora.rank, lora.steps, lora.learning_rate,
+                                             lora.resolution, lora.batch_size, lora.mixed_precision, lora.gradient_checkpointing)
+    assert args.samples == sampling.count and not args.dummy
+    args = parse_args(["img2img", "x.png"])
+    assert (args.prompt, args.strength) == (edit.prompt, edit.strength)
+
+
+# Run in a fresh interpreter: this one has imported everything already. Builds the whole parser and
+# prints which of the libraries that take seconds to import it pulled in.
+HELP_PROBE = """
+import json, sys
+import attack.cli
+attack.cli.build_parser().format_help()
+print(json.dumps([name for name in ("torch", "diffusers", "transformers", "peft") if name in sys.modules]))
+"""
+
+
+def test_help_imports_no_model_library():
+    """`python -m attack --help` and the parser behind it load no torch, diffusers, transformers or peft
+    (they made --help take 8–26 s on a busy machine): each sub-command imports what it runs."""
+    root = Path(__file__).resolve().parents[1]
+    probe = subprocess.run([sys.executable, "-c", HELP_PROBE], cwd=root, capture_output=True, text=True, check=True, timeout=120)
+    assert json.loads(probe.stdout.strip().splitlines()[-1]) == []
+    shown = subprocess.run([sys.executable, "-m", "attack", "--help"], cwd=root, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and all(command in shown.stdout for command in ("roundtrip", "img2img", "lora", "compare"))
 
 
 def test_cli_lora_dummy(image_folders, tmp_path):

@@ -39,15 +39,19 @@ def test_library_import_loads_no_heavy_library(module: str) -> None:
 
 
 
-@pytest.mark.parametrize("command", ["fastprotect", "fastprotect-train", "fastprotect-attack"])
-def test_console_scripts_answer_help(command: str) -> None:
-    """pyproject.toml's console scripts (installed by requirements-dev.txt's ``-e .[dev]``)."""
-    import shutil
+def test_every_console_script_names_a_function_of_this_tree() -> None:
+    """pyproject.toml's console scripts point at ``module:function`` pairs that exist (an installed
+    script would run another checkout's code, so this reads the entry points instead)."""
+    import importlib
+    import tomllib
+    from pathlib import Path
 
-    if shutil.which(command) is None:
-        pytest.skip(f"{command} is not on PATH: the package is not installed (pip install -e .)")
-    result = subprocess.run([command, "--help"], capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == 0 and "usage:" in result.stdout
+    root = Path(__file__).resolve().parents[1]
+    scripts = tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {"fastprotect", "fastprotect-train", "fastprotect-attack"} <= scripts.keys()
+    for name, target in scripts.items():
+        module, _, function = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), function, None)), f"{name} = {target!r} names nothing callable"
 
 
 def test_pyproject_lists_every_package_folder() -> None:
