@@ -14,15 +14,19 @@ no evaluation section.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .generator import GeneratorConfig, psnr_floor_db
+from .mixture_config import MixtureConfig
 from .vocabulary import MIMIC_DISPLAY_NAMES, TARGET_NAMES, levels_from_eta
 
-if TYPE_CHECKING:
-    from .generator import GeneratorConfig
-    from .mixture import MixtureConfig
+
+def card_metadata() -> dict[str, Any]:
+    """The YAML header of every card (the mixture's through the Hub mixin's class arguments). A new
+    dict each call: the mixin appends its own tags to the list it is given."""
+    return {"library_name": "fastprotect", "license": "mit", "tags": ["image-protection", "adversarial-perturbation"]}
+
 
 # The evaluation report sits between these markers, so that it can be replaced in place.
 EVAL_BEGIN = "<!-- evaluation:begin -->"
@@ -40,7 +44,7 @@ PROXY_NOTE = {
     "taesd": "Trained against TAESD, the tiny autoencoder distilled from the SD-1.5 VAE: a proxy for the SD-1.5 VAE.",
     "sd-vae": "Trained against the Stable Diffusion VAE encoder (posterior mean).",
 }
-# How the card names each K-means descriptor (fastprotect.mixture.DESCRIPTORS).
+# How the card names each K-means descriptor (fastprotect.mixture_config.DESCRIPTORS).
 DESCRIPTOR_WORDS = {"channel-mean-std": "per-channel mean/std", "layout-4x4": "per-channel 4×4 grid means (layout)"}
 
 
@@ -50,6 +54,30 @@ USE_SECTION = (
     "protector = Protector.from_pretrained(\"PATH_OR_REPO\")  # this folder, or its Hub repo id",
     "result = protector.protect(\"photo.jpg\")", "```", "",
 )
+
+
+def _opening(what: str, summary: str, config: MixtureConfig | GeneratorConfig) -> list[str]:
+    """The lines every card starts with: title, ``summary``, the encoder's proxy note and the table's first rows."""
+    family = MIMIC_DISPLAY_NAMES[config.mimic_base]
+    subfolder = f" (subfolder `{config.encoder_subfolder}`)" if config.encoder_subfolder else ""
+    return [
+        f"# FastProtect {what} ({config.encoder_kind}, against {family} mimicry)",
+        "",
+        summary,
+        "",
+        PROXY_NOTE[config.encoder_kind],
+        "",
+        "| | |",
+        "|---|---|",
+        f"| protects against | mimicry by {family} fine-tuning / img2img (`mimic_base: {config.mimic_base}`) |",
+        f"| trained against | the `{config.encoder_kind}` encoder, `{config.encoder_source}`{subfolder} |",
+    ]
+
+
+def _closing(evaluation: str | None, limits: str) -> list[str]:
+    """The lines every card ends with: the evaluation report between its markers (when given), then the limits."""
+    report = [EVALUATION_HEADING, "", EVAL_BEGIN, evaluation.strip("\n"), EVAL_END, ""] if evaluation else []
+    return [*report, LIMITS_HEADING, "", limits, ""]
 
 
 def _group_table(groups: list[dict[str, int]]) -> str:
@@ -97,21 +125,12 @@ def card_body(config: MixtureConfig, *, dtype: str = "fp32", training: Mapping[s
     """The card's markdown below the YAML header. ``dtype``: how the perturbations are stored."""
     training = training or {}
     eta_levels = levels_from_eta(config.eta)
-    subfolder = f" (subfolder `{config.encoder_subfolder}`)" if config.encoder_subfolder else ""
     lines = [
-        f"# FastProtect mixture of perturbations ({config.encoder_kind}, against {MIMIC_DISPLAY_NAMES[config.mimic_base]} mimicry)",
-        "",
-        "A re-implementation of the pre-trained *mixture of perturbations* of FastProtect (Ahn et al., CVPR 2025, "
-        "arXiv 2412.11423; no official code). At inference an image is encoded once, routed to one of "
-        f"{config.num_groups} K-means groups and one of {len(TARGET_NAMES)} target patterns by its latent entropy, and gets "
-        "δ_g^t + Δ_k^t resized to its size, scaled by adaptive strength and projected to the user's L∞ budget.",
-        "",
-        PROXY_NOTE[config.encoder_kind],
-        "",
-        "| | |",
-        "|---|---|",
-        f"| protects against | mimicry by {MIMIC_DISPLAY_NAMES[config.mimic_base]} fine-tuning / img2img (`mimic_base: {config.mimic_base}`) |",
-        f"| trained against | the `{config.encoder_kind}` encoder, `{config.encoder_source}`{subfolder} |",
+        *_opening("mixture of perturbations",
+                  "A re-implementation of the pre-trained *mixture of perturbations* of FastProtect (Ahn et al., CVPR 2025, "
+                  "arXiv 2412.11423; no official code). At inference an image is encoded once, routed to one of "
+                  f"{config.num_groups} K-means groups and one of {len(TARGET_NAMES)} target patterns by its latent entropy, and gets "
+                  "δ_g^t + Δ_k^t resized to its size, scaled by adaptive strength and projected to the user's L∞ budget.", config),
         f"| budget η | {eta_levels}/255 (L∞; global and group parts within ±η/2 each) |",
         f"| groups | K = {config.num_groups}: K-means++ on the {DESCRIPTOR_WORDS[config.descriptor]} of the latent of a "
         f"{config.assign_size}² copy (standardised) |",
@@ -133,15 +152,8 @@ def card_body(config: MixtureConfig, *, dtype: str = "fp32", training: Mapping[s
     ]
     if training:
         lines += _training_section(config, training)
-    if evaluation:
-        lines += [EVALUATION_HEADING, "", EVAL_BEGIN, evaluation.strip("\n"), EVAL_END, ""]
-    lines += [
-        LIMITS_HEADING,
-        "",
-        "Protection is measured on the encoder it was trained against. It is weakened by JPEG, resizing and noise; "
-        "it is not a guarantee against every fine-tuning recipe.",
-        "",
-    ]
+    lines += _closing(evaluation, "Protection is measured on the encoder it was trained against. It is weakened by JPEG, "
+                                  "resizing and noise; it is not a guarantee against every fine-tuning recipe.")
     return "\n".join(lines)
 
 
@@ -203,23 +215,17 @@ def generator_card(config: GeneratorConfig, *, parameters: int, training: Mappin
     training = training or {}
     options = training.get("args") or {}
     eta_levels = levels_from_eta(config.eta)
-    header = "---\nlibrary_name: fastprotect\nlicense: mit\ntags:\n- image-protection\n- adversarial-perturbation\n---\n\n"
+    metadata = card_metadata()
+    header = "\n".join(["---", f"library_name: {metadata['library_name']}", f"license: {metadata['license']}",
+                        "tags:", *(f"- {tag}" for tag in metadata["tags"]), "---", "", ""])
     lines = [
-        f"# FastProtect perturbation generator ({config.encoder_kind}, against {MIMIC_DISPLAY_NAMES[config.mimic_base]} mimicry)",
-        "",
-        "A small image-conditioned network that writes a protective perturbation in one forward pass, with no "
-        "per-image optimisation: δ(x) = cap(η · m(x) ⊙ G(x, m(x), y)). m is a *computed* texture budget (local "
-        "luminance contrast, full budget in texture, a small floor in flat areas), G a residual conv net that sees "
-        "the image, m and the target pattern y, and cap an energy cap on the RMS of δ. It replaces the paper's "
-        "mixture of fixed patterns as the default of this project (the mixture stays selectable).",
-        "",
-        PROXY_NOTE[config.encoder_kind],
-        "",
-        "| | |",
-        "|---|---|",
-        f"| protects against | mimicry by {MIMIC_DISPLAY_NAMES[config.mimic_base]} fine-tuning / img2img (`mimic_base: {config.mimic_base}`) |",
-        f"| trained against | the `{config.encoder_kind}` encoder, `{config.encoder_source}` |",
-        f"| budget | L∞ {eta_levels}/255; RMS at most {config.rms_levels:g} levels (PSNR ≥ {20 * math.log10(255 / config.rms_levels):.1f} dB before rounding); both scale with η |",
+        *_opening("perturbation generator",
+                  "A small image-conditioned network that writes a protective perturbation in one forward pass, with no "
+                  "per-image optimisation: δ(x) = cap(η · m(x) ⊙ G(x, m(x), y)). m is a *computed* texture budget (local "
+                  "luminance contrast, full budget in texture, a small floor in flat areas), G a residual conv net that sees "
+                  "the image, m and the target pattern y, and cap an energy cap on the RMS of δ. It replaces the paper's "
+                  "mixture of fixed patterns as the default of this project (the mixture stays selectable).", config),
+        f"| budget | L∞ {eta_levels}/255; RMS at most {config.rms_levels:g} levels (PSNR ≥ {psnr_floor_db(config):.1f} dB before rounding); both scale with η |",
         f"| texture budget | clamp(local contrast / {config.contrast_reference:g}, {config.mask_floor:g}, 1) ^ {config.mask_gamma:g}, "
         f"contrast = std of BT.601 luma in a {config.contrast_window}×{config.contrast_window} window{_fill_words(config)} |",
         f"| network | {parameters:,} parameters (width {config.width}, {config.blocks} residual blocks at 1/4 resolution), runs on a copy "
@@ -260,14 +266,7 @@ def generator_card(config: GeneratorConfig, *, parameters: int, training: Mappin
                      f"{config.net_downscale}× (an inference-time operating point: the same weights see a smaller copy and their "
                      "pattern is upsampled).")
     lines += [""]
-    if evaluation:
-        lines += [EVALUATION_HEADING, "", EVAL_BEGIN, evaluation.strip("\n"), EVAL_END, ""]
-    lines += [
-        LIMITS_HEADING,
-        "",
-        "Measured against the encoder it was trained against (a proxy of the FLUX.2 VAE) and on transformations it "
-        "was trained with; transfer to other encoders is not measured. Purification (noisy upscaling, strong JPEG, "
-        "diffusion cleaning) can remove it.",
-        "",
-    ]
+    lines += _closing(evaluation, "Measured against the encoder it was trained against (a proxy of the FLUX.2 VAE) and on "
+                                  "transformations it was trained with; transfer to other encoders is not measured. Purification "
+                                  "(noisy upscaling, strong JPEG, diffusion cleaning) can remove it.")
     return header + "\n".join(lines)

@@ -198,7 +198,7 @@ def test_the_bundled_checkpoint_loads_as_format_2():
     [
         ({"encoder_kind": "vqgan"}, "unknown encoder_kind 'vqgan'"),
         ({"num_groups": 0}, "num_groups must be at least 1"),
-        ({"size": 4}, "at least 8 pixels"),
+        ({"size": 4}, "size must be at least 8"),
         ({"eta": 0.0}, "eta 0.0 is not a budget"),
         ({"eta": 33 / 255}, "is not a budget"),
         ({"mimic_base": "sdxl"}, "unknown mimic_base 'sdxl'"),

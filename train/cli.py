@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fastprotect.argparsing import OneLineArgumentParser
-from fastprotect.mixture import DESCRIPTORS
+from fastprotect.mixture_config import DESCRIPTORS
 from fastprotect.vocabulary import AUTOENCODER_KINDS, DEFAULT_ETA_LEVELS, MAX_ETA_LEVELS, TARGET_NAMES, eta_from_levels
 
 from .config import FINAL_DTYPES, LR_SCHEDULES, PRECISIONS, TARGET_ANCHORS, TrainConfig, TrainConfigError

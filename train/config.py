@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from fastprotect.mixture import DESCRIPTORS
+from fastprotect.mixture_config import DESCRIPTORS
 from fastprotect.vocabulary import AUTOENCODER_KINDS, DEFAULT_ETA, TARGET_NAMES, AutoencoderKind, TargetName, check_eta
 
 TargetAnchors = Literal["images", "patterns"]
@@ -58,7 +58,7 @@ class TrainConfig:
     no_assignment: bool = False  # ablation: groups are a seeded random partition, not K-means
     fixed_target: TargetName | None = None  # ablation: every image uses this target
     target_anchors: TargetAnchors = "images"  # entropy terciles of the training images, or the patterns' own signatures
-    descriptor: str = "channel-mean-std"  # K-means descriptor (fastprotect.mixture.DESCRIPTORS)
+    descriptor: str = "channel-mean-std"  # K-means descriptor (fastprotect.mixture_config.DESCRIPTORS)
     kmeans_init: int = 10  # k-means++ restarts (n_init)
     # loss and optimiser
     feature_weight: float = 1.0  # λ of the multi-layer loss (0 = latent only)
