@@ -619,3 +619,15 @@ def test_the_cosine_schedule_falls_from_the_rate_to_zero_and_the_log_shows_each_
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     expected = [trainer.learning_rate(s, 2, 1e-3, "cosine") for s in (0, 1)] + [trainer.learning_rate(s, 4, 1e-3, "cosine") for s in (2, 3)]
     assert [r["lr"] for r in log] == pytest.approx(expected)
+
+
+def test_the_generator_trainers_defaults_are_the_configs():
+    """python -m train.generator with no network or budget option trains the default GeneratorConfig."""
+    import train.generator as trainer
+
+    args = trainer.build_parser().parse_args(["--data", "x", "--out", "y"])
+    default = GeneratorConfig()
+    for name in ("width", "blocks", "rms_levels", "contrast_reference", "mask_floor", "mask_gamma", "fill_rms_levels",
+                 "fill_floor_max", "net_downscale", "target", "encoder_kind"):
+        assert getattr(args, name) == getattr(default, name), name
+    assert eta_from_levels(args.eta_levels) == default.eta

@@ -52,7 +52,7 @@ from fastprotect.generator import (
     GeneratorConfig,
     PerturbationGenerator,
 )
-from fastprotect.vocabulary import TARGET_NAMES, eta_from_levels
+from fastprotect.vocabulary import TARGET_NAMES, eta_from_levels, levels_from_eta
 
 from . import data
 
@@ -245,9 +245,10 @@ def grow_from(model: PerturbationGenerator, initial: PerturbationGenerator) -> N
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(prog="python -m train.generator", description=__doc__.split("\n\n")[0])
+    defaults = GeneratorConfig()  # the network's and the budget's defaults are the config's, stated there once
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="image folders (never the evaluation images)")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--encoder-kind", default="taef2")
+    parser.add_argument("--encoder-kind", default=defaults.encoder_kind)
     parser.add_argument("--encoder-source", default=None, help="local folder or Hub id of the encoder (default: the bundled TAEF2)")
     parser.add_argument("--extra-encoder", nargs="*", default=[], metavar="SPEC",
                         help="more encoders the loss averages over (an ensemble, for transfer): KIND=SOURCE as for "
@@ -260,21 +261,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
                         help="constant, or cosine: from --lr down to 0 at --steps (fine-tuning below a plateau)")
-    parser.add_argument("--width", type=int, default=32)
-    parser.add_argument("--blocks", type=int, default=4)
-    parser.add_argument("--eta-levels", type=int, default=8)
-    parser.add_argument("--rms-levels", type=float, default=4.0)
-    parser.add_argument("--contrast-reference", type=float, default=0.04)
-    parser.add_argument("--mask-floor", type=float, default=0.1)
-    parser.add_argument("--mask-gamma", type=float, default=1.0)
-    parser.add_argument("--fill-rms-levels", type=float, default=0.0,
+    parser.add_argument("--width", type=int, default=defaults.width)
+    parser.add_argument("--blocks", type=int, default=defaults.blocks)
+    parser.add_argument("--eta-levels", type=int, default=levels_from_eta(defaults.eta))
+    parser.add_argument("--rms-levels", type=float, default=defaults.rms_levels)
+    parser.add_argument("--contrast-reference", type=float, default=defaults.contrast_reference)
+    parser.add_argument("--mask-floor", type=float, default=defaults.mask_floor)
+    parser.add_argument("--mask-gamma", type=float, default=defaults.mask_gamma)
+    parser.add_argument("--fill-rms-levels", type=float, default=defaults.fill_rms_levels,
                         help="minimum energy (RMS levels at η): a crop whose δ stays below it gets its budget floor raised "
                              "(up to --fill-floor-max), so the network also learns flat areas; 0 = off")
-    parser.add_argument("--fill-floor-max", type=float, default=0.5)
-    parser.add_argument("--net-downscale", type=int, default=1,
+    parser.add_argument("--fill-floor-max", type=float, default=defaults.fill_floor_max)
+    parser.add_argument("--net-downscale", type=int, default=defaults.net_downscale,
                         help="train with the network on the crop shrunk by this factor, its pattern upsampled (the bundled "
                              "checkpoint was trained at 1 and ships at 2: `export --net-downscale 2`; training at 2 measured worse)")
-    parser.add_argument("--target", choices=TARGET_NAMES, default="mid")
+    parser.add_argument("--target", choices=TARGET_NAMES, default=defaults.target)
     parser.add_argument("--feature-weight", type=float, default=1.0)
     parser.add_argument("--no-eot", action="store_true", help="train without the random transformations")
     parser.add_argument("--jpeg-weight", type=float, default=None,
