@@ -30,8 +30,6 @@ from benchmarks.efficacy import heldout_paths, load_heldout, make_harness, prote
 from benchmarks.latency import run_once
 from fastprotect.images import load_image, resize_tensor, to_pil
 
-MAX_DAMAGE_COST = 0.05
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
