@@ -5,10 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastprotect.modelcard import EVAL_BEGIN, EVAL_END
 from fastprotect.modelcard import replace_evaluation as _replace_in_text
-
-__all__ = ["EVAL_BEGIN", "EVAL_END", "replace_evaluation"]
 
 
 def replace_evaluation(card: Path, evaluation: str) -> None:
