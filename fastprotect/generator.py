@@ -51,7 +51,7 @@ from .hub import load_state_strictly
 from .images import fit_within, resize_tensor
 from .metrics import local_contrast, luma
 from .targets import target_window
-from .vocabulary import AUTOENCODER_KINDS, DEFAULT_ETA, MAX_ETA, MIMIC_FAMILIES, MIMIC_FAMILY_OF_ENCODER, TARGET_NAMES, AutoencoderKind, check_eta
+from .vocabulary import AUTOENCODER_KINDS, DEFAULT_ETA, MAX_ETA, MIMIC_FAMILIES, MIMIC_FAMILY_OF_ENCODER, TARGET_NAMES, AutoencoderKind, check_eta, check_min_energy
 
 METHOD = "generator"
 FORMAT_VERSION = 6  # read_config migrates versions 1 (no ``net_downscale``: a full-resolution network), 2 (no
@@ -313,26 +313,42 @@ class PerturbationGenerator(nn.Module):
         self.config = config
         self.net = GeneratorNet(config.width, config.blocks)
 
-    def budget(self, images: torch.Tensor, raw: torch.Tensor | None = None) -> torch.Tensor:
+    def budget(self, images: torch.Tensor, raw: torch.Tensor | None = None, *, min_energy: float | None = None) -> torch.Tensor:
         """m(x) = clamp(c / contrast_reference, floor, 1) ** mask_gamma, B×1×H×W, c the clean image's local contrast
-        (:func:`relative_contrast`). With ``raw`` (G's pattern at the images' size) and the minimum energy on
-        (``fill_rms_levels``), each image's floor is raised as far as its δ needs to reach it (:func:`fill_floor`);
-        without ``raw``, the fixed floor ``mask_floor``."""
-        return self._budget_and_lift(images, raw)[0]
+        (:func:`relative_contrast`). With ``raw`` (G's pattern at the images' size) and a minimum energy on
+        (``min_energy``, :meth:`check_min_energy`), each image's floor is raised as far as its δ needs to reach it
+        (:func:`fill_floor`); without ``raw``, the fixed floor ``mask_floor``."""
+        return self._budget_and_lift(images, raw, self.check_min_energy(min_energy))[0]
 
-    def _budget_and_lift(self, images: torch.Tensor, raw: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(m(x), which images the minimum energy lifted: B booleans)."""
+    def check_min_energy(self, levels: float | None) -> float:
+        """The minimum energy to use, RMS levels at the training η (0 = off): ``levels``, or the checkpoint's own
+        (``fill_rms_levels``) for None. The library's one check of it: a number from 0 to the energy cap
+        (``rms_levels``); a ValueError in one sentence otherwise."""
+        if levels is None:
+            return self.config.fill_rms_levels
+        value, cap = check_min_energy(levels), self.config.rms_levels  # a number ≥ 0 (the vocabulary's sentence)
+        if value > cap:
+            raise ValueError(f"min_energy {value:g}: must be between 0 (off) and this checkpoint's energy cap, {cap:g} levels")
+        return value
+
+    def _budget_and_lift(self, images: torch.Tensor, raw: torch.Tensor | None, min_energy: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(m(x), which images the minimum energy ``min_energy`` (checked) lifted: B booleans)."""
+        relative = relative_contrast(images, self.config.contrast_reference, self.config.contrast_window)
+        floor, lifted = self._floor(relative, raw, min_energy)
+        return _floored(relative, floor).pow(self.config.mask_gamma), lifted
+
+    def _floor(self, relative: torch.Tensor, raw: torch.Tensor | None, min_energy: float) -> tuple[float | torch.Tensor, torch.Tensor]:
+        """The budget's floor (``mask_floor``, or per image as far as the minimum energy lifts it) and which images
+        were lifted. ``relative`` and ``raw`` may be strided subsamples: :func:`fill_floor` samples them anyway."""
         c = self.config
-        relative = relative_contrast(images, c.contrast_reference, c.contrast_window)
-        lifted = torch.zeros(images.shape[0], dtype=torch.bool, device=images.device)
+        lifted = torch.zeros(relative.shape[0], dtype=torch.bool, device=relative.device)
         floor: float | torch.Tensor = c.mask_floor
-        if raw is not None and c.fill_rms_levels > 0 and c.fill_floor_max > c.mask_floor:
+        if raw is not None and min_energy > 0 and c.fill_floor_max > c.mask_floor:
             # δ = η·m⊙G and the minimum scales with η like the cap: whether δ reaches it does not depend on η.
             floor = fill_floor(relative, raw, floor=c.mask_floor, ceiling=c.fill_floor_max, gamma=c.mask_gamma,
-                               target_rms=c.fill_rms_levels / 255 / c.eta,
-                               form=c.fill_form)
+                               target_rms=min_energy / 255 / c.eta, form=c.fill_form)
             lifted = floor > c.mask_floor
-        return _floored(relative, floor).pow(c.mask_gamma), lifted
+        return floor, lifted
 
     def target(self, height: int, width: int, **window) -> torch.Tensor:
         """The target pattern over an image of height × width (``window``: see target_window)."""
@@ -361,21 +377,22 @@ class PerturbationGenerator(nn.Module):
         return max(8, round(work_h / k)), max(8, round(work_w / k))
 
     def perturbation(self, images: torch.Tensor, eta: float | None = None, *, raw: torch.Tensor | None = None,
-                     target: torch.Tensor | None = None) -> torch.Tensor:
+                     target: torch.Tensor | None = None, min_energy: float | None = None) -> torch.Tensor:
         """δ for images B×3×H×W in [0, 1]: ``cap(η · m ⊙ G)``; the cap scales with η (``rms_levels``
         is stated at the training η). An image the minimum energy lifts gets that written in its ``fill_form``
         (:func:`in_form`). ``raw``: G's output when already computed (e.g. upsampled from a working
-        copy); ``target``: the pattern window (default: over the whole image). Differentiable with respect
-        to the network's parameters."""
-        return self.perturbation_and_budget(images, eta, raw=raw, target=target)[0]
+        copy); ``target``: the pattern window (default: over the whole image); ``min_energy``: the minimum energy
+        in RMS levels at the training η (None: the checkpoint's ``fill_rms_levels``; 0: off). Differentiable with
+        respect to the network's parameters."""
+        return self.perturbation_and_budget(images, eta, raw=raw, target=target, min_energy=min_energy)[0]
 
     def perturbation_and_budget(self, images: torch.Tensor, eta: float | None = None, *, raw: torch.Tensor | None = None,
-                                target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                                target: torch.Tensor | None = None, min_energy: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(:meth:`perturbation`, the budget map m it used): the Protector shows m without computing it twice."""
         eta = self.config.eta if eta is None else eta
         if raw is None:
             raw = self.raw(images, target)
-        budget, lifted = self._budget_and_lift(images, raw)
+        budget, lifted = self._budget_and_lift(images, raw, self.check_min_energy(min_energy))
         delta = eta * budget * raw
         if (self.config.fill_form != "both" or self.config.fill_block > 1) and bool(lifted.any()):
             # Where a pixel is at 0 or 1 (white, black, a saturated fill's empty channel) the protected image's

@@ -61,6 +61,21 @@ def test_generated_perturbation_respects_eta_energy_and_flat_areas():
     assert delta[..., 40:].abs().max() > 0.5 * eta  # texture: most of the budget is used
 
 
+def test_the_minimum_energy_is_an_argument_of_the_forward_path_checked_against_the_cap():
+    """min_energy=None is the checkpoint's own; any other value acts like a checkpoint configured with it, on the
+    same network (no copy of the generator per value), and one outside 0…cap is refused in one sentence."""
+    fixed = dummy_generator(mask_floor=0.05, contrast_reference=0.06, rms_levels=3.5)
+    configured = fixed.with_config(fill_rms_levels=2.5, fill_floor_max=1.0)
+    images = torch.cat([mostly_flat_image(), half_flat_image(seed=1)])
+    with torch.no_grad():
+        assert torch.equal(configured.perturbation(images, min_energy=0), fixed.with_config(fill_floor_max=1.0).perturbation(images))
+        assert torch.equal(fixed.with_config(fill_floor_max=1.0).perturbation(images, min_energy=2.5), configured.perturbation(images))
+        assert torch.equal(configured.perturbation(images, min_energy=None), configured.perturbation(images))
+    for wrong in (3.6, -1, float("nan"), "2"):
+        with pytest.raises(ValueError, match="min_energy"):
+            configured.perturbation(images, min_energy=wrong)
+
+
 def mostly_flat_image(size: int = 64, textured: int = 8, seed: int = 0) -> torch.Tensor:
     """One flat grey with a small textured square in a corner: the budget finds almost no texture."""
     image = torch.full((1, 3, size, size), 0.5)
