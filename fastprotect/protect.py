@@ -31,7 +31,7 @@ from .encoders import Autoencoder, load_autoencoder
 from .images import LoadedImage, fit_within, load_image, resize_tensor
 from .losses import encode_target
 from .pgd import pgd_perturb
-from .strength import adaptive_scale, project_linf, quantise_within_budget
+from .strength import adaptive_scale, compose_, project_linf
 from .targets import entropy_signature, target_patterns
 from .timing import StageTimer
 from .vocabulary import DEFAULT_ETA, TARGET_NAMES, AutoencoderKind, TargetChoice, check_eta, check_refine_steps, check_target, levels_from_eta
@@ -75,10 +75,15 @@ class ProtectionInfo:
 @dataclass
 class ProtectionResult:
     image: torch.Tensor  # 1×3×H×W in [0, 1] on the 8-bit grid: the protected image
-    perturbation: torch.Tensor  # image − original, 1×3×H×W, within ±eta
+    original: torch.Tensor = field(repr=False)  # 1×3×H×W: the clean input it was made from
     lpips_map: torch.Tensor | None  # 1×1×H×W visibility map used by adaptive strength (None when off)
     info: ProtectionInfo
     budget_map: torch.Tensor | None = None  # 1×1×H×W texture budget of the generator in [0, 1] (None otherwise)
+
+    @property
+    def perturbation(self) -> torch.Tensor:
+        """image − original, 1×3×H×W, within ±eta: made when asked (a full-size copy the CLI never needs)."""
+        return self.image - self.original
 
 
 class Protector:
@@ -244,20 +249,26 @@ class Protector:
                    notes=[*self.notes, *(image.notes if isinstance(image, LoadedImage) else [])],
                    generator=torch.Generator(device="cpu").manual_seed(seed))
         if self.method == "generator":
-            step = self._generator_step(x, eta, target, min_energy, run)
+            step = self._generator_step(x, eta, target, min_energy, refine_steps, run)
         elif self.method == "mixture":
             step = self._mixture_step(x, eta, target, adaptive_strength, run)
         else:
             step = self._per_image_step(x, eta, target, adaptive_strength, run)
         return self._finish(x, step, eta, refine_steps, compute_metrics, run)
 
-    def _generator_step(self, x: torch.Tensor, eta: float, target: TargetChoice, min_energy: float | None, run: _Run) -> _Step:
+    def _generator_step(self, x: torch.Tensor, eta: float, target: TargetChoice, min_energy: float | None, refine_steps: int,
+                        run: _Run) -> _Step:
         """The generator's δ and its budget map. No encoder runs: the target is the one it was trained towards.
         Its texture budget and energy cap replace the LPIPS-driven adaptive strength, which only re-weights the
-        mixture's fixed patterns (issue 10: measured there)."""
+        mixture's fixed patterns (issue 10: measured there). Without refinement the generator composes the
+        protected image itself, band by band (:meth:`PerturbationGenerator.protect_image`: the same image in a
+        fraction of the time and memory); refinement starts from its δ."""
         target_index = TARGET_NAMES.index(self.generator.config.target if target == "auto" else target)
         run.report(0.25, "perturbation")
         with torch.no_grad(), self.timer(run.timings, "generate"):
+            if not refine_steps:
+                protected, budget_map = self.generator.protect_image(x, eta, min_energy=min_energy)
+                return _Step(delta=None, target_index=target_index, budget_map=budget_map, protected=protected)
             delta, budget_map = self._generate(self.generator, x, eta, min_energy)
         return _Step(delta=project_linf(delta, eta), target_index=target_index, budget_map=budget_map)
 
@@ -299,8 +310,10 @@ class Protector:
             with self.timer(run.timings, "refine"):
                 delta = self._pgd(x, delta, step.target_index, eta, refine_steps, run.generator, run.report, refine=True)
         with torch.no_grad():
-            with self.timer(run.timings, "compose"):
-                protected = quantise_within_budget(x, (x + project_linf(delta, eta)).clamp(0, 1), eta)
+            protected = step.protected
+            if protected is None:
+                with self.timer(run.timings, "compose"):  # δ is this call's own: the image is written over it
+                    protected = compose_(x, delta.clamp_(-eta, eta), eta)
             run.report(0.9, "metrics")
             info = ProtectionInfo(
                 mode=self.mode, method=self.method, target=TARGET_NAMES[step.target_index], group=step.group,
@@ -316,7 +329,7 @@ class Protector:
                     self._fill_metrics(info, x, protected)
         run.timings["total"] = sum(value for key, value in run.timings.items() if key != "metrics")
         run.report(1.0, "done")
-        return ProtectionResult(image=protected, perturbation=protected - x, lpips_map=step.lpips_map, info=info, budget_map=step.budget_map)
+        return ProtectionResult(image=protected, original=x, lpips_map=step.lpips_map, info=info, budget_map=step.budget_map)
 
     # ----------------------------------------------------------------------------- helpers
     def _as_tensor(self, image: torch.Tensor | LoadedImage | str | Path) -> torch.Tensor:
@@ -411,11 +424,12 @@ class _Run:
 class _Step:
     """What a method's step hands to the shared tail: δ within ±η and what it decided on the way."""
 
-    delta: torch.Tensor
+    delta: torch.Tensor | None  # None when the step composed the protected image itself
     target_index: int
     group: int | None = None
     lpips_map: torch.Tensor | None = None
     budget_map: torch.Tensor | None = None
+    protected: torch.Tensor | None = None
 
 
 # LPIPS's AlexNet/VGG trunks pool five times: smaller inputs have no spatial extent left.
