@@ -403,14 +403,18 @@ class PerturbationGenerator(nn.Module):
         return resize_tensor(self.small_pattern(images, target), *images.shape[-2:])
 
     def small_pattern(self, images: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
-        """G's output at :meth:`network_size`, before it is upsampled to the images' size (:meth:`raw`)."""
+        """G's output at :meth:`network_size`, before it is upsampled to the images' size (:meth:`raw`), in the
+        images' dtype. The network runs in its parameters' dtype (float16 on a GPU with ``--half``: the pattern
+        is bounded by tanh, and the budget, cap and rounding that follow stay in float32)."""
         size = self.network_size(*images.shape[-2:])
         small = resize_tensor(images, *size).contiguous(memory_format=torch.channels_last)
         if target is None:
             target = self.target(*size)
         elif target.shape[-2:] != size:
             target = resize_tensor(target, *size)
-        return self.net(small, self.budget(small), target.to(images)).contiguous()
+        dtype = self.net.head.weight.dtype
+        budget = self.budget(small)
+        return self.net(small.to(dtype), budget.to(dtype), target.to(small.device, dtype)).to(images.dtype).contiguous()
 
     def network_size(self, height: int, width: int) -> tuple[int, int]:
         """Where the network runs for an H×W image: the working copy (long side ≤ ``work_size``, cost
@@ -448,7 +452,7 @@ class PerturbationGenerator(nn.Module):
 
     @torch.no_grad()
     def protect_image(self, images: torch.Tensor, eta: float | None = None, *, min_energy: float | None = None,
-                      band_rows: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+                      pattern: torch.Tensor | None = None, band_rows: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference: (the protected images — x + δ rounded to the 8-bit grid within ±η, as
         :func:`fastprotect.strength.compose_` makes it from :meth:`perturbation_and_budget`'s δ — and the budget map).
 
@@ -457,11 +461,12 @@ class PerturbationGenerator(nn.Module):
         upsampled where it is used (:class:`_Upsampler`), δ is written into the output and the energy cap and the
         8-bit composition are applied there in place. Besides the input, the memory is the output, the budget map and a
         few bands: at 4096×3072 the plain path held six full-size float copies. Where the lift writes squares
-        (``fill_block`` > 1, a whole-image operation) or G's copy is larger than the image, the plain path runs."""
+        (``fill_block`` > 1, a whole-image operation) or G's copy is larger than the image, the plain path runs.
+        ``pattern``: :meth:`small_pattern`'s output when already computed (the Protector times the network apart)."""
         eta = self.config.eta if eta is None else eta
         min_energy = self.check_min_energy(min_energy)
         height, width = images.shape[-2:]
-        pattern = self.small_pattern(images)
+        pattern = self.small_pattern(images) if pattern is None else pattern
         plain = pattern.shape[-2] > height or pattern.shape[-1] > width
         if not plain:
             relative = relative_contrast(images, self.config.contrast_reference, self.config.contrast_window)

@@ -265,10 +265,14 @@ class Protector:
         fraction of the time and memory); refinement starts from its δ."""
         target_index = TARGET_NAMES.index(self.generator.config.target if target == "auto" else target)
         run.report(0.25, "perturbation")
+        if not refine_steps:
+            with torch.no_grad():
+                with self.timer(run.timings, "network"):  # on a copy of bounded size
+                    pattern = self.generator.small_pattern(x)
+                with self.timer(run.timings, "generate"):  # at full resolution: budget, upsampling, cap, composition
+                    protected, budget_map = self.generator.protect_image(x, eta, min_energy=min_energy, pattern=pattern)
+            return _Step(delta=None, target_index=target_index, budget_map=budget_map, protected=protected)
         with torch.no_grad(), self.timer(run.timings, "generate"):
-            if not refine_steps:
-                protected, budget_map = self.generator.protect_image(x, eta, min_energy=min_energy)
-                return _Step(delta=None, target_index=target_index, budget_map=budget_map, protected=protected)
             delta, budget_map = self._generate(self.generator, x, eta, min_energy)
         return _Step(delta=project_linf(delta, eta), target_index=target_index, budget_map=budget_map)
 
