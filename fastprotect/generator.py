@@ -270,20 +270,23 @@ def cap_energy(delta: torch.Tensor, rms: float) -> torch.Tensor:
 class _Upsampler:
     """Bilinear upsampling of a small pattern B×C×h×w to H×W, any band of rows at a time: PyTorch's rule for
     ``interpolate(mode="bilinear", align_corners=False)`` (source = (i + ½)·h/H − ½, clamped at 0; the two nearest
-    rows and columns weighted linearly), applied rows first, then columns. The same values as one call on the whole
-    image up to float rounding, without the full-size copy."""
+    rows and columns weighted linearly), applied to the rows here, then to the columns by PyTorch's own linear
+    interpolation (its vectorised kernel; per-column gathers took four times as long). The same values as one call on
+    the whole image up to float rounding, without the full-size copy."""
 
     def __init__(self, pattern: torch.Tensor, height: int, width: int) -> None:
         self.pattern = pattern.float()
         self.rows = _linear_taps(pattern.shape[-2], height, pattern.device)
-        self.columns = _linear_taps(pattern.shape[-1], width, pattern.device)
+        self.width = width
 
     def __call__(self, start: int, stop: int, step: int = 1) -> torch.Tensor:
         """Output rows start, start + step, … < stop; with step > 1 every step-th column too (a strided subsample)."""
         low, high, weight = (t[start:stop:step] for t in self.rows)
         rows = torch.lerp(self.pattern[..., low, :], self.pattern[..., high, :], weight.view(-1, 1))
-        low, high, weight = (t[::step] for t in self.columns)
-        return torch.lerp(rows[..., low], rows[..., high], weight)
+        batch, channels, count, small = rows.shape
+        if small != self.width:
+            rows = F.interpolate(rows.reshape(batch * channels, count, small), size=self.width, mode="linear", align_corners=False)
+        return rows.reshape(batch, channels, count, self.width)[..., ::step]
 
 
 def _linear_taps(size_in: int, size_out: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -487,7 +490,8 @@ class PerturbationGenerator(nn.Module):
             if bool(lifted.any()):
                 written = write_lift(delta, self.config.fill_form, 0, eta)
                 delta = written if bool(lifted.all()) else torch.where(lifted.view(-1, 1, 1, 1), written, delta)
-            energy += delta.square().sum(dim=(1, 2, 3), dtype=torch.float64)
+            flat = delta.reshape(delta.shape[0], 1, -1)
+            energy += torch.bmm(flat, flat.transpose(1, 2)).view(-1)  # Σδ² per image: a BLAS dot, float32 per band
             out[..., start:stop, :] = delta
         # cap_energy's scale, from the summed energy: each image's δ scaled down to an RMS of at most rms
         rms = self.config.rms_levels / 255 * eta / self.config.eta
