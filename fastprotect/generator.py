@@ -50,8 +50,9 @@ from torch import nn
 from .hub import load_state_strictly
 from .images import fit_within, resize_tensor
 from .metrics import local_contrast, luma
+from .strength import compose_
 from .targets import target_window
-from .vocabulary import AUTOENCODER_KINDS, DEFAULT_ETA, MAX_ETA, MIMIC_FAMILIES, MIMIC_FAMILY_OF_ENCODER, TARGET_NAMES, AutoencoderKind, check_eta
+from .vocabulary import AUTOENCODER_KINDS, DEFAULT_ETA, MAX_ETA, MIMIC_FAMILIES, MIMIC_FAMILY_OF_ENCODER, TARGET_NAMES, AutoencoderKind, check_eta, check_min_energy
 
 METHOD = "generator"
 FORMAT_VERSION = 6  # read_config migrates versions 1 (no ``net_downscale``: a full-resolution network), 2 (no
@@ -158,7 +159,7 @@ class GeneratorConfig:
 
 def relative_contrast(images: torch.Tensor, reference: float, window: int) -> torch.Tensor:
     """Local contrast ÷ ``reference``, B×1×H×W: the budget map before its floor, cap at 1 and γ."""
-    return local_contrast(images, window)[:, None] / reference
+    return local_contrast(images, window).unsqueeze(1).div_(reference)
 
 
 def _floored(relative: torch.Tensor, floor: float | torch.Tensor) -> torch.Tensor:
@@ -172,8 +173,13 @@ def _floored(relative: torch.Tensor, floor: float | torch.Tensor) -> torch.Tenso
 _FILL_SAMPLE_PIXELS = 65_536
 
 
+def fill_sample_stride(height: int, width: int) -> int:
+    """The stride of :func:`fill_floor`'s subsample of an H×W map: at most ``_FILL_SAMPLE_PIXELS`` pixels."""
+    return max(1, math.ceil(math.sqrt(height * width / _FILL_SAMPLE_PIXELS)))
+
+
 def fill_floor(relative: torch.Tensor, raw: torch.Tensor, *, floor: float, ceiling: float, gamma: float,
-               target_rms: float, form: str = "both", iterations: int = 20) -> torch.Tensor:
+               target_rms: float, form: str = "both", iterations: int = 20, stride: int | None = None) -> torch.Tensor:
     """Per image, the smallest budget floor f in [floor, ceiling] at which clamp(relative, f, 1)^γ ⊙ raw
     has an RMS of at least ``target_rms`` (B values; ``ceiling`` where even that stays below).
 
@@ -183,9 +189,11 @@ def fill_floor(relative: torch.Tensor, raw: torch.Tensor, *, floor: float, ceili
     ``form``: how a lifted image's δ is written (:func:`in_form`): whether an image needs the lift is judged
     on ``raw``, how far its floor goes on ``raw`` in that form (computed on the subsample only). Squares
     (:func:`block_constant`) keep the energy, so they do not change it; the scaling back to ±η afterwards
-    (:func:`write_lift`) can take a few percent off it.
+    (:func:`write_lift`) can take a few percent off it. ``stride``: None, the subsample's
+    (:func:`fill_sample_stride`); 1 when ``relative`` and ``raw`` are that subsample already.
     """
-    stride = max(1, math.ceil(math.sqrt(relative.shape[-2] * relative.shape[-1] / _FILL_SAMPLE_PIXELS)))
+    if stride is None:
+        stride = fill_sample_stride(*relative.shape[-2:])
     rel = relative[..., ::stride, ::stride].float().detach()
 
     def reaches(f: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
@@ -259,6 +267,35 @@ def cap_energy(delta: torch.Tensor, rms: float) -> torch.Tensor:
     return delta * (rms / current).clamp(max=1).view(-1, 1, 1, 1)
 
 
+class _Upsampler:
+    """Bilinear upsampling of a small pattern B×C×h×w to H×W, any band of rows at a time: PyTorch's rule for
+    ``interpolate(mode="bilinear", align_corners=False)`` (source = (i + ½)·h/H − ½, clamped at 0; the two nearest
+    rows and columns weighted linearly), applied to the rows here, then to the columns by PyTorch's own linear
+    interpolation (its vectorised kernel; per-column gathers took four times as long). The same values as one call on
+    the whole image up to float rounding, without the full-size copy."""
+
+    def __init__(self, pattern: torch.Tensor, height: int, width: int) -> None:
+        self.pattern = pattern.float()
+        self.rows = _linear_taps(pattern.shape[-2], height, pattern.device)
+        self.width = width
+
+    def __call__(self, start: int, stop: int, step: int = 1) -> torch.Tensor:
+        """Output rows start, start + step, … < stop; with step > 1 every step-th column too (a strided subsample)."""
+        low, high, weight = (t[start:stop:step] for t in self.rows)
+        rows = torch.lerp(self.pattern[..., low, :], self.pattern[..., high, :], weight.view(-1, 1))
+        batch, channels, count, small = rows.shape
+        if small != self.width:
+            rows = F.interpolate(rows.reshape(batch * channels, count, small), size=self.width, mode="linear", align_corners=False)
+        return rows.reshape(batch, channels, count, self.width)[..., ::step]
+
+
+def _linear_taps(size_in: int, size_out: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For each output index: its lower and upper source index and the upper one's weight (see :class:`_Upsampler`)."""
+    source = ((torch.arange(size_out, device=device, dtype=torch.float32) + 0.5) * (size_in / size_out) - 0.5).clamp_min(0)
+    low = source.long()
+    return low, (low + 1).clamp(max=size_in - 1), source - low
+
+
 class _Residual(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -313,26 +350,48 @@ class PerturbationGenerator(nn.Module):
         self.config = config
         self.net = GeneratorNet(config.width, config.blocks)
 
-    def budget(self, images: torch.Tensor, raw: torch.Tensor | None = None) -> torch.Tensor:
+    def budget(self, images: torch.Tensor, raw: torch.Tensor | None = None, *, min_energy: float | None = None) -> torch.Tensor:
         """m(x) = clamp(c / contrast_reference, floor, 1) ** mask_gamma, B×1×H×W, c the clean image's local contrast
-        (:func:`relative_contrast`). With ``raw`` (G's pattern at the images' size) and the minimum energy on
-        (``fill_rms_levels``), each image's floor is raised as far as its δ needs to reach it (:func:`fill_floor`);
-        without ``raw``, the fixed floor ``mask_floor``."""
-        return self._budget_and_lift(images, raw)[0]
+        (:func:`relative_contrast`). With ``raw`` (G's pattern at the images' size) and a minimum energy on
+        (``min_energy``, :meth:`check_min_energy`), each image's floor is raised as far as its δ needs to reach it
+        (:func:`fill_floor`); without ``raw``, the fixed floor ``mask_floor``."""
+        return self._budget_and_lift(images, raw, self.check_min_energy(min_energy))[0]
 
-    def _budget_and_lift(self, images: torch.Tensor, raw: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(m(x), which images the minimum energy lifted: B booleans)."""
+    def check_min_energy(self, levels: float | None) -> float:
+        """The minimum energy to use, RMS levels at the training η (0 = off): ``levels``, or the checkpoint's own
+        (``fill_rms_levels``) for None. The library's one check of it: a number from 0 to the energy cap
+        (``rms_levels``); a ValueError in one sentence otherwise."""
+        if levels is None:
+            return self.config.fill_rms_levels
+        value, cap = check_min_energy(levels), self.config.rms_levels  # a number ≥ 0 (the vocabulary's sentence)
+        if value > cap:
+            raise ValueError(f"min_energy {value:g}: must be between 0 (off) and this checkpoint's energy cap, {cap:g} levels")
+        return value
+
+    def _budget_and_lift(self, images: torch.Tensor, raw: torch.Tensor | None, min_energy: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(m(x), which images the minimum energy ``min_energy`` (checked) lifted: B booleans)."""
+        relative = relative_contrast(images, self.config.contrast_reference, self.config.contrast_window)
+        floor, lifted = self._floor(relative, raw, min_energy)
+        return self._shape_budget(relative, floor), lifted
+
+    def _shape_budget(self, relative: torch.Tensor, floor: float | torch.Tensor) -> torch.Tensor:
+        """The budget map from the relative contrast and the floor: clamp(relative, floor, 1) ** mask_gamma. Pixel by
+        pixel, so that :meth:`protect_image` can apply it band by band; the one place of this formula."""
+        return _floored(relative, floor).pow(self.config.mask_gamma)
+
+    def _floor(self, relative: torch.Tensor, raw: torch.Tensor | None, min_energy: float,
+               stride: int | None = None) -> tuple[float | torch.Tensor, torch.Tensor]:
+        """The budget's floor (``mask_floor``, or per image as far as the minimum energy lifts it) and which images
+        were lifted. ``stride``: see :func:`fill_floor` (1: ``relative`` and ``raw`` are its subsample already)."""
         c = self.config
-        relative = relative_contrast(images, c.contrast_reference, c.contrast_window)
-        lifted = torch.zeros(images.shape[0], dtype=torch.bool, device=images.device)
+        lifted = torch.zeros(relative.shape[0], dtype=torch.bool, device=relative.device)
         floor: float | torch.Tensor = c.mask_floor
-        if raw is not None and c.fill_rms_levels > 0 and c.fill_floor_max > c.mask_floor:
+        if raw is not None and min_energy > 0 and c.fill_floor_max > c.mask_floor:
             # δ = η·m⊙G and the minimum scales with η like the cap: whether δ reaches it does not depend on η.
             floor = fill_floor(relative, raw, floor=c.mask_floor, ceiling=c.fill_floor_max, gamma=c.mask_gamma,
-                               target_rms=c.fill_rms_levels / 255 / c.eta,
-                               form=c.fill_form)
+                               target_rms=min_energy / 255 / c.eta, form=c.fill_form, stride=stride)
             lifted = floor > c.mask_floor
-        return _floored(relative, floor).pow(c.mask_gamma), lifted
+        return floor, lifted
 
     def target(self, height: int, width: int, **window) -> torch.Tensor:
         """The target pattern over an image of height × width (``window``: see target_window)."""
@@ -344,14 +403,21 @@ class PerturbationGenerator(nn.Module):
         The network sees a copy of :meth:`network_size` (its budget map and target window at that
         size) and its pattern is upsampled back (bilinear): one resize down, one up, whatever the
         photo's size."""
-        height, width = images.shape[-2:]
-        size = self.network_size(height, width)
+        return resize_tensor(self.small_pattern(images, target), *images.shape[-2:])
+
+    def small_pattern(self, images: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        """G's output at :meth:`network_size`, before it is upsampled to the images' size (:meth:`raw`), in the
+        images' dtype. The network runs in its parameters' dtype (float16 on a GPU with ``--half``: the pattern
+        is bounded by tanh, and the budget, cap and rounding that follow stay in float32)."""
+        size = self.network_size(*images.shape[-2:])
         small = resize_tensor(images, *size).contiguous(memory_format=torch.channels_last)
         if target is None:
             target = self.target(*size)
         elif target.shape[-2:] != size:
             target = resize_tensor(target, *size)
-        return resize_tensor(self.net(small, self.budget(small), target.to(images)).contiguous(), height, width)
+        dtype = self.net.head.weight.dtype
+        budget = self.budget(small)
+        return self.net(small.to(dtype), budget.to(dtype), target.to(small.device, dtype)).to(images.dtype).contiguous()
 
     def network_size(self, height: int, width: int) -> tuple[int, int]:
         """Where the network runs for an H×W image: the working copy (long side ≤ ``work_size``, cost
@@ -361,21 +427,22 @@ class PerturbationGenerator(nn.Module):
         return max(8, round(work_h / k)), max(8, round(work_w / k))
 
     def perturbation(self, images: torch.Tensor, eta: float | None = None, *, raw: torch.Tensor | None = None,
-                     target: torch.Tensor | None = None) -> torch.Tensor:
+                     target: torch.Tensor | None = None, min_energy: float | None = None) -> torch.Tensor:
         """δ for images B×3×H×W in [0, 1]: ``cap(η · m ⊙ G)``; the cap scales with η (``rms_levels``
         is stated at the training η). An image the minimum energy lifts gets that written in its ``fill_form``
         (:func:`in_form`). ``raw``: G's output when already computed (e.g. upsampled from a working
-        copy); ``target``: the pattern window (default: over the whole image). Differentiable with respect
-        to the network's parameters."""
-        return self.perturbation_and_budget(images, eta, raw=raw, target=target)[0]
+        copy); ``target``: the pattern window (default: over the whole image); ``min_energy``: the minimum energy
+        in RMS levels at the training η (None: the checkpoint's ``fill_rms_levels``; 0: off). Differentiable with
+        respect to the network's parameters."""
+        return self.perturbation_and_budget(images, eta, raw=raw, target=target, min_energy=min_energy)[0]
 
     def perturbation_and_budget(self, images: torch.Tensor, eta: float | None = None, *, raw: torch.Tensor | None = None,
-                                target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                                target: torch.Tensor | None = None, min_energy: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(:meth:`perturbation`, the budget map m it used): the Protector shows m without computing it twice."""
         eta = self.config.eta if eta is None else eta
         if raw is None:
             raw = self.raw(images, target)
-        budget, lifted = self._budget_and_lift(images, raw)
+        budget, lifted = self._budget_and_lift(images, raw, self.check_min_energy(min_energy))
         delta = eta * budget * raw
         if (self.config.fill_form != "both" or self.config.fill_block > 1) and bool(lifted.any()):
             # Where a pixel is at 0 or 1 (white, black, a saturated fill's empty channel) the protected image's
@@ -385,6 +452,55 @@ class PerturbationGenerator(nn.Module):
             delta = written if bool(lifted.all()) else torch.where(lifted.view(-1, 1, 1, 1), written, delta)
         rms = self.config.rms_levels / 255 * eta / self.config.eta
         return cap_energy(delta, rms), budget
+
+    @torch.no_grad()
+    def protect_image(self, images: torch.Tensor, eta: float | None = None, *, min_energy: float | None = None,
+                      pattern: torch.Tensor | None = None, band_rows: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference: (the protected images — x + δ rounded to the 8-bit grid within ±η, as
+        :func:`fastprotect.strength.compose_` makes it from :meth:`perturbation_and_budget`'s δ — and the budget map).
+
+        The same numbers as that plain path up to float rounding (tests/test_generator.py: within one 8-bit level,
+        nearly all pixels equal), with the full-resolution work done band by band (``band_rows`` rows): G's pattern is
+        upsampled where it is used (:class:`_Upsampler`), δ is written into the output and the energy cap and the
+        8-bit composition are applied there in place. Besides the input, the memory is the output, the budget map and a
+        few bands: at 4096×3072 the plain path held six full-size float copies. Where the lift writes squares
+        (``fill_block`` > 1, a whole-image operation) or G's copy is larger than the image, the plain path runs.
+        ``pattern``: :meth:`small_pattern`'s output when already computed (the Protector times the network apart)."""
+        eta = self.config.eta if eta is None else eta
+        min_energy = self.check_min_energy(min_energy)
+        height, width = images.shape[-2:]
+        pattern = self.small_pattern(images) if pattern is None else pattern
+        plain = pattern.shape[-2] > height or pattern.shape[-1] > width
+        if not plain:
+            relative = relative_contrast(images, self.config.contrast_reference, self.config.contrast_window)
+            upsample = _Upsampler(pattern, height, width)
+            stride = fill_sample_stride(height, width)
+            floor, lifted = self._floor(relative[..., ::stride, ::stride], upsample(0, height, stride), min_energy, stride=1)
+            plain = self.config.fill_block > 1 and bool(lifted.any())
+        if plain:
+            delta, budget = self.perturbation_and_budget(images, eta, raw=resize_tensor(pattern, height, width), min_energy=min_energy)
+            return compose_(images, delta.clamp_(-eta, eta), eta), budget
+        budget, out = relative, torch.empty_like(images, dtype=torch.float32)  # relative becomes the budget, band by band
+        energy = torch.zeros(images.shape[0], dtype=torch.float64, device=images.device)
+        bands = [(start, min(height, start + band_rows)) for start in range(0, height, band_rows)]
+        for start, stop in bands:  # δ = η · m ⊙ G, written in its form where lifted; its energy summed
+            band_budget = budget[..., start:stop, :]
+            band_budget.copy_(self._shape_budget(band_budget, floor))
+            delta = upsample(start, stop).mul_(band_budget * eta)
+            if bool(lifted.any()):
+                written = write_lift(delta, self.config.fill_form, 0, eta)
+                delta = written if bool(lifted.all()) else torch.where(lifted.view(-1, 1, 1, 1), written, delta)
+            flat = delta.reshape(delta.shape[0], 1, -1)
+            energy += torch.bmm(flat, flat.transpose(1, 2)).view(-1)  # Σδ² per image: a BLAS dot, float32 per band
+            out[..., start:stop, :] = delta
+        # cap_energy's scale, from the summed energy: each image's δ scaled down to an RMS of at most rms
+        rms = self.config.rms_levels / 255 * eta / self.config.eta
+        current = (energy / out[0].numel()).sqrt().clamp_min(1e-12)
+        scale = (rms / current).clamp(max=1).to(torch.float32).view(-1, 1, 1, 1)
+        for start, stop in bands:
+            band = out[..., start:stop, :]
+            compose_(images[..., start:stop, :], band.mul_(scale).clamp_(-eta, eta), eta)
+        return out, budget
 
     def forward(self, images: torch.Tensor, eta: float | None = None) -> torch.Tensor:
         return self.perturbation(images, eta)

@@ -31,10 +31,10 @@ from .encoders import Autoencoder, load_autoencoder
 from .images import LoadedImage, fit_within, load_image, resize_tensor
 from .losses import encode_target
 from .pgd import pgd_perturb
-from .strength import adaptive_scale, project_linf, quantise_within_budget
+from .strength import adaptive_scale, compose_, project_linf
 from .targets import entropy_signature, target_patterns
 from .timing import StageTimer
-from .vocabulary import DEFAULT_ETA, TARGET_NAMES, AutoencoderKind, TargetChoice, check_eta, check_min_energy, check_refine_steps, check_target, levels_from_eta
+from .vocabulary import DEFAULT_ETA, TARGET_NAMES, AutoencoderKind, TargetChoice, check_eta, check_refine_steps, check_target, levels_from_eta
 
 if TYPE_CHECKING:
     from .generator import PerturbationGenerator
@@ -75,10 +75,15 @@ class ProtectionInfo:
 @dataclass
 class ProtectionResult:
     image: torch.Tensor  # 1×3×H×W in [0, 1] on the 8-bit grid: the protected image
-    perturbation: torch.Tensor  # image − original, 1×3×H×W, within ±eta
+    original: torch.Tensor = field(repr=False)  # 1×3×H×W: the clean input it was made from
     lpips_map: torch.Tensor | None  # 1×1×H×W visibility map used by adaptive strength (None when off)
     info: ProtectionInfo
     budget_map: torch.Tensor | None = None  # 1×1×H×W texture budget of the generator in [0, 1] (None otherwise)
+
+    @property
+    def perturbation(self) -> torch.Tensor:
+        """image − original, 1×3×H×W, within ±eta: made when asked (a full-size copy the CLI never needs)."""
+        return self.image - self.original
 
 
 class Protector:
@@ -121,7 +126,6 @@ class Protector:
         self.timer = timer or StageTimer()  # benchmarks pass StageTimer.for_device(...) on a GPU
         self._target_images = (mixture.target_images_float() if mixture is not None else target_patterns(512)).to(self.device)
         self._target_signatures: torch.Tensor | None = None
-        self._min_energy_copies: dict[float, PerturbationGenerator] = {}  # see _generator_with_min_energy
 
     @property
     def mode(self) -> ProtectionMode:
@@ -180,8 +184,8 @@ class Protector:
                 from .generator import PerturbationGenerator
 
                 generator = PerturbationGenerator.from_pretrained(where.location)
-                if min_energy is not None:
-                    generator = _with_min_energy(generator, min_energy)
+                if min_energy is not None:  # this protector's own default: the same weights under that config
+                    generator = generator.with_config(fill_rms_levels=generator.check_min_energy(min_energy))
                 model = generator
             else:
                 from .mixture import MixtureOfPerturbations  # lazy: huggingface_hub costs a quarter second to import
@@ -232,93 +236,104 @@ class Protector:
         mode runs its own ``per_image_steps`` instead). ``min_energy``: this call's minimum energy
         (generator only; see :meth:`from_pretrained`; None = the loaded generator's own, 0 = off).
         Same input and seed, same output.
+
+        Like a diffusers pipeline's ``__call__``: check the arguments, run the method's own step
+        (:meth:`_generator_step`, :meth:`_mixture_step`, :meth:`_per_image_step`: each gives δ within ±η),
+        then the shared tail (:meth:`_finish`: optional refinement, 8-bit composition, the report).
         """
         eta, target, refine_steps = check_eta(eta), check_target(target), check_refine_steps(refine_steps)
-        model = self.generator
-        if min_energy is not None:
-            if model is None:
-                raise ValueError(f"min_energy applies to the generator method only; this protector runs the {self.method}")
-            model = self._generator_with_min_energy(check_min_energy(min_energy))
-        report = progress or (lambda fraction, stage: None)
+        if min_energy is not None and self.generator is None:  # its value is checked by the generator it goes to
+            raise ValueError(f"min_energy applies to the generator method only; this protector runs the {self.method}")
         x = self._as_tensor(image)
+        run = _Run(report=progress or (lambda fraction, stage: None), timings={},
+                   notes=[*self.notes, *(image.notes if isinstance(image, LoadedImage) else [])],
+                   generator=torch.Generator(device="cpu").manual_seed(seed))
+        if self.method == "generator":
+            step = self._generator_step(x, eta, target, min_energy, refine_steps, run)
+        elif self.method == "mixture":
+            step = self._mixture_step(x, eta, target, adaptive_strength, run)
+        else:
+            step = self._per_image_step(x, eta, target, adaptive_strength, run)
+        return self._finish(x, step, eta, refine_steps, compute_metrics, run)
+
+    def _generator_step(self, x: torch.Tensor, eta: float, target: TargetChoice, min_energy: float | None, refine_steps: int,
+                        run: _Run) -> _Step:
+        """The generator's δ and its budget map. No encoder runs: the target is the one it was trained towards.
+        Its texture budget and energy cap replace the LPIPS-driven adaptive strength, which only re-weights the
+        mixture's fixed patterns (issue 10: measured there). Without refinement the generator composes the
+        protected image itself, band by band (:meth:`PerturbationGenerator.protect_image`: the same image in a
+        fraction of the time and memory); refinement starts from its δ."""
+        target_index = TARGET_NAMES.index(self.generator.config.target if target == "auto" else target)
+        run.report(0.25, "perturbation")
+        if not refine_steps:
+            with torch.no_grad():
+                with self.timer(run.timings, "network"):  # on a copy of bounded size
+                    pattern = self.generator.small_pattern(x)
+                with self.timer(run.timings, "generate"):  # at full resolution: budget, upsampling, cap, composition
+                    protected, budget_map = self.generator.protect_image(x, eta, min_energy=min_energy, pattern=pattern)
+            return _Step(delta=None, target_index=target_index, budget_map=budget_map, protected=protected)
+        with torch.no_grad(), self.timer(run.timings, "generate"):
+            delta, budget_map = self._generate(self.generator, x, eta, min_energy)
+        return _Step(delta=project_linf(delta, eta), target_index=target_index, budget_map=budget_map)
+
+    def _mixture_step(self, x: torch.Tensor, eta: float, target: TargetChoice, adaptive_strength: bool, run: _Run) -> _Step:
+        """The paper's method: assign x to a group, pick a target, resize that pattern to x's size and scale it to
+        η; then the adaptive strength."""
+        with torch.no_grad():
+            latent = self._assign_latent(x, run)
+            with self.timer(run.timings, "select"):
+                target_index = self._select_target(latent, target)
+                group = int(self.mixture.assign(latent)[0])
+            run.report(0.25, "perturbation")
+            with self.timer(run.timings, "resize"):
+                base = self.mixture.perturbation(torch.tensor([target_index], device=self.device), torch.tensor([group], device=self.device))
+                delta = resize_tensor(base, *x.shape[-2:]) * (eta / self.mixture.config.eta)
+        delta, lpips_map = self._adaptive_strength(x, project_linf(delta, eta), eta, adaptive_strength, run)
+        return _Step(delta=delta, target_index=target_index, group=group, lpips_map=lpips_map)
+
+    def _per_image_step(self, x: torch.Tensor, eta: float, target: TargetChoice, adaptive_strength: bool, run: _Run) -> _Step:
+        """No pre-trained model: PGD on the encoder from a seeded random start, then the adaptive strength."""
+        with torch.no_grad():
+            latent = self._assign_latent(x, run)
+            with self.timer(run.timings, "select"):
+                target_index = self._select_target(latent, target)
+        run.report(0.3, f"per-image PGD ({self.per_image_steps} steps)")
+        with self.timer(run.timings, "pgd"):
+            delta = self._pgd(x, torch.zeros_like(x), target_index, eta, self.per_image_steps, run.generator, run.report, refine=False)
+        delta, lpips_map = self._adaptive_strength(x, project_linf(delta, eta), eta, adaptive_strength, run)
+        return _Step(delta=delta, target_index=target_index, lpips_map=lpips_map)
+
+    def _finish(self, x: torch.Tensor, step: _Step, eta: float, refine_steps: int, compute_metrics: bool, run: _Run) -> ProtectionResult:
+        """The shared tail: optional PGD refinement (pre-trained methods), 8-bit composition within η, the report."""
         _, _, height, width = x.shape
-        timings: dict[str, float] = {}
-        notes = list(self.notes)
-        if isinstance(image, LoadedImage):
-            notes.extend(image.notes)
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-
-        with torch.no_grad():
-            group, budget_map = None, None
-            if self.generator is not None:  # no encoder at protection time: the target is the trained one
-                target_index = TARGET_NAMES.index(self.generator.config.target if target == "auto" else target)
-                report(0.25, "perturbation")
-                with self.timer(timings, "generate"):
-                    delta, budget_map = self._generate(model, x, eta)
-            else:
-                report(0.05, "assignment")
-                with self.timer(timings, "assign"):
-                    small = resize_tensor(x, self.assign_size, self.assign_size)
-                    latent = self.encoder.encode(small)
-                with self.timer(timings, "select"):
-                    target_index = self._select_target(latent, target)
-                    group = int(self.mixture.assign(latent)[0]) if self.mixture is not None else None
-
-            if self.mixture is not None:
-                report(0.25, "perturbation")
-                with self.timer(timings, "resize"):
-                    scale = eta / self.mixture.config.eta
-                    base = self.mixture.perturbation(torch.tensor([target_index], device=self.device), torch.tensor([group], device=self.device))
-                    delta = resize_tensor(base, height, width) * scale
-            elif self.generator is None:
-                delta = torch.zeros_like(x)
-
-        if self.mode == "per-image":  # per-image mode: the PGD baseline from a seeded random start
-            report(0.3, f"per-image PGD ({self.per_image_steps} steps)")
-            with self.timer(timings, "pgd"):
-                delta = self._pgd(x, delta, target_index, eta, self.per_image_steps, generator, report, refine=False)
-
-        with torch.no_grad():
-            delta = project_linf(delta, eta)
-            lpips_map = None
-            # The generator's texture budget and energy cap replace the LPIPS-driven strength S,
-            # which only re-weights the mixture's fixed patterns (issue 10: measured there).
-            if adaptive_strength and self.generator is not None:
-                pass
-            elif adaptive_strength and self.perceptual is not None:
-                report(0.7, "adaptive strength")
-                with self.timer(timings, "lpips_map"):
-                    lpips_map = self._visibility_map(x, delta)
-                    delta = project_linf(delta * adaptive_scale(lpips_map), eta)
-            elif adaptive_strength:
-                notes.append("Adaptive strength skipped: no LPIPS model loaded.")
-
+        delta = step.delta
         if self.mode == "per-image" and refine_steps:
-            notes.append("Refine steps apply to the pre-trained mode only; per-image mode ran its own PGD steps.")
+            run.notes.append("Refine steps apply to the pre-trained mode only; per-image mode ran its own PGD steps.")
         if self.mode == "pretrained" and refine_steps:  # the paper's Fig. 7c: PGD from the pre-trained step
-            report(0.75, f"refine ({refine_steps} PGD steps)")
-            with self.timer(timings, "refine"):
-                delta = self._pgd(x, delta, target_index, eta, refine_steps, generator, report, refine=True)
-
+            run.report(0.75, f"refine ({refine_steps} PGD steps)")
+            with self.timer(run.timings, "refine"):
+                delta = self._pgd(x, delta, step.target_index, eta, refine_steps, run.generator, run.report, refine=True)
         with torch.no_grad():
-            with self.timer(timings, "compose"):
-                protected = quantise_within_budget(x, (x + project_linf(delta, eta)).clamp(0, 1), eta)
-            report(0.9, "metrics")
+            protected = step.protected
+            if protected is None:
+                with self.timer(run.timings, "compose"):  # δ is this call's own: the image is written over it
+                    protected = compose_(x, delta.clamp_(-eta, eta), eta)
+            run.report(0.9, "metrics")
             info = ProtectionInfo(
-                mode=self.mode, method=self.method, target=TARGET_NAMES[target_index], group=group,
+                mode=self.mode, method=self.method, target=TARGET_NAMES[step.target_index], group=step.group,
                 eta_levels=levels_from_eta(eta), linf_levels=metrics.linf_levels(protected, x),
                 psnr_db=float("nan"), ssim=float("nan"), lpips=None,
-                adaptive_strength=lpips_map is not None,
+                adaptive_strength=step.lpips_map is not None,
                 refine_steps=refine_steps if self.mode == "pretrained" else 0,
                 per_image_steps=self.per_image_steps if self.mode == "per-image" else 0,
-                width=width, height=height, timings_s=timings, notes=notes,
+                width=width, height=height, timings_s=run.timings, notes=run.notes,
             )
             if compute_metrics:
-                with self.timer(timings, "metrics"):
+                with self.timer(run.timings, "metrics"):
                     self._fill_metrics(info, x, protected)
-        timings["total"] = sum(value for key, value in timings.items() if key != "metrics")
-        report(1.0, "done")
-        return ProtectionResult(image=protected, perturbation=protected - x, lpips_map=lpips_map, info=info, budget_map=budget_map)
+        run.timings["total"] = sum(value for key, value in run.timings.items() if key != "metrics")
+        run.report(1.0, "done")
+        return ProtectionResult(image=protected, original=x, lpips_map=step.lpips_map, info=info, budget_map=step.budget_map)
 
     # ----------------------------------------------------------------------------- helpers
     def _as_tensor(self, image: torch.Tensor | LoadedImage | str | Path) -> torch.Tensor:
@@ -328,6 +343,24 @@ class Protector:
         if pixels.ndim != 4 or pixels.shape[:2] != (1, 3):
             raise ValueError(f"expected a 1×3×H×W image tensor, got shape {tuple(pixels.shape)}")
         return pixels.to(self.device, torch.float32)
+
+    def _assign_latent(self, x: torch.Tensor, run: _Run) -> torch.Tensor:
+        """The encoder's latent of x resized to assign_size² (the mixture's group and the entropy target)."""
+        run.report(0.05, "assignment")
+        with self.timer(run.timings, "assign"):
+            return self.encoder.encode(resize_tensor(x, self.assign_size, self.assign_size))
+
+    def _adaptive_strength(self, x: torch.Tensor, delta: torch.Tensor, eta: float, enabled: bool, run: _Run) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """δ ← S(1 − M)·δ within ±η (strength.py) and the map M, when asked and LPIPS is loaded; δ and None otherwise."""
+        if not enabled:
+            return delta, None
+        if self.perceptual is None:
+            run.notes.append("Adaptive strength skipped: no LPIPS model loaded.")
+            return delta, None
+        run.report(0.7, "adaptive strength")
+        with torch.no_grad(), self.timer(run.timings, "lpips_map"):
+            lpips_map = self._visibility_map(x, delta)
+            return project_linf(delta * adaptive_scale(lpips_map), eta), lpips_map
 
     def _select_target(self, latent: torch.Tensor, target: TargetChoice) -> int:
         if target != "auto":
@@ -359,22 +392,12 @@ class Protector:
             return result
         return delta + resize_tensor(result - start, height, width)
 
-    def _generator_with_min_energy(self, levels: float) -> PerturbationGenerator:
-        """The loaded generator with another minimum energy: a copy of the tiny network (1.7 MB), made once per
-        value and kept (the Space asks for the same one on every request that ticks "Lift flat images")."""
-        if levels == self.generator.config.fill_rms_levels:
-            return self.generator
-        if levels not in self._min_energy_copies:  # two racing requests may both build it: same result, no harm
-            copy = _with_min_energy(self.generator, levels)
-            self._min_energy_copies[levels] = copy.to(self.device, memory_format=torch.channels_last)
-        return self._min_energy_copies[levels]
-
     @staticmethod
-    def _generate(model: PerturbationGenerator, x: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _generate(model: PerturbationGenerator, x: torch.Tensor, eta: float, min_energy: float | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The generator's δ for x (1×3×H×W) and its full-size budget map: the network runs on a small
         copy (``PerturbationGenerator.network_size``: cost bounded whatever the photo's size), its raw
         pattern is upsampled, then the budget map and energy cap are applied at full resolution."""
-        return model.perturbation_and_budget(x, eta, raw=model.raw(x))
+        return model.perturbation_and_budget(x, eta, raw=model.raw(x), min_energy=min_energy)
 
     def _visibility_map(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """Spatial LPIPS of (x, x + δ) on a copy whose long side ≤ map_size, upsampled to H×W."""
@@ -391,16 +414,26 @@ class Protector:
             info.lpips = float(self.perceptual(small_p, small_x)[0])
 
 
-def _with_min_energy(generator: PerturbationGenerator, levels: float) -> PerturbationGenerator:
-    """The generator with its minimum energy set to ``levels`` (RMS levels at its training η; 0 = off)."""
-    from .generator import GeneratorCheckpointError
+@dataclass
+class _Run:
+    """One protect() call's bookkeeping, shared by the method steps and the tail."""
 
-    cap = generator.config.rms_levels
-    levels = check_min_energy(levels)
-    try:
-        return generator.with_config(fill_rms_levels=levels)
-    except GeneratorCheckpointError:
-        raise ValueError(f"min_energy {levels:g}: must be between 0 (off) and this checkpoint's energy cap, {cap:g} levels") from None
+    report: ProgressCallback
+    timings: dict[str, float]
+    notes: list[str]
+    generator: torch.Generator  # PGD's seeded random start
+
+
+@dataclass
+class _Step:
+    """What a method's step hands to the shared tail: δ within ±η and what it decided on the way."""
+
+    delta: torch.Tensor | None  # None when the step composed the protected image itself
+    target_index: int
+    group: int | None = None
+    lpips_map: torch.Tensor | None = None
+    budget_map: torch.Tensor | None = None
+    protected: torch.Tensor | None = None
 
 
 # LPIPS's AlexNet/VGG trunks pool five times: smaller inputs have no spatial extent left.

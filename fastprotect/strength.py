@@ -60,3 +60,24 @@ def quantise_within_budget(original: torch.Tensor, protected: torch.Tensor, eta:
     levels = levels_from_eta(eta)
     quantised = (protected * 255).round().clamp(base - levels, base + levels).clamp(0, 255)
     return quantised / 255
+
+
+# compose_ works in bands of this many rows: its temporaries are a band, not a full-size copy (151 MB at 4096×3072).
+COMPOSE_BAND_ROWS = 256
+
+
+def compose_(original: torch.Tensor, delta: torch.Tensor, eta: float) -> torch.Tensor:
+    """The protected image ``quantise_within_budget(original, (original + delta).clamp(0, 1), eta)``, written over
+    ``delta`` (which must already lie within ±η, and which the caller gives up) band by band, and returned.
+
+    The same operations in the same order as the plain expression, so the same values; the final clamp to [0, 255] is
+    left out because it cannot act (the rounded levels are in [0, 255] before they are held to base ± levels)."""
+    levels = levels_from_eta(eta)
+    for start in range(0, delta.shape[-2], COMPOSE_BAND_ROWS):
+        band, clean = delta[..., start : start + COMPOSE_BAND_ROWS, :], original[..., start : start + COMPOSE_BAND_ROWS, :]
+        band.add_(clean).clamp_(0, 1).mul_(255).round_()
+        bound = (clean * 255).round_().sub_(levels)
+        torch.maximum(band, bound, out=band)
+        torch.minimum(band, bound.add_(2 * levels), out=band)
+        band.div_(255)
+    return delta

@@ -54,6 +54,28 @@ def test_latency_script_emits_table_and_json(tmp_path, capsys) -> None:
         assert f" {stage} " in header
     assert "PhotoGuard default" in printed and "Table 2" in printed
     assert md.read_text().strip() in printed
+    assert "Goals (issue 31)" in printed
+
+
+def test_latency_prints_each_goal_met_or_not_with_its_number() -> None:
+    machine = {"device": "cpu", "cpu_model": "x", "logical_cores": 2, "memory_gb": 8, "torch": "t", "torch_threads": 2, "load_average": [0.1]}
+    rows = [{"size": "512²", "median_s": {"total": 0.04}, "peak_memory_bytes": 0},
+            {"size": "4096×3072", "median_s": {"total": 1.5}, "peak_memory_bytes": int(0.9 * 2**30)}]
+    results = {"machine": machine, "sizes": rows, "load_average_end": [0.2]}
+    results["verdicts"] = latency.verdicts(results)
+    lines = latency.goal_lines(results)
+    assert any(line.strip().startswith("met") and "512² end to end ≤ 0.050 s: measured 0.040 s" in line for line in lines)
+    assert any(line.strip().startswith("NOT MET") and "4096×3072 end to end ≤ 1.00 s: measured 1.50 s" in line for line in lines)
+    assert any(line.strip().startswith("met") and "4096×3072 peak RSS ≤ 1 GB: measured 0.90 GB" in line for line in lines)
+
+
+def test_latency_on_cuda_without_a_gpu_says_it_was_not_run(capsys) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the benchmark would run")
+    with pytest.raises(SystemExit) as stop:
+        latency.parse_args(["--device", "cuda"])
+    assert stop.value.code == 2
+    assert "the GPU benchmark was not run" in capsys.readouterr().err
 
 
 def test_ablation_script_runs(tmp_path, capsys) -> None:

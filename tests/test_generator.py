@@ -61,6 +61,21 @@ def test_generated_perturbation_respects_eta_energy_and_flat_areas():
     assert delta[..., 40:].abs().max() > 0.5 * eta  # texture: most of the budget is used
 
 
+def test_the_minimum_energy_is_an_argument_of_the_forward_path_checked_against_the_cap():
+    """min_energy=None is the checkpoint's own; any other value acts like a checkpoint configured with it, on the
+    same network (no copy of the generator per value), and one outside 0…cap is refused in one sentence."""
+    fixed = dummy_generator(mask_floor=0.05, contrast_reference=0.06, rms_levels=3.5)
+    configured = fixed.with_config(fill_rms_levels=2.5, fill_floor_max=1.0)
+    images = torch.cat([mostly_flat_image(), half_flat_image(seed=1)])
+    with torch.no_grad():
+        assert torch.equal(configured.perturbation(images, min_energy=0), fixed.with_config(fill_floor_max=1.0).perturbation(images))
+        assert torch.equal(fixed.with_config(fill_floor_max=1.0).perturbation(images, min_energy=2.5), configured.perturbation(images))
+        assert torch.equal(configured.perturbation(images, min_energy=None), configured.perturbation(images))
+    for wrong in (3.6, -1, float("nan"), "2"):
+        with pytest.raises(ValueError, match="min_energy"):
+            configured.perturbation(images, min_energy=wrong)
+
+
 def mostly_flat_image(size: int = 64, textured: int = 8, seed: int = 0) -> torch.Tensor:
     """One flat grey with a small textured square in a corner: the budget finds almost no texture."""
     image = torch.full((1, 3, size, size), 0.5)
@@ -631,3 +646,64 @@ def test_the_generator_trainers_defaults_are_the_configs():
                  "fill_floor_max", "net_downscale", "target", "encoder_kind"):
         assert getattr(args, name) == getattr(default, name), name
     assert eta_from_levels(args.eta_levels) == default.eta
+
+
+# ------------------------------------------------------------------------------ the banded inference path (issue 31)
+def _protected_as_before(model: PerturbationGenerator, images: torch.Tensor, eta: float) -> torch.Tensor:
+    """The protected image as the library made it before the banded path (commit b19dcf0), written out here from its
+    formula so that the comparison does not lean on the code under test: local contrast by 7×7 average pooling of the
+    reflect-padded luma, G's pattern upsampled whole by F.interpolate, the floor lifted on a strided subsample, δ capped
+    to its RMS, then x + δ rounded to 8 bits within ±η."""
+    import torch.nn.functional as F
+
+    from fastprotect.generator import _floored, write_lift
+    from fastprotect.metrics import luma
+    from fastprotect.strength import quantise_within_budget
+
+    c = model.config
+    pad = c.contrast_window // 2
+    padded = F.pad(luma(images), (pad, pad, pad, pad), mode="reflect")
+    mean, mean_sq = (F.avg_pool2d(t, c.contrast_window, stride=1) for t in (padded, padded * padded))
+    relative = (mean_sq - mean * mean).clamp_min(0).sqrt() / c.contrast_reference
+    raw = F.interpolate(model.small_pattern(images), size=images.shape[-2:], mode="bilinear", align_corners=False)
+    floor: float | torch.Tensor = c.mask_floor
+    if c.fill_rms_levels > 0:
+        floor = fill_floor(relative, raw, floor=c.mask_floor, ceiling=c.fill_floor_max, gamma=c.mask_gamma,
+                           target_rms=c.fill_rms_levels / 255 / c.eta, form=c.fill_form)
+    delta = eta * _floored(relative, floor).pow(c.mask_gamma) * raw
+    if isinstance(floor, torch.Tensor) and bool((floor > c.mask_floor).any()):
+        delta = torch.where((floor > c.mask_floor).view(-1, 1, 1, 1), write_lift(delta, c.fill_form, c.fill_block, eta), delta)
+    delta = cap_energy(delta, c.rms_levels / 255 * eta / c.eta).clamp(-eta, eta)
+    return quantise_within_budget(images, (images + delta).clamp(0, 1), eta)
+
+
+@pytest.mark.parametrize("form", ["blue-yellow", "colour", "both"])
+@pytest.mark.parametrize("height, width", [(37, 53), (96, 96), (300, 517), (1030, 777)])
+def test_the_banded_path_protects_as_the_plain_one_did_within_one_level(height, width, form):
+    """PerturbationGenerator.protect_image (bands, δ written into the output, cap and rounding in place) against the
+    formula it replaced: every pixel within one 8-bit level, nearly all equal, on textured and nearly flat (lifted)
+    images, odd sizes, several bands and a network copy smaller than the image."""
+    model = dummy_generator(mask_floor=0.05, contrast_reference=0.06, rms_levels=3.5, fill_rms_levels=2.5,
+                            fill_form=form, work_size=512, net_downscale=2)
+    eta = eta_from_levels(8)
+    lifted = 0
+    for image in (half_flat_image(height, width, seed=3), mostly_flat_image(max(height, width))[..., :height, :width]):
+        with torch.no_grad():
+            before = _protected_as_before(model, image, eta)
+            lifted += int(float(model.budget(image, model.raw(image)).min()) > 0.05)
+        after, budget = model.protect_image(image, eta)
+        levels = ((after - before).abs() * 255).round()
+        assert after.shape == image.shape and budget.shape == (1, 1, height, width)
+        assert float(levels.max()) <= 1 and float((levels == 0).float().mean()) >= 0.999, (float(levels.max()), float((levels == 0).float().mean()))
+        assert torch.equal((after * 255).round() / 255, after)  # on the 8-bit grid
+        assert float((after - image).abs().max()) <= eta + 1e-6
+    assert lifted >= 1  # the nearly flat image at least went through the minimum energy's lift
+
+
+def test_the_banded_local_contrast_is_the_pooled_one():
+    from fastprotect.metrics import _pooled_local_contrast, local_contrast
+
+    generator = torch.Generator().manual_seed(5)
+    for shape, window in (((2, 3, 37, 53), 7), ((1, 3, 4, 9), 7), ((1, 3, 600, 41), 9), ((1, 3, 513, 300), 5)):
+        images = (torch.rand(shape, generator=generator) * 255).round() / 255
+        assert torch.allclose(local_contrast(images, window), _pooled_local_contrast(images, window), atol=3e-6)

@@ -30,7 +30,7 @@ from fixtures_images import (
     xmp_packet,
     ztxt,
 )
-from PIL import Image, ImageFile
+from PIL import Image, ImageCms, ImageFile
 
 from fastprotect import images
 from fastprotect.images import (
@@ -693,3 +693,72 @@ def test_load_image_names_keep_unicode(tmp_path):
     Image.fromarray(random_rgb(16, 16)).save(path, format="JPEG")
     assert load_image(path).name == "café 東京 (1)"
     assert load_image(path.read_bytes(), name="../x/évasion\n.png").name == "évasion_"
+
+
+# --- the PNG writer (issue 31: our filter and DEFLATE, Pillow's metadata chunks) ------------------------------------
+
+
+def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, data) of every chunk of a PNG, checking each CRC."""
+    out, position = [], 8
+    while position < len(data):
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        body = data[position + 8 : position + 8 + length]
+        assert struct.unpack(">I", data[position + 8 + length : position + 12 + length])[0] == zlib.crc32(kind + body)
+        out.append((kind, body))
+        position += 12 + length
+    return out
+
+
+@pytest.mark.parametrize("backend", ["default", "zlib"])
+@pytest.mark.parametrize("width, height, alpha", [(9, 8, False), (13, 11, True), (1700, 1300, False), (1301, 1700, True)])
+def test_written_png_has_the_exact_pixels_and_pillows_own_metadata_chunks(width, height, alpha, backend, monkeypatch):
+    """The pixels decode to exactly what was protected (alpha untouched), with either DEFLATE back-end and, from
+    8 MB of rows, with the stream compressed in two halves; every chunk besides the image data is the one Pillow's
+    own writer makes for the same image, in the same place."""
+    if backend == "zlib":
+        monkeypatch.setattr(images, "_deflate", zlib)
+    rng = np.random.default_rng(width)
+    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    mask = rng.integers(0, 256, (height, width), dtype=np.uint8)
+    source = Image.fromarray(np.dstack([rgb, mask]), "RGBA") if alpha else Image.fromarray(rgb)
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010E] = "a description"
+    data = encode(source, "PNG", icc_profile=profile, exif=exif.tobytes(), dpi=(72, 72),
+                  pnginfo=_pnginfo({"Author": "Jane", "Description": "x" * 3000}))
+    original = load_image(data)
+    protected = ((original.pixels * 255 + torch.randint(-8, 9, original.pixels.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 255)) / 255
+    written = png_bytes(original, protected)
+    saved = reload(written)
+    assert saved.size == (width, height) and saved.mode == ("RGBA" if alpha else "RGB")
+    assert np.array_equal(np.asarray(saved)[..., :3], pixels_to_uint8(protected))
+    if alpha:
+        assert np.array_equal(np.asarray(saved)[..., 3], mask)
+    pillow = io.BytesIO()
+    reference = images.to_pil(original, protected)
+    reference.save(pillow, format="PNG", pnginfo=images.png_info(original), **reference.info)
+    ours, theirs = _chunks(written), _chunks(pillow.getvalue())
+    assert [c for c in ours if c[0] != b"IDAT"] == [c for c in theirs if c[0] != b"IDAT"]
+    assert ours.index(next(c for c in ours if c[0] == b"IDAT")) == theirs.index(next(c for c in theirs if c[0] == b"IDAT"))
+    assert len(written) < 1.05 * len(pillow.getvalue())  # no larger than Pillow's level-1 file, give or take
+
+
+def _pnginfo(text: dict[str, str]):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)
+    return info
+
+
+def test_decoding_gives_exact_levels_from_read_only_and_strided_arrays():
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, (300, 7, 3), dtype=np.uint8)
+    expected = torch.from_numpy(array.copy()).permute(2, 0, 1)[None].float() / 255
+    read_only = array.copy()
+    read_only.flags.writeable = False
+    strided = np.ascontiguousarray(np.repeat(array, 2, axis=1))[:, ::2]
+    for variant in (array, read_only, strided):
+        assert torch.equal(uint8_to_pixels(variant), expected)
