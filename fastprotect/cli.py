@@ -202,24 +202,38 @@ class Inputs:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (folder entry, why it is not an input)
 
 
-def collect_inputs(inputs: Sequence[Path], recursive: bool) -> Inputs:
+def collect_inputs(inputs: Sequence[Path], recursive: bool, output: Path | None = None) -> Inputs:
     """Files named directly are always taken (so a bad one gets reported); folders give images by
     suffix, and every other entry of a folder is a skip with its reason (a broken link, a text file,
-    a subfolder without ``--recursive``). Our own temporaries (a run still writing) are not entries."""
-    from .outputs import is_temporary_name
+    a subfolder without ``--recursive``, a ``*_protected.png`` already in ``output``, a file already
+    listed). Our own temporaries (a run still writing) are not entries."""
+    from .outputs import OUTPUT_SUFFIX, is_temporary_name
 
     found = Inputs()
+    seen: set[Path] = set()
+    output_folder = output.resolve() if output is not None else None
+
+    def take(path: Path) -> None:
+        key = path.resolve()
+        if key in seen:
+            found.skipped.append((path, "listed twice (protected once)"))
+        else:
+            seen.add(key)
+            found.files.append(path)
+
     for item in inputs:
         if not item.is_dir():
-            found.files.append(item)
+            take(item)
             continue
         for entry in sorted(item.glob("**/*" if recursive else "*")):
             if is_temporary_name(entry.name) or (recursive and entry.is_dir()):
                 continue
-            if entry.is_dir():
+            if entry.name.endswith(OUTPUT_SUFFIX) and entry.resolve().parent == output_folder:
+                found.skipped.append((entry, "an earlier result in the output folder, not an original"))
+            elif entry.is_dir():
                 found.skipped.append((entry, "a folder (add --recursive to search it)"))
             elif is_image_name(entry.name):
-                found.files.append(entry)
+                take(entry)
             elif entry.is_symlink() and not entry.exists():
                 found.skipped.append((entry, "a broken symbolic link"))
             else:
@@ -242,7 +256,7 @@ def unreadable_reason(path: Path) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    found = collect_inputs(args.inputs, args.recursive)
+    found = collect_inputs(args.inputs, args.recursive, args.output)
     files = found.files
     for path, reason in found.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
@@ -282,26 +296,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"note: removed {removed} half-written file(s) an interrupted run left in {args.output}", file=sys.stderr)
     names = output_names([path.name for path in files])  # the Ray job's names too (fastprotect.outputs)
     report: list[dict] = [{"input": str(path), "ok": False, "skipped": True, "error": reason} for path, reason in found.skipped]
-    failed = 0
-    with _sigterm_as_exit():  # so a write in progress removes its temporary on `kill`, as on Ctrl-C
-        for path, name in tqdm(list(zip(files, names)), desc="protecting", unit="image"):
-            try:
-                reason = unreadable_reason(path)
-                if reason:
-                    raise ImageError(reason)
-                loaded = load_image(path, max_pixels=args.max_pixels)
-                result = protector.protect(
-                    loaded, eta=eta_from_levels(args.eta), target=args.target, adaptive_strength=args.adaptive_strength,
-                    refine_steps=args.refine_steps, seed=args.seed,
-                )
-                destination = args.output / name
-                write_atomically(destination, lambda handle: save_png(loaded, result.image, handle))
-                report.append({"input": str(path), "output": str(destination), "ok": True, **result.info.as_dict()})
-            except (ImageError, OSError, ValueError) as error:
-                failed += 1
-                message = _describe(error)
-                tqdm.write(f"skipped {path}: {message}", file=sys.stderr)
-                report.append({"input": str(path), "ok": False, "error": message})
+    failed, stopped_by = 0, None
+    with _sigterm_as_interrupt():  # so `kill` stops as Ctrl-C does: the PNG being written is removed
+        try:
+            for path, name in tqdm(list(zip(files, names)), desc="protecting", unit="image"):
+                try:
+                    reason = unreadable_reason(path)
+                    if reason:
+                        raise ImageError(reason)
+                    loaded = load_image(path, max_pixels=args.max_pixels)
+                    result = protector.protect(
+                        loaded, eta=eta_from_levels(args.eta), target=args.target, adaptive_strength=args.adaptive_strength,
+                        refine_steps=args.refine_steps, seed=args.seed,
+                    )
+                    destination = args.output / name
+                    write_atomically(destination, lambda handle: save_png(loaded, result.image, handle))
+                    report.append({"input": str(path), "output": str(destination), "ok": True, **result.info.as_dict()})
+                except (ImageError, OSError, ValueError) as error:
+                    failed += 1
+                    message = _describe(error)
+                    tqdm.write(f"skipped {path}: {message}", file=sys.stderr)
+                    report.append({"input": str(path), "ok": False, "error": message})
+        except KeyboardInterrupt as stop:
+            stopped_by = signal.SIGTERM if isinstance(stop, _Terminated) else signal.SIGINT
     status = 1 if failed else 0
     if args.report:
         try:
@@ -309,17 +326,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as error:  # its folder was checked at start; it changed since
             print(f"error: could not write the report {str(args.report)!r}: {_describe(error)}", file=sys.stderr)
             status = 1
-    skipped = f", {len(found.skipped)} skipped (not images)" if found.skipped else ""
-    print(f"{len(files) - failed} protected, {failed} failed{skipped} -> {args.output}")
+    protected = sum(row["ok"] for row in report)
+    skipped = f", {len(found.skipped)} skipped (each named above)" if found.skipped else ""
+    if stopped_by is not None:
+        print(f"interrupted after {protected} of {len(files)} image(s) protected, {failed} failed; every PNG in "
+              f"{args.output} is complete", file=sys.stderr)
+        return 128 + stopped_by  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
+    print(f"{protected} protected, {failed} failed{skipped} -> {args.output}")
     return status
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised wherever the program is, as Ctrl-C raises KeyboardInterrupt."""
+
+
 @contextlib.contextmanager
-def _sigterm_as_exit():
-    """Turn SIGTERM into SystemExit(143) while protecting: Python's default ends the process at once,
+def _sigterm_as_interrupt():
+    """Turn SIGTERM into ``_Terminated`` while protecting: Python's default ends the process at once,
     skipping the cleanup that removes a half-written temporary. Main thread only (else a no-op)."""
     def stop(signum, frame):
-        raise SystemExit(128 + signum)
+        raise _Terminated()
 
     try:
         previous = signal.signal(signal.SIGTERM, stop)

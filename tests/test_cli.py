@@ -201,8 +201,21 @@ def test_every_folder_entry_that_is_not_protected_is_reported(tmp_path, patched_
     assert rows["a.png"]["ok"]
 
 
+def test_earlier_results_and_repeated_inputs_are_reported_not_protected_again(tmp_path, patched_protector, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (24, 24), (10, 200, 30)).save(folder / "a.png")
+    assert cli.main([str(folder), "-o", str(folder)]) == 0  # results beside the originals
+    capsys.readouterr()
+    assert cli.main([str(folder), str(folder / "a.png"), "-o", str(folder)]) == 0  # the same again, a.png named twice
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "a_protected.png"]  # no a_protected_protected.png
+    err = capsys.readouterr().err
+    assert "a_protected.png: an earlier result in the output folder" in err
+    assert "a.png: listed twice" in err
+
+
 # ------------------------------------------------------------------------------ whole files or none
-def test_an_interrupted_write_leaves_no_file_under_the_final_name(tmp_path, patched_protector, monkeypatch):
+def test_an_interrupted_write_leaves_no_file_under_the_final_name(tmp_path, patched_protector, monkeypatch, capsys):
     from fastprotect import images
 
     real_save = images.save_png
@@ -217,9 +230,12 @@ def test_an_interrupted_write_leaves_no_file_under_the_final_name(tmp_path, patc
     monkeypatch.setattr(images, "save_png", save_half_then_stop)
     image = tmp_path / "photo.png"
     Image.new("RGB", (24, 24), (10, 200, 30)).save(image)
-    with pytest.raises(KeyboardInterrupt):
-        cli.main([str(image), "-o", str(tmp_path / "out")])
+    report = tmp_path / "report.json"
+    assert cli.main([str(image), "-o", str(tmp_path / "out"), "--report", str(report)]) == 130  # as Ctrl-C
     assert list((tmp_path / "out").iterdir()) == []  # neither photo_protected.png nor the temporary
+    assert json.loads(report.read_text()) == []  # the report is still written: nothing was finished
+    err = capsys.readouterr().err
+    assert "interrupted after 0 of 1" in err and "Traceback" not in err
 
 
 _SLOW_WRITER = """
