@@ -305,3 +305,16 @@ def test_output_names_are_safe_short_and_the_ray_jobs(tmp_path, patched_protecto
         assert not any(unicodedata.category(c) in ("Cc", "Cf") or c in '\\:?<>*|"' for c in name), name
     long_outputs = [name for name in written if name.startswith("é")]
     assert len(long_outputs) == 2 and all(len(name.encode()) < 192 and "~" in name for name in long_outputs)
+
+
+def test_a_16_bit_png_is_protected_within_eta_of_its_rounded_values(tmp_path, patched_protector):
+    from fixtures_images import png_16_bit
+
+    rng = np.random.default_rng(30)
+    levels = rng.integers(0, 256, (48, 48, 3))
+    values = np.clip(levels * 257 + rng.integers(-128, 129, levels.shape), 0, 65535).astype(np.uint16)  # detail below one level
+    (tmp_path / "deep.png").write_bytes(png_16_bit(values, color_type=2))
+    assert cli.main([str(tmp_path / "deep.png"), "-o", str(tmp_path / "out"), "--eta", "8"]) == 0
+    rounded = (values.astype(np.int64) * 255 + 32767) // 65535
+    protected = np.asarray(Image.open(tmp_path / "out" / "deep_protected.png").convert("RGB"), dtype=np.int64)
+    assert np.abs(protected - rounded).max() <= 8  # the high byte alone put some values 9 levels away
