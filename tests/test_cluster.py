@@ -97,6 +97,13 @@ def test_misuse_is_one_line_and_exit_2(argv, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("flags", [["--max-pixels", "0"], ["--seed", str(2**64)], ["--encoder-kind", "taef2"]])
+def test_the_clis_limits_are_checked_before_the_job(flags, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cluster.parse_args([str(tmp_path), str(tmp_path / "out"), *flags])
+    assert exit_info.value.code == 2 and flags[0] in capsys.readouterr().err
+
+
 def test_output_names_are_the_clis_and_unique(tmp_path):
     assert plan_outputs(["/a/photo.png", "/b/Photo.jpg", "/a/x.y.png"]) == [
         "photo_protected.png", "Photo_2_protected.png", "x.y_protected.png"]
