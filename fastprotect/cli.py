@@ -102,6 +102,8 @@ def check_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         report = args.report
         if report.is_dir():
             parser.error(f"--report {str(report)!r}: give a file name for the JSON report, not a folder")
+        if any(report.resolve() == item.resolve() for item in args.inputs):  # it would replace an original
+            parser.error(f"--report {str(report)!r} is one of the inputs; give another file name")
         folder = report.parent
         if not folder.is_dir():  # the report's folder is not created: a missing one is most likely a typo
             what = "is a file, not a folder" if folder.exists() else "does not exist"

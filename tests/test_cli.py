@@ -133,6 +133,7 @@ def _bad_path_cases(tmp_path: Path) -> dict[str, list[str]]:
         "report under a file": [ok, "-o", out, "--report", str(tmp_path / "afile" / "r.json")],
         "report is a folder": [ok, "-o", out, "--report", str(tmp_path / "existing-folder")],
         "report in an unwritable folder": [ok, "-o", out, "--report", str(unwritable_folder(tmp_path) / "r.json")],
+        "report is an input": [ok, "-o", out, "--report", ok],
         "missing input": [str(tmp_path / "typo.png"), "-o", out],
         "dangling symlink input": [str(tmp_path / "gone.png"), "-o", out],
         "empty input": ["", "-o", out],
@@ -145,7 +146,7 @@ def _bad_path_cases(tmp_path: Path) -> dict[str, list[str]]:
 
 
 BAD_PATH_CASES = ["output under a file", "output under an unwritable folder", "output empty", "report in a missing folder",
-                  "report under a file", "report is a folder", "report in an unwritable folder", "missing input",
+                  "report under a file", "report is a folder", "report in an unwritable folder", "report is an input", "missing input",
                   "dangling symlink input", "empty input", "max pixels 0", "max pixels negative", "seed beyond 64 bits",
                   "local checkpoint missing", "encoder kind without per-image"]
 
