@@ -44,7 +44,7 @@ def output_stem(file_name: str) -> str:
     stem = safe_stem(file_name.replace("\\", "_"))
     if len(stem) <= LONG_STEM_CHARS and len(stem.encode("utf-8", "surrogatepass")) <= LONG_STEM_BYTES:
         return stem
-    digest = hashlib.sha256(os.fsencode(file_name)).hexdigest()[:DIGEST_CHARS]
+    digest = hashlib.sha256(file_name.encode("utf-8", "surrogatepass")).hexdigest()[:DIGEST_CHARS]  # any str, lone surrogates too
     room = DIGEST_CHARS + 1
     return f"{_cut(stem, LONG_STEM_CHARS - room, LONG_STEM_BYTES - room).rstrip('. ')}~{digest}"
 
