@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from .outputs import TEMP_PREFIX, is_temporary_name, output_names, temporary_name  # noqa: F401 (TEMP_PREFIX: re-exported)
+from .outputs import is_temporary_name, output_names, temporary_name
 from .vocabulary import is_image_name
 
 if TYPE_CHECKING:

@@ -22,7 +22,8 @@ from PIL import Image
 
 from conftest import PROJECT_ROOT, SHARED
 from fastprotect import cli, cluster
-from fastprotect.cluster_job import TEMP_PREFIX, atomic_write, list_inputs, plan_outputs, resolve
+from fastprotect.cluster_job import atomic_write, list_inputs, plan_outputs, resolve
+from fastprotect.outputs import TEMP_PREFIX
 from fastprotect.dummy import dummy_protector
 
 TESTS = Path(__file__).resolve().parent
