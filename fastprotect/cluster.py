@@ -32,6 +32,7 @@ from .cluster_job import (
     STATUS_OK,
     ProtectSettings,
     ProtectWorker,
+    check_writable,
     existing_names,
     list_inputs,
     load_protector,
@@ -201,8 +202,9 @@ def run_job(args: argparse.Namespace, factory: Callable[[], "Protector"] | None 
         raise UsageError(f"no input images found in {args.input}")
     try:
         output_fs.create_dir(output_root, recursive=True)
+        check_writable(output_fs, output_root)  # an existing read-only folder passes create_dir
         present = existing_names(output_fs, output_root)
-    except OSError as error:  # read-only place, missing credentials
+    except OSError as error:  # read-only place, a file in the way, missing credentials
         raise UsageError(f"cannot write to {args.output}: {one_line(error)}") from None
     result = JobResult(removed_temporaries=remove_stale_temporaries(output_fs, output_root, present))
     planned = [{"path": path, "output": f"{output_root}/{name}"} for path, name in zip(paths, plan_outputs(paths))]

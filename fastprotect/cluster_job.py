@@ -2,7 +2,7 @@
 
 Inputs and outputs live on any file system pyarrow understands (a local folder, ``s3://``,
 ``gs://``, ``hdfs://``) or, through fsspec, any fsspec URI. The driver lists the inputs once,
-gives each its CLI output name (``<stem>_protected.png``, made unique in listing order) and drops
+gives each its CLI output name (``fastprotect.outputs.output_names``, made unique in listing order) and drops
 those whose output already exists; Ray actors (:class:`ProtectWorker`) load the Protector once and
 turn each remaining row into a PNG plus one report row. Every PNG is written under a hidden
 temporary name and renamed into place, so an output either exists complete or not at all.
@@ -13,12 +13,12 @@ from __future__ import annotations
 import io
 import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from .outputs import is_temporary_name, output_names, temporary_name
 from .vocabulary import is_image_name
 
 if TYPE_CHECKING:
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 
     from .protect import Protector
 
-OUTPUT_SUFFIX = "_protected.png"
-TEMP_PREFIX = ".fastprotect-tmp-"  # hidden: listings (ours, Ray's) skip names that start with "."
 REPORT_STEM = "report"
 STATUS_OK, STATUS_FAILED, STATUS_EXISTS = "ok", "failed", "exists"
 REPORT_FIELDS = ("path", "output", "status", "reason", "target", "group", "linf_levels", "lpips", "seconds")
@@ -125,22 +123,28 @@ def existing_names(filesystem: "pyarrow.fs.FileSystem", folder: str) -> set[str]
 
 def remove_stale_temporaries(filesystem: "pyarrow.fs.FileSystem", folder: str, names: set[str]) -> int:
     """Delete half-written outputs a killed job left behind; how many. One job per output folder at a time."""
-    stale = [name for name in names if name.startswith(TEMP_PREFIX)]
+    stale = [name for name in names if is_temporary_name(name)]
     for name in stale:
         filesystem.delete_file(f"{folder}/{name}")
     return len(stale)
 
 
 def plan_outputs(paths: Sequence[str]) -> list[str]:
-    """Output base names in input order: the CLI's ``<stem>_protected.png`` made unique ignoring case.
+    """Output base names in input order, by the CLI's own rule (:func:`fastprotect.outputs.output_names`):
+    ``<safe stem>_protected.png``, long stems shortened with a digest, unique ignoring case.
 
     Names come from the listing, not from which files succeed, so a rerun maps every input to
-    the same output. They equal the CLI's for the same inputs whenever no two stems collide.
+    the same output, and they equal the CLI's for the same inputs in the same order.
     """
-    from .images import unique_stem
+    return output_names([PurePosixPath(path).name for path in paths])
 
-    used: set[str] = set()
-    return [f"{unique_stem(PurePosixPath(path).stem or 'image', used)}{OUTPUT_SUFFIX}" for path in paths]
+
+def check_writable(filesystem: "pyarrow.fs.FileSystem", folder: str) -> None:
+    """Write and delete a small file in ``folder``, so a read-only place or missing credentials
+    stop the job at its start (raises OSError) instead of failing every row and the report."""
+    probe = f"{folder}/{temporary_name()}"
+    atomic_write(filesystem, probe, b"fastprotect write check\n")
+    filesystem.delete_file(probe)
 
 
 def atomic_write(filesystem: "pyarrow.fs.FileSystem", destination: str, data: bytes) -> None:
@@ -149,8 +153,8 @@ def atomic_write(filesystem: "pyarrow.fs.FileSystem", destination: str, data: by
     A job killed mid-write leaves only a temporary (removed by the next run), never a truncated
     output. Local renames are atomic; object stores create the object in one PUT either way.
     """
-    folder, name = destination.rsplit("/", 1)
-    temporary = f"{folder}/{TEMP_PREFIX}{uuid.uuid4().hex}-{name}"
+    folder = destination.rsplit("/", 1)[0]
+    temporary = f"{folder}/{temporary_name()}"  # fixed length: a long output name still fits in 255 bytes
     try:
         with filesystem.open_output_stream(temporary) as stream:
             stream.write(data)

@@ -16,6 +16,7 @@ import math
 import os
 import re
 import struct
+import sys
 import unicodedata
 import zlib
 from dataclasses import dataclass, field
@@ -517,6 +518,61 @@ def _is_16_bit(image: Image.Image) -> bool:
     return any(";16" in str(tile.args) for tile in getattr(image, "tile", []))
 
 
+# Pillow's unpacker for big-endian 16-bit samples ("RGB;16B") keeps byte 0 of each, its
+# little-endian twin ("RGB;16L") byte 1. Decoding a file a second time with the opposite byte
+# order therefore yields the low bytes the first decode dropped.
+_OPPOSITE_BYTE_ORDER = {";16B": ";16L", ";16L": ";16B", ";16N": ";16B" if sys.byteorder == "little" else ";16L"}
+
+
+def _rawmode(args: object) -> str:
+    return args if isinstance(args, str) else args[0]  # PNG tiles carry the rawmode alone, TIFF tiles a tuple
+
+
+def _low_bytes(image: Image.Image) -> np.ndarray | None:
+    """Before ``image.load()`` of a 16-bit colour source: the low byte of every sample, shaped like
+    ``np.asarray(image)`` once loaded; None when Pillow has no opposite-order unpacker (16-bit
+    grey+alpha) or the second decode fails, and then the high byte alone is kept, as Pillow does.
+    Reads the file once more from ``image.fp`` (Pillow opens every image at offset 0)."""
+    fp = getattr(image, "fp", None)
+    tiles = list(getattr(image, "tile", []))
+    if fp is None or not tiles:
+        return None
+    try:
+        position = fp.tell()
+        fp.seek(0)
+        data = fp.read()
+        fp.seek(position)
+        twin = Image.open(io.BytesIO(data), formats=[image.format] if image.format else None)
+        if len(twin.tile) != len(tiles) or twin.size != image.size or twin.mode != image.mode:
+            return None
+        swapped = []
+        for codec, extents, offset, args in twin.tile:
+            rawmode = _rawmode(args)
+            suffix = next((end for end in _OPPOSITE_BYTE_ORDER if rawmode.endswith(end)), None)
+            if suffix is None:
+                return None
+            other = rawmode[: -len(suffix)] + _OPPOSITE_BYTE_ORDER[suffix]
+            swapped.append((codec, extents, offset, other if isinstance(args, str) else (other, *args[1:])))
+        twin.tile = swapped
+        twin.load()
+        return np.asarray(twin)
+    except Exception:  # an unpacker Pillow lacks ("LA;16L"), a decoder quirk: keep Pillow's high bytes
+        return None
+
+
+def _round_16_bit(image: Image.Image, low: np.ndarray | None, notes: list[str]) -> None:
+    """Replace the high bytes Pillow decoded with ``round(value / 257)`` of the full 16-bit values,
+    in place (so the image keeps its format and metadata); the same rounding ``_reduce_integer``
+    gives greyscale. Truncating instead moves about half of all samples one level down."""
+    high = np.asarray(image)
+    if low is None or low.shape != high.shape:
+        notes.append("16-bit image reduced to 8 bits per channel (high byte of each sample kept)")
+        return
+    values = high.astype(np.uint32) * 256 + low
+    image.frombytes(((values * 255 + 32767) // 65535).astype(np.uint8).tobytes())
+    notes.append("16-bit image reduced to 8 bits per channel")
+
+
 @dataclass(frozen=True)
 class _Depth:
     """What an integer greyscale image's values mean: ``bits`` per sample, ``signed``; ``known``
@@ -720,6 +776,7 @@ def _load_opened(image: Image.Image, limit: int, name: str | None, png_text: _Pn
     try:
         _check_frames(image, notes)
         sixteen_bit = _is_16_bit(image)  # must look before load(), which clears the tile
+        low = _low_bytes(image) if sixteen_bit else None  # before load() too: it may close the file
         depth = _integer_depth(image)
         image.load()  # decode now: truncated data raises here (ImageFile.LOAD_TRUNCATED_IMAGES is False)
     except (ImageError, MemoryError):
@@ -729,7 +786,7 @@ def _load_opened(image: Image.Image, limit: int, name: str | None, png_text: _Pn
     except Exception as error:  # any decoder failure on untrusted bytes is bad input, not a bug
         raise ImageError(f"cannot decode image {repr(name) if name else '(uploaded data)'}: {error}") from None
     if sixteen_bit:
-        notes.append("16-bit image reduced to 8 bits per channel")
+        _round_16_bit(image, low, notes)
     text, xmp, iptc = _metadata(image, png_text, notes)
     if own and png_text is not None and png_text.hide_from_pillow:
         # Pillow did not see the text chunks: give it the ones it reads orientation and EXIF from.

@@ -22,7 +22,8 @@ from PIL import Image
 
 from conftest import PROJECT_ROOT, SHARED
 from fastprotect import cli, cluster
-from fastprotect.cluster_job import TEMP_PREFIX, atomic_write, list_inputs, plan_outputs, resolve
+from fastprotect.cluster_job import atomic_write, list_inputs, plan_outputs, resolve
+from fastprotect.outputs import TEMP_PREFIX
 from fastprotect.dummy import dummy_protector
 
 TESTS = Path(__file__).resolve().parent
@@ -97,9 +98,52 @@ def test_misuse_is_one_line_and_exit_2(argv, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("flags", [["--max-pixels", "0"], ["--seed", str(2**64)], ["--encoder-kind", "taef2"]])
+def test_the_clis_limits_are_checked_before_the_job(flags, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cluster.parse_args([str(tmp_path), str(tmp_path / "out"), *flags])
+    assert exit_info.value.code == 2 and flags[0] in capsys.readouterr().err
+
+
 def test_output_names_are_the_clis_and_unique(tmp_path):
     assert plan_outputs(["/a/photo.png", "/b/Photo.jpg", "/a/x.y.png"]) == [
         "photo_protected.png", "Photo_2_protected.png", "x.y_protected.png"]
+
+
+def test_output_names_are_sanitised_and_long_ones_shortened_with_a_digest():
+    long_stem = "ж" * 120  # 240 bytes: too long for "<stem>_protected.png" plus any temporary name
+    paths = ["/in/line\nbreak.png", "/in/\u202egnp.exe.png", '/in/a:b?c<d>e*f|g"h.png', "/in/back\\slash.jpg",
+             f"/in/{long_stem}1.png", f"/in/{long_stem}2.png"]
+    names = plan_outputs(paths)
+    assert names[:4] == ["line_break_protected.png", "_gnp.exe_protected.png", "a_b_c_d_e_f_g_h_protected.png",
+                         "back_slash_protected.png"]
+    first, second = names[4:]
+    assert first != second and first.startswith("ж" * 40) and "~" in first  # shortened, told apart by a digest
+    assert all(len(name.encode()) < 192 for name in (first, second))
+    assert plan_outputs(paths[5:]) == [second]  # the digest is the name's own, not its place in the listing
+
+
+def test_a_long_output_name_is_written_not_refused(tmp_path):
+    filesystem, root = resolve(str(tmp_path))
+    name = "x" * 230 + "_protected.png"  # 244 bytes: legal, and the temporary beside it must be too
+    atomic_write(filesystem, f"{root}/{name}", b"data")
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_an_unwritable_output_stops_the_job_at_its_start(tmp_path, capsys, monkeypatch):
+    from test_cli import unwritable_folder
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.new("RGB", (16, 16)).save(inputs / "a.png")
+
+    def no_ray(address):
+        raise AssertionError("Ray started although the output cannot be written")
+
+    monkeypatch.setattr(cluster, "ensure_ray", no_ray)
+    assert cluster.main([str(inputs), str(unwritable_folder(tmp_path))], factory=dummy_protector) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write to") and "rerun" not in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_listing_takes_image_suffixes_or_all_files_and_skips_hidden(tmp_path):

@@ -283,15 +283,37 @@ def test_16_bit_greyscale_colour_key_transparency():
     assert np.array_equal(np.asarray(image.alpha), np.where(SIXTEEN_BIT == 30000, 0, 255))
 
 
-def test_16_bit_rgb_png_keeps_the_high_byte():
-    # Pillow decodes 48-bit PNGs to 8-bit RGB itself, by taking the high byte of each sample.
+def _rounded_16_bit(values: np.ndarray) -> np.ndarray:
+    return ((values.astype(np.int64) * 255 + 32767) // 65535).astype(np.uint8)  # round(v / 257)
+
+
+@pytest.mark.parametrize("container", ["PNG", "TIFF"])
+def test_16_bit_rgb_is_rounded_to_8_bits_not_truncated(container):
+    # Pillow alone decodes 48-bit colour by keeping each sample's high byte: 0x00FF (255) would become 0
+    # where round(255 / 257) = 1, and 0xFF00 (65280) 255 where 254 is nearest.
+    values = np.random.default_rng(16).integers(0, 65536, (24, 24, 3)).astype(np.uint16)
+    assert (_rounded_16_bit(values) != values >> 8).mean() > 0.2  # a quarter differ: the check below can tell the two apart
+    data = png_16_bit(values, color_type=2) if container == "PNG" else tiff(values, 16)
+    image = load_image(data)
+    assert np.array_equal(pixels_to_uint8(image.pixels), _rounded_16_bit(values))
+    assert image.notes == ["16-bit image reduced to 8 bits per channel"]
+
+
+def test_16_bit_rgba_rounds_colour_and_alpha(tmp_path):
     values = np.stack([SIXTEEN_BIT, SIXTEEN_BIT[:, ::-1], np.full_like(SIXTEEN_BIT, 65280)], axis=-1)
-    image = load_image(png_16_bit(values, color_type=2))
-    assert np.array_equal(pixels_to_uint8(image.pixels), (values >> 8).astype(np.uint8))
-    assert "16-bit image reduced to 8 bits per channel" in image.notes
-    rgba = np.dstack([values, np.full_like(SIXTEEN_BIT, 257 * 77)])
-    with_alpha = load_image(png_16_bit(rgba, color_type=6))
-    assert np.array_equal(np.asarray(with_alpha.alpha), np.full((8, 8), 77))
+    rgba = np.dstack([values, np.full_like(SIXTEEN_BIT, 257 * 77 + 200)])  # alpha 77.8 -> 78, high byte 77
+    (tmp_path / "deep.png").write_bytes(png_16_bit(rgba, color_type=6))
+    image = load_image(tmp_path / "deep.png")  # from a path: the file is read twice, then closed
+    assert np.array_equal(pixels_to_uint8(image.pixels), _rounded_16_bit(values))
+    assert np.array_equal(np.asarray(image.alpha), np.full((8, 8), 78))
+
+
+def test_16_bit_grey_alpha_keeps_the_high_byte_and_says_so():
+    # Pillow has no little-endian "LA;16" unpacker, so the low bytes cannot be read back: the note says what happened.
+    values = np.dstack([SIXTEEN_BIT, np.full_like(SIXTEEN_BIT, 65535)])
+    image = load_image(png_16_bit(values, color_type=4))
+    assert np.array_equal(pixels_to_uint8(image.pixels)[..., 0], (SIXTEEN_BIT >> 8).astype(np.uint8))
+    assert "16-bit image reduced to 8 bits per channel (high byte of each sample kept)" in image.notes
 
 
 def test_cmyk_jpeg_without_profile_is_converted_plainly():
