@@ -23,13 +23,14 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def snapshot(*roots: Path) -> dict[str, int]:
-    """Every file below ``roots``: path -> size in bytes."""
-    files: dict[str, int] = {}
+def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
+    """Every file below ``roots``: path -> (size in bytes, inode); hard links share an inode and their bytes."""
+    files: dict[str, tuple[int, int]] = {}
     for root in roots:
         for path in Path(root).rglob("*") if Path(root).exists() else ():
             if path.is_file():
-                files[str(path)] = path.stat().st_size
+                stat = path.stat()
+                files[str(path)] = (stat.st_size, stat.st_ino)
     return files
 
 
@@ -73,16 +74,17 @@ def main() -> int:
         client.predict(handle_file(str(upload)), 8, "auto", True, 0, api_name="/protect")
         after = snapshot(workspace, cache)
         upload_bytes = upload.stat().st_size
-    added = {path: size for path, size in after.items() if before.get(path) != size}
-    total = sum(added.values())
+    added = {path: entry for path, entry in after.items() if before.get(path) != entry}
+    total = sum(dict((inode, size) for size, inode in added.values()).values())  # each inode once: a hard link costs no bytes
     print(f"upload: {args.size}² JPEG, {upload_bytes:,} bytes")
-    for path, size in sorted(added.items(), key=lambda item: -item[1]):
+    for path, (size, inode) in sorted(added.items(), key=lambda item: (-item[1][0], item[0])):
         where = "workspace" if Path(path).is_relative_to(workspace) else "gradio cache"
-        print(f"{size:>12,}  {where:<12} {Path(path).relative_to(workspace if where == 'workspace' else cache)}")
-    print(f"stored for this request: {total:,} bytes in {len(added)} files = {total / upload_bytes:.1f}× the upload")
+        print(f"{size:>12,}  inode {inode:<10} {where:<12} {Path(path).relative_to(workspace if where == 'workspace' else cache)}")
+    files = len({inode for _, inode in added.values()})
+    print(f"stored for this request: {total:,} bytes in {files} files ({len(added)} names) = {total / upload_bytes:.1f}× the upload")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"size": args.size, "upload_bytes": upload_bytes, "stored_bytes": total, "files": len(added),
+        args.json.write_text(json.dumps({"size": args.size, "upload_bytes": upload_bytes, "stored_bytes": total, "files": files, "names": len(added),
                                          "ratio": round(total / upload_bytes, 2)}, indent=2) + "\n")
     demo.close()
     demo.space_context.workspace.close()

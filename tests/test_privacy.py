@@ -256,6 +256,21 @@ def test_each_picture_of_a_result_is_stored_once(serve, tmp_path):
     assert len(request_folders) == 1 and len(files) == 5
 
 
+def test_a_batch_keeps_the_duels_clean_images_as_links_not_copies(tmp_path):
+    from fastprotect.images import load_image
+
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    ctx = SpaceContext(space.LoadOutcome(dummy_space_protector()), space.Workspace(tmp_path / "ws"), SpaceLimits(), upload_root=uploads)
+    files = [picture(uploads / f"b{index}.png", seed=index) for index in range(2)]
+    out = handlers.batch(ctx, [str(path) for path in files], 8, "auto", True)
+    for source, (clean, png) in zip(files, out.pairs):
+        assert Path(clean).stat().st_ino == source.stat().st_ino  # the upload's own bytes, not a second file
+        assert load_image(clean).pixels.shape == load_image(png).pixels.shape  # what the duel reads
+    ctx.workspace.discard(Path(out.zip_path).parent)
+    assert all(path.read_bytes() for path in files)  # removing the request's links leaves the uploads
+
+
 def test_a_request_refused_for_its_size_leaves_no_results_folder(tmp_path):
     uploads = tmp_path / "uploads"
     uploads.mkdir()
@@ -290,8 +305,13 @@ def test_uploads_of_requests_refused_with_queue_full_go_with_the_timer(serve, tm
     refused = [images[index].read_bytes() for index, outcome in enumerate(outcomes) if "Queue is full" in outcome]
     stored = [path.read_bytes() for path in visitor_files(workspace.root, workspace.page_files)]
     assert any(data in stored for data in refused), "a refused request's upload is on the server"  # Gradio received it
-    # No request arrives from now on: the timer alone removes every upload and result.
-    assert wait_until(lambda: visitor_files(workspace.root, workspace.page_files) == [], timeout=limits.workspace_max_age_s + 5 * limits.sweep_every_s + 5)
+    # No request arrives from now on: the timer alone removes every upload and result, folders included
+    # (Gradio's own delete_cache removes only the files it served, and leaves their content-hash folders).
+    def entries() -> list[str]:
+        return sorted(set(path.name for path in workspace.root.iterdir()) - space.Workspace.KEPT - workspace.page_files)
+
+    assert entries(), "the requests stored nothing"
+    assert wait_until(lambda: entries() == [], timeout=limits.workspace_max_age_s + 5 * limits.sweep_every_s + 5)
 
 
 def test_one_visitors_batch_never_removes_anothers_identical_upload(serve, tmp_path):

@@ -298,11 +298,13 @@ def batch(ctx: SpaceContext, files: Sequence[Any] | None, eta_levels: Any, targe
         ctx.workspace.discard(folder)
         raise VisitorError(str(error)) from None
     pairs = []
-    for index, (clean, png) in enumerate(outcome.protected):  # small clean copies: the originals go now
-        copy = folder / f"clean_{index}.png"
-        with Image.open(png) as protected_image:
-            size = protected_image.size
-        load_and_fit(clean, size, copy)
+    for index, (clean, png) in enumerate(outcome.protected):  # the duel's clean images: hard links, no bytes copied
+        copy = privacy.link_into(clean, folder, f"clean_{index}")
+        if copy is None:  # another file system: one copy at the protected PNG's size
+            copy = folder / f"clean_{index}.png"
+            with Image.open(png) as protected_image:
+                size = protected_image.size
+            load_and_fit(clean, size, copy)
         pairs.append([str(copy), str(png)])
     # The uploads stay until the workspace's timer: Gradio's cache is content-addressed, so deleting one
     # here could delete another visitor's identical upload (and a re-run with another strength needs them).

@@ -201,6 +201,18 @@ def store_views(outcome: ProtectOutcome, folder: Path, upload: str | os.PathLike
                        _save(outcome.lpips_map_view, folder / "map.png"))
 
 
+def link_into(source: str | os.PathLike, folder: Path, stem: str) -> Path | None:
+    """``folder/<stem><source's suffix>`` as a hard link to ``source`` (the request keeps the upload's bytes
+    without copying them, and deleting its folder never touches the upload); None when the file system
+    cannot link."""
+    link = Path(folder) / f"{stem}{Path(source).suffix.lower()}"
+    try:
+        os.link(source, link)
+    except OSError:
+        return None
+    return link
+
+
 def _save(image: Image.Image, path: Path) -> str:
     image.save(path, format="PNG")
     return str(path)
@@ -225,4 +237,4 @@ def _link_upload(upload: Path, folder: Path, max_side: int, size: tuple[int, int
         os.link(upload, link)
     except OSError:  # another file system, or links not allowed
         return None
-    return str(link)
+    return str(link)  # named by the upload's real format, which the browser is served by
