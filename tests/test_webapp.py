@@ -67,7 +67,7 @@ def test_protect_returns_the_page_outputs_and_keeps_the_original_for_another_str
     assert all(Path(path).exists() for path in out.last.values())  # the mimic tab's copies
     stronger = handlers.protect(ctx, source, 12)  # the visitor tries another strength on the same upload
     assert Path(stronger.png).name == "my photo_protected_eta12.png"
-    Path(source).unlink()  # what Gradio's delete_cache does after 15 minutes
+    Path(source).unlink()  # what the workspace's timer does after 15 minutes (webapp.privacy.Sweeper)
     with pytest.raises(VisitorError, match="no longer on the server"):
         handlers.protect(ctx, source, 8)
 
