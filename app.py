@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from fastprotect import environment  # noqa: E402
 from fastprotect.targets import target_patterns  # noqa: E402
 from fastprotect.vocabulary import DEFAULT_ETA_LEVELS, MAX_REFINE_STEPS, TARGET_CHOICES, TARGET_NAMES  # noqa: E402
-from webapp import handlers, space  # noqa: E402
+from webapp import handlers, privacy, space  # noqa: E402
 from webapp.examples import EXAMPLE_CREDIT, make_example_images  # noqa: E402
 from webapp.handlers import PRESET_SOURCE, PRESETS, SpaceContext, VisitorError  # noqa: E402
 from webapp.limits import SpaceLimits  # noqa: E402
@@ -349,9 +349,9 @@ the one-shot step.
 - **mimic family the proofs run**: {handlers.family_name(ctx.family)} ({'loaded on the GPU' if ctx.attacks_on else 'not loaded: no GPU here'})
 
 ## Licence
-Code: MIT. The example images are drawn procedurally at start-up (CC0). Uploaded images stay in a
-private temporary folder of this server: each upload is deleted as soon as its result is written,
-and results 15 minutes later.
+Code: MIT. The example images are drawn procedurally at start-up (CC0).
+
+{privacy.privacy_markdown(ctx.limits)}
 """
 
 
@@ -372,13 +372,16 @@ def load_mimic_once(family: str) -> tuple[Any | None, str | None]:
 def main() -> tuple[gr.Blocks, SpaceLimits]:
     limits = SpaceLimits.from_environment()
     workspace = space.Workspace()
-    handlers.install_cleanup(workspace)
-    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(workspace.root / "cached_examples"))
+    # Before any page is built: the workspace becomes Gradio's cache, and the timer, the signal handlers
+    # and the clean-up of crashed earlier runs start (webapp/privacy.py, the About tab's promises).
+    privacy.guard(workspace, limits)
     # On ZeroGPU a model moved to CUDA at start-up cannot run outside a decorated function: CPU.
     device = "cuda" if torch.cuda.is_available() and not ZERO_GPU else "cpu"
     loaded = space.load_space_protector(device=device, **PER_IMAGE_OPTIONS)
     mimic, note = load_mimic_once(handlers.family_of(loaded.protector))
-    return build_demo(loaded, limits=limits, workspace=workspace, mimic=mimic, attack_note=note), limits
+    demo = build_demo(loaded, limits=limits, workspace=workspace, mimic=mimic, attack_note=note)
+    workspace.keep_page_files()  # the target thumbnails Gradio just wrote are the page's, not a visitor's: never swept
+    return demo, limits
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("FASTPROTECT_MAX_BATCH_FILES", "20", "Most files in one Batch-tab request.", "Space"),
     Variable("FASTPROTECT_CONCURRENCY", "2", "Requests of one kind processed at once (the rest wait in the queue).", "Space"),
     Variable("FASTPROTECT_QUEUE_SIZE", "32", "Requests that may wait in the queue before new ones are turned away.", "Space"),
+    Variable("FASTPROTECT_FILE_MAX_AGE", "900",
+             "Seconds after which the Space deletes a visitor's upload, its results and Gradio's copies of them (a timer checks every 30 s, or a tenth of a shorter age).", "Space"),
     Variable("FASTPROTECT_SCREENSHOTS", "a temporary folder",
              "Where the browser tests save their screenshots (`docs/images` regenerates the docs' pictures).", "tests"),
     Variable("FASTPROTECT_SHARED", "`../shared` beside the repository",

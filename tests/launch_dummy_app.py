@@ -6,7 +6,7 @@ from the repository root to serve the app on 127.0.0.1::
     python -m tests.launch_dummy_app --port 7861 [--per-image] [--unavailable] [--lpips PATH]
 
 It prints ``WORKSPACE <folder>`` and then ``READY http://127.0.0.1:PORT`` once the server answers;
-SIGTERM / SIGINT remove the workspace (``webapp.handlers.install_cleanup``), as in the real Space.
+SIGTERM / SIGINT remove the workspace, Gradio's cache inside it (``webapp.privacy.guard``), as in the real Space.
 """
 
 from __future__ import annotations
@@ -55,14 +55,15 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
     import app
-    from webapp import handlers, space
+    from webapp import privacy, space
     from webapp.limits import SpaceLimits
 
     workspace = space.Workspace()
-    handlers.install_cleanup(workspace)
-    print(f"WORKSPACE {workspace.root}", flush=True)
     limits = SpaceLimits.from_environment()
+    privacy.guard(workspace, limits)  # as app.main(): Gradio's cache inside, timer, signals, orphans of crashed runs
+    print(f"WORKSPACE {workspace.root}", flush=True)
     demo = build_dummy_demo(per_image=args.per_image, unavailable=args.unavailable, lpips_backbone=None if args.no_lpips else (args.lpips or shared_lpips_backbone()), workspace=workspace, limits=limits)
+    workspace.keep_page_files()  # as app.main()
     app.launch(demo, limits, server_name="127.0.0.1", server_port=args.port, prevent_thread_lock=True, quiet=True)
     print(f"READY http://127.0.0.1:{args.port}", flush=True)
     demo.block_thread()

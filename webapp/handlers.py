@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +24,7 @@ from fastprotect.protect import Protector
 from fastprotect.verdict import VISIBILITY_SCALE, Verdict, quick_verdict
 from fastprotect.vocabulary import AUTOENCODER_DISPLAY_NAMES, DEFAULT_ETA_LEVELS
 
-from . import space, views
+from . import privacy, space, views
 from .limits import SpaceLimits
 
 logger = logging.getLogger("fastprotect.app")
@@ -89,9 +87,8 @@ class SpaceContext:
     workspace: space.Workspace
     limits: SpaceLimits = field(default_factory=SpaceLimits)
     mimic: Any | None = None  # attack.mimic.Mimic, loaded once at start-up on a GPU
-    # A batch's uploads below this folder are deleted once the ZIP is written (Gradio's upload cache);
-    # anything else (single uploads, which Gradio's delete_cache removes after 15 minutes so that a
-    # visitor can try another strength, and the example pictures) is never touched here.
+    # Gradio's upload folder (the workspace itself in the Space: webapp.privacy). No handler deletes
+    # anything in it: uploads go with the workspace's timer, signals and restarts only.
     upload_root: Path | None = None
 
     @property
@@ -145,10 +142,10 @@ def chosen_for(ctx: SpaceContext, eta_levels: Any, target: Any, adaptive: Any, r
 class ProtectOutputs(NamedTuple):
     verdict: str  # Markdown: one line in plain words
     png: str | None  # the download, full resolution
-    before_after: tuple[Image.Image, Image.Image] | None
+    before_after: tuple[str, str] | None  # image files in the request's folder (webapp.privacy.store_views)
     details: str  # Markdown: each number with a one-line meaning
-    perturbation: Image.Image | None
-    lpips_map: Image.Image | None
+    perturbation: str | None
+    lpips_map: str | None
     info: dict[str, Any] | None
     last: dict[str, str] | None  # the mimic tab's copies of the last result (gr.State)
 
@@ -174,7 +171,8 @@ def protect(ctx: SpaceContext, image: Any, eta_levels: Any = DEFAULT_ETA_LEVELS,
     the generator's minimum energy (FLAT_MIN_ENERGY) for images its texture budget leaves untouched; on unless False.
 
     The visitor's original stays in Gradio's upload folder so that another strength can be tried
-    on it; Gradio's ``delete_cache`` removes it with the results after 15 minutes."""
+    on it; the workspace's timer removes it with the results (:mod:`webapp.privacy`). A refused or
+    failed request deletes its own folder at once, never the upload (another visitor may share it)."""
     start = time.perf_counter()
     upload = space.uploaded_path(image)
     if upload is None:
@@ -191,8 +189,10 @@ def protect(ctx: SpaceContext, image: Any, eta_levels: Any = DEFAULT_ETA_LEVELS,
     try:
         outcome = space.protect_upload(model, path, chosen, folder, name=name, max_pixels=ctx.limits.max_pixels, progress=progress)
     except (ImageError, space.SpaceInputError) as error:
+        ctx.workspace.discard(folder)
         raise VisitorError(f"{name}: {error}") from None
     except Exception as error:  # a bug, not the visitor's fault: logged, and a short message
+        ctx.workspace.discard(folder)
         logger.exception("protect failed on %r", name)
         raise VisitorError(f"{name}: protection failed ({type(error).__name__}). Please try another image.") from None
     if progress is not None:
@@ -204,18 +204,15 @@ def protect(ctx: SpaceContext, image: Any, eta_levels: Any = DEFAULT_ETA_LEVELS,
         logger.exception("verdict failed on %r", name)
         verdict = None
     verdict_s = time.perf_counter() - verdict_start
-    side = ctx.limits.view_max_side
-    before, after = space.fit_view(outcome.original, side), space.fit_view(outcome.protected, side)
-    last = {"clean": str(folder / "view_clean.png"), "protected": str(folder / "view_protected.png")}
-    before.convert("RGB").save(last["clean"])
-    after.convert("RGB").save(last["protected"])
+    shown = privacy.store_views(outcome, folder, path, ctx.limits.view_max_side)  # each picture written once
+    last = {"clean": shown.before, "protected": shown.after}
     waited = time.perf_counter() - start
     outcome.info["timings_s"] = {**(outcome.info.get("timings_s") or {}), "verdict": round(verdict_s, 3), "total (you waited)": round(waited, 3)}
     if verdict is not None:
         outcome.info["verdict"] = space._json_safe(verdict.as_dict())
     return ProtectOutputs(
-        verdict_markdown(verdict, chosen, waited), str(outcome.png_path), (before, after), details_markdown(outcome.info, verdict),
-        outcome.perturbation_view, outcome.lpips_map_view, outcome.info, last,
+        verdict_markdown(verdict, chosen, waited), str(outcome.png_path), (shown.before, shown.after), details_markdown(outcome.info, verdict),
+        shown.perturbation, shown.lpips_map, outcome.info, last,
     )
 
 
@@ -230,20 +227,6 @@ def check_disk(ctx: SpaceContext, needed: int) -> None:
         return
     if needed > free - 200_000_000:
         raise VisitorError("the server's disk is nearly full; please try again in a few minutes.")
-
-
-def discard_upload(ctx: SpaceContext, path: str | os.PathLike) -> bool:
-    """Delete a visitor's original once its result is written (only below ``ctx.upload_root``)."""
-    if ctx.upload_root is None:
-        return False
-    resolved = Path(path).resolve()
-    if not resolved.is_relative_to(ctx.upload_root.resolve()) or resolved.is_relative_to(ctx.workspace.root.resolve() / "examples"):
-        return False
-    try:
-        resolved.unlink()
-    except OSError:
-        return False
-    return True
 
 
 def verdict_markdown(verdict: Verdict | None, chosen: space.ProtectOptions, waited_s: float) -> str:
@@ -312,16 +295,19 @@ def batch(ctx: SpaceContext, files: Sequence[Any] | None, eta_levels: Any, targe
         outcome = space.protect_batch(model, uploads, chosen, folder, max_files=ctx.limits.max_batch_files,
                                       max_pixels=ctx.limits.max_pixels, progress=progress)
     except space.SpaceInputError as error:
+        ctx.workspace.discard(folder)
         raise VisitorError(str(error)) from None
     pairs = []
-    for index, (clean, png) in enumerate(outcome.protected):  # small clean copies: the originals go now
-        copy = folder / f"clean_{index}.png"
-        with Image.open(png) as protected_image:
-            size = protected_image.size
-        load_and_fit(clean, size, copy)
+    for index, (clean, png) in enumerate(outcome.protected):  # the duel's clean images: hard links, no bytes copied
+        copy = privacy.link_into(clean, folder, f"clean_{index}")
+        if copy is None:  # another file system: one copy at the protected PNG's size
+            copy = folder / f"clean_{index}.png"
+            with Image.open(png) as protected_image:
+                size = protected_image.size
+            load_and_fit(clean, size, copy)
         pairs.append([str(copy), str(png)])
-    for path, _ in uploads:
-        discard_upload(ctx, path)
+    # The uploads stay until the workspace's timer: Gradio's cache is content-addressed, so deleting one
+    # here could delete another visitor's identical upload (and a re-run with another strength needs them).
     warning = f"{len(outcome.failures)} of {len(outcome.rows)} files could not be protected: see the report." if outcome.failures else None
     return BatchOutputs(str(outcome.zip_path), space.report_table(outcome.rows), pairs, warning)
 
@@ -399,17 +385,4 @@ def duel(ctx: SpaceContext, files: Sequence[Any] | None, reuse_batch: bool, batc
 
 
 # ------------------------------------------------------------------------------- shutdown
-def install_cleanup(workspace: space.Workspace, signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
-    """On SIGTERM / SIGINT: delete the workspace, then exit (128 + the signal's number).
-
-    ``atexit`` alone is not enough: a Space is stopped with SIGTERM, which skips it.
-    """
-
-    def handler(signum: int, frame: Any) -> None:
-        workspace.close()
-        logger.info("signal %d: workspace %s removed", signum, workspace.root)
-        sys.stdout.flush()
-        os._exit(128 + signum)  # the server's threads would keep a plain sys.exit waiting
-
-    for number in signals:
-        signal.signal(number, handler)
+install_cleanup = privacy.install_cleanup  # SIGTERM / SIGINT delete the workspace (kept here for callers)

@@ -3,11 +3,12 @@
 ``app.build_demo(loaded, limits=...)`` takes it, so tests pass small limits instead of patching
 module globals. Variables (fastprotect/environment.py, docs/CONFIGURATION.md):
 ``FASTPROTECT_MAX_FILE_SIZE``, ``FASTPROTECT_SPACE_MAX_PIXELS``, ``FASTPROTECT_MAX_BATCH_FILES``,
-``FASTPROTECT_CONCURRENCY``, ``FASTPROTECT_QUEUE_SIZE``; the others are constants here.
+``FASTPROTECT_CONCURRENCY``, ``FASTPROTECT_QUEUE_SIZE``, ``FASTPROTECT_FILE_MAX_AGE``; the others are constants here.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from fastprotect import environment
@@ -25,8 +26,9 @@ class SpaceLimits:
     request_disk_bytes: int = 1_200_000_000
     concurrency: int = 2  # per event; protection is CPU-bound
     queue_size: int = 32
-    workspace_max_age_s: int = 900  # results are deleted 15 minutes after they were written
-    cache_sweep_every_s: int = 300  # how often Gradio's own cache is swept (files older than workspace_max_age_s)
+    # Every upload, result and Gradio copy is deleted this long after it was written, by a timer
+    # (webapp.privacy.Sweeper) that runs whether or not anyone visits; tests shorten it.
+    workspace_max_age_s: float = 900
     view_max_side: int = 1536  # the before/after pair and the mimic tab's copies (the PNG is full size)
     round_trip_max_side: int = 512  # the instant "what a mimic sees" check runs on a copy this size
     duel_images: tuple[int, int] = (4, 8)
@@ -38,9 +40,16 @@ class SpaceLimits:
                 raise ValueError(f"SpaceLimits.{name} must be positive, got {getattr(self, name)}")
 
     @property
+    def sweep_every_s(self) -> float:
+        """How often the timer looks for old files: every 30 s, or a tenth of a shorter age, so a
+        file never outlives ``workspace_max_age_s`` by more than that."""
+        return min(30.0, self.workspace_max_age_s / 10)
+
+    @property
     def delete_cache(self) -> tuple[int, int]:
-        """``gr.Blocks(delete_cache=...)``: (how often, older than) in seconds."""
-        return (self.cache_sweep_every_s, self.workspace_max_age_s)
+        """``gr.Blocks(delete_cache=...)``: (how often, older than) in whole seconds. Gradio's own sweep,
+        kept for its cache when that is not the workspace (tests); the Space's timer covers both."""
+        return (max(1, math.ceil(self.sweep_every_s)), max(1, math.ceil(self.workspace_max_age_s)))
 
     @classmethod
     def from_environment(cls) -> SpaceLimits:
@@ -51,4 +60,5 @@ class SpaceLimits:
             max_batch_files=environment.get_int("FASTPROTECT_MAX_BATCH_FILES", cls.max_batch_files),
             concurrency=environment.get_int("FASTPROTECT_CONCURRENCY", cls.concurrency),
             queue_size=environment.get_int("FASTPROTECT_QUEUE_SIZE", cls.queue_size),
+            workspace_max_age_s=environment.get_int("FASTPROTECT_FILE_MAX_AGE", int(cls.workspace_max_age_s)),
         )

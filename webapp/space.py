@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -90,31 +91,107 @@ class ProtectOptions:
 
 
 class Workspace:
-    """A private ``tempfile.mkdtemp`` folder; each request writes into its own sub-folder.
+    """The Space's one private folder: every file of a visitor's lands below it, nothing elsewhere.
 
-    ``sweep(max_age_s)`` deletes request folders older than ``max_age_s``; ``close()`` (also run
-    at interpreter exit) deletes the whole folder.
+    ``python app.py`` also makes it Gradio's cache (``GRADIO_TEMP_DIR``, :mod:`webapp.privacy`), so
+    uploads, results and Gradio's own copies share one folder, one timer and one ``rmtree``.
+    Each request writes into its own sub-folder (:meth:`new_dir`, an unguessable name). An owner lock
+    (``flock`` on :data:`LOCK_NAME`), held while this process lives and freed by the kernel when it
+    dies, tells a restarted Space which earlier folders were left by a crashed process
+    (:func:`webapp.privacy.remove_orphans`). ``sweep(max_age_s)`` deletes what is older than
+    ``max_age_s``; ``close()`` (also run at interpreter exit) deletes the whole folder.
     """
 
-    def __init__(self, root: str | Path | None = None, *, prefix: str = "fastprotect-space-") -> None:
-        self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix=prefix))
+    PREFIX = "fastprotect-space-"
+    LOCK_NAME = ".owner.lock"
+    KEPT = frozenset({"examples", "cached_examples", LOCK_NAME})  # the Space's own files, never swept
+
+    def __init__(self, root: str | Path | None = None, *, prefix: str = PREFIX, parent: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
         self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = _hold_lock(self.root / self.LOCK_NAME)
+        self.page_files: set[str] = set()  # what Gradio wrote while the page was built: never swept
+        self.closed = False
         atexit.register(self.close)
 
     def new_dir(self, kind: str = "request") -> Path:
-        return Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=self.root))
+        """A fresh request folder; its name carries 128 random bits, as it may be served by path."""
+        folder = self.root / f"{kind}-{secrets.token_hex(16)}"
+        folder.mkdir(mode=0o700)
+        return folder
+
+    def keep_page_files(self) -> None:
+        """Mark what is in the workspace now as the page's own (Gradio's copies of the target thumbnails,
+        written while the page is built), so that the sweep leaves it: call once the page is built,
+        before any visitor."""
+        self.page_files = {child.name for child in self.root.iterdir()}
+
+    def discard(self, folder: str | Path) -> None:
+        """Delete one request folder of this workspace now (a refused or failed request's)."""
+        folder = Path(folder)
+        if folder.parent == self.root and folder.name not in self.KEPT | self.page_files:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def sweep(self, max_age_s: float) -> int:
-        """Delete request folders last modified more than ``max_age_s`` ago; returns how many."""
+        """Delete every entry (request folder, Gradio upload or output) whose newest file was written more
+        than ``max_age_s`` ago, except :attr:`KEPT`; returns how many entries went."""
         cutoff, removed = time.time() - max_age_s, 0
-        for child in self.root.iterdir() if self.root.exists() else ():
-            if child.is_dir() and child.name != "examples" and child.stat().st_mtime < cutoff:
-                shutil.rmtree(child, ignore_errors=True)
-                removed += 1
+        for child in list(self.root.iterdir()) if self.root.exists() else ():
+            if child.name in self.KEPT or child.name in self.page_files:
+                continue
+            try:
+                if _newest_mtime(child) >= cutoff:
+                    continue
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+            except FileNotFoundError:  # gone meanwhile (another sweep, Gradio's own clean-up)
+                continue
+            except OSError:
+                logger.warning("could not remove %s", child.name)
+                continue
+            removed += 1
         return removed
 
     def close(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Delete the whole folder (idempotent). A request thread still writing may recreate a
+        folder while the first pass runs, so a second pass follows."""
+        self.closed = True
+        for _ in range(2):
+            shutil.rmtree(self.root, ignore_errors=True)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+
+def _newest_mtime(path: Path) -> float:
+    """The latest modification time of ``path`` and of everything below it."""
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for folder, names, files in os.walk(path):
+            for name in names + files:
+                try:
+                    newest = max(newest, os.lstat(os.path.join(folder, name)).st_mtime)
+                except FileNotFoundError:
+                    continue
+    return newest
+
+
+def _hold_lock(path: Path) -> int | None:
+    """Open ``path`` and hold an exclusive ``flock`` on it for the life of this process (None where
+    ``fcntl`` is missing: Windows, where orphans are then not recognised)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # not inherited by child processes
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise RuntimeError(f"the workspace {path.parent.name} is in use by another running Space") from None
+    return descriptor
 
 
 def safe_stem(name: str | None, default: str = "image") -> str:

@@ -1,0 +1,240 @@
+"""What the Space keeps of a visitor, where, for how long, and what removes it.
+
+One folder holds everything (:class:`webapp.space.Workspace`): it is also Gradio's cache
+(:func:`use_as_gradio_cache`), so a visitor's upload, every result and every copy Gradio serves lie
+below it. Four things remove them, each proved by tests/test_privacy.py:
+
+* a timer (:class:`Sweeper`), every 30 s whether or not anyone visits: what is older than the age
+  (``SpaceLimits.workspace_max_age_s``, 15 minutes; ``FASTPROTECT_FILE_MAX_AGE``);
+* SIGTERM / SIGINT (:func:`install_cleanup`) and a normal exit (``atexit``): the whole folder;
+* the next start (:func:`remove_orphans`): folders of earlier Space processes that died without
+  cleaning up (``kill -9``, a crash), recognised by their name and a lock no living process holds;
+* a refused or failed request: its own request folder, at once.
+
+A request never deletes a file it did not create: Gradio's upload cache is content-addressed (two
+visitors who upload the same bytes under the same name share one path), so uploads go only with
+the timer or the whole folder. Each picture a result shows is written once (:func:`store_views`),
+inside the request's folder, which Gradio then serves without copying.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from .limits import SpaceLimits
+from .space import ProtectOutcome, Workspace, fit_view
+
+logger = logging.getLogger("fastprotect.app")
+
+
+def privacy_markdown(limits: SpaceLimits) -> str:
+    """The About tab's account of a visitor's files: every sentence is held by a test."""
+    age = _duration(limits.workspace_max_age_s)
+    every = _duration(limits.sweep_every_s)
+    return (
+        f"**Your files.** Your upload, your results (the protected PNG, the before/after pictures, the perturbation "
+        f"and the map) and the batch ZIP are kept in one private temporary folder of this server, never anywhere else, "
+        f"so that you can download them and try another strength without uploading again. Each file is deleted "
+        f"{age} after it was written (a timer checks every {every}, whether or not anyone uses the Space): your "
+        f"upload at most {age} after your last result made from it. A request that is refused (queue full, image too "
+        f"large, unreadable file) deletes its results folder at once; its upload goes with the timer. When the server "
+        f"stops or restarts, the whole folder is deleted. Nothing is sent elsewhere, and no visitor's request removes "
+        f"another visitor's file."
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds:g} seconds" if seconds != 1 else "1 second"
+
+
+# --------------------------------------------------------------------------- start-up and shutdown
+def use_as_gradio_cache(workspace: Workspace) -> None:
+    """Make the workspace Gradio's cache, before any ``gr.Blocks`` is built.
+
+    Gradio reads ``GRADIO_TEMP_DIR`` when a block is created (``Block.GRADIO_CACHE``) and when a server
+    starts (its upload folder): uploads, the PNGs it writes for image outputs and its copies of files
+    then land in the workspace, and go with it. (Its video helpers read the variable at import;
+    this page has no video.)
+    """
+    os.environ["GRADIO_TEMP_DIR"] = str(workspace.root)
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(workspace.root / "cached_examples")
+
+
+def remove_orphans(parent: str | os.PathLike | None = None, prefix: str = Workspace.PREFIX) -> list[Path]:
+    """Delete the workspaces that earlier Space processes left in ``parent`` (default: the system's temp
+    folder) when they died without cleaning up; returns what was removed.
+
+    Only folders named ``prefix*``, owned by this user, holding a workspace lock file that no living
+    process holds (the kernel frees an ``flock`` when its process dies, even on ``kill -9``). A
+    running Space's folder, a folder without the lock and every other file are left alone.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): nothing can be told apart safely
+        return []
+    removed = []
+    for folder in Path(parent or tempfile.gettempdir()).glob(f"{prefix}*"):
+        lock = folder / Workspace.LOCK_NAME
+        try:
+            if folder.is_symlink() or not folder.is_dir() or folder.stat().st_uid != os.getuid() or not lock.is_file():
+                continue
+            descriptor = os.open(lock, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: its Space is running
+            os.close(descriptor)
+            continue
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            os.close(descriptor)
+        logger.info("removed %s, left by a Space process that stopped without cleaning up", folder.name)
+        removed.append(folder)
+    return removed
+
+
+def install_cleanup(workspace: Workspace, signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
+    """On SIGTERM / SIGINT: delete the workspace (Gradio's cache included), then exit (128 + the signal's number).
+
+    ``atexit`` alone is not enough: a Space is stopped with SIGTERM, which skips it; and Gradio's own
+    clean-up at shutdown runs only on a graceful server stop and deletes files, not their folders.
+    """
+
+    def handler(signum: int, frame: Any) -> None:
+        workspace.close()
+        logger.info("signal %d: workspace %s removed", signum, workspace.root)
+        sys.stdout.flush()
+        os._exit(128 + signum)  # the server's threads would keep a plain sys.exit waiting
+
+    for number in signals:
+        signal.signal(number, handler)
+
+
+class Sweeper:
+    """A daemon thread that calls ``workspace.sweep(max_age_s)`` every ``every_s`` seconds: old files go
+    on an idle server too, not when the next request happens to arrive."""
+
+    def __init__(self, workspace: Workspace, max_age_s: float, every_s: float) -> None:
+        self.workspace, self.max_age_s, self.every_s = workspace, max_age_s, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fastprotect-sweeper", daemon=True)
+
+    def start(self) -> Sweeper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.workspace.sweep(self.max_age_s)
+            except Exception:  # a sweep that fails once must not stop the next ones
+                logger.exception("sweeping %s failed", self.workspace.root)
+
+
+def guard(workspace: Workspace, limits: SpaceLimits, *, signals: bool = True) -> Sweeper:
+    """Everything the Space does for its visitors' files, in the order ``main()`` needs it, before the
+    page is built: remove orphans of crashed earlier runs, make the workspace Gradio's cache, delete
+    it on SIGTERM / SIGINT, and start the timer."""
+    remove_orphans(workspace.root.parent)
+    use_as_gradio_cache(workspace)
+    if signals:
+        install_cleanup(workspace)
+    return Sweeper(workspace, limits.workspace_max_age_s, limits.sweep_every_s).start()
+
+
+# --------------------------------------------------------------------------- one result, stored once
+@dataclass(frozen=True)
+class StoredViews:
+    """Paths of the pictures one result shows, each file written once in the request's folder."""
+
+    before: str  # the slider's left half and the mimic tab's clean image
+    after: str  # the slider's right half and the mimic tab's protected image
+    perturbation: str
+    lpips_map: str
+
+
+BROWSER_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
+
+
+def store_views(outcome: ProtectOutcome, folder: Path, upload: str | os.PathLike, max_side: int) -> StoredViews:
+    """Write what the page shows for ``outcome`` once each, into ``folder``.
+
+    * after: the protected PNG itself when its long side fits ``max_side`` (no second copy), else one
+      smaller copy;
+    * before: a hard link to the upload when a browser shows that file as it is (PNG / JPEG / WebP,
+      upright, fits): no bytes are copied, and deleting the link never touches the upload, which
+      another visitor may share; else one smaller copy;
+    * the perturbation and the map: one PNG each (Gradio would otherwise write them into its cache
+      under a content hash, outside the request's folder).
+    """
+    folder = Path(folder)
+    protected = outcome.protected
+    if max(protected.size) <= max_side:
+        after = str(outcome.png_path)
+    else:
+        after = _save(fit_view(protected, max_side).convert("RGB"), folder / "view_protected.png")
+    before = _link_upload(Path(upload), folder, max_side, protected.size)
+    if before is None:
+        before = _save(fit_view(outcome.original, max_side), folder / "view_clean.png")
+    return StoredViews(before, after, _save(outcome.perturbation_view, folder / "perturbation.png"),
+                       _save(outcome.lpips_map_view, folder / "map.png"))
+
+
+def link_into(source: str | os.PathLike, folder: Path, stem: str) -> Path | None:
+    """``folder/<stem><source's suffix>`` as a hard link to ``source`` (the request keeps the upload's bytes
+    without copying them, and deleting its folder never touches the upload); None when the file system
+    cannot link."""
+    link = Path(folder) / f"{stem}{Path(source).suffix.lower()}"
+    try:
+        os.link(source, link)
+    except OSError:
+        return None
+    return link
+
+
+def _save(image: Image.Image, path: Path) -> str:
+    image.save(path, format="PNG")
+    return str(path)
+
+
+def _link_upload(upload: Path, folder: Path, max_side: int, size: tuple[int, int]) -> str | None:
+    """A hard link ``folder/before.<ext>`` to the upload, or None when the browser would not show the
+    upload exactly as the protection saw it (another format, EXIF-rotated, another size) or the file
+    system cannot link."""
+    try:
+        with Image.open(upload) as image:
+            orientation = image.getexif().get(0x0112, 1)
+            usable = (image.format in BROWSER_FORMATS and orientation == 1 and image.size == size
+                      and max(image.size) <= max_side and image.mode in ("RGB", "RGBA", "L", "LA", "P"))
+            suffix = {"JPEG": ".jpg"}.get(image.format, f".{str(image.format).lower()}")
+    except Exception:  # unreadable here: the protection would have failed before
+        return None
+    if not usable:
+        return None
+    link = folder / f"before{suffix}"
+    try:
+        os.link(upload, link)
+    except OSError:  # another file system, or links not allowed
+        return None
+    return str(link)  # named by the upload's real format, which the browser is served by
