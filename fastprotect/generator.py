@@ -31,15 +31,15 @@ No encoder runs at protection time: the cost is the generator's forward pass. Tr
 pattern's, through random resizes, blur and noise (expectation over transformations).
 
 A checkpoint folder holds ``config.json`` (``method: "generator"``, a :class:`GeneratorConfig`),
-``model.safetensors`` and a model card, like the mixture's; :func:`is_generator_checkpoint` tells
-them apart.
+``model.safetensors`` and a model card, like the mixture's; ``fastprotect.sources`` tells them apart by
+``method``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +47,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint_config import check_encoder_and_budget, check_integers, read_config_strictly
 from .hub import load_state_strictly
 from .images import fit_within, resize_tensor
 from .metrics import local_contrast, luma
 from .strength import compose_
 from .targets import target_window
-from .vocabulary import AUTOENCODER_KINDS, DEFAULT_ETA, MAX_ETA, MIMIC_FAMILIES, MIMIC_FAMILY_OF_ENCODER, TARGET_NAMES, AutoencoderKind, check_eta, check_min_energy
+from .vocabulary import DEFAULT_ETA, TARGET_NAMES, AutoencoderKind, check_min_energy
 
 METHOD = "generator"
 FORMAT_VERSION = 6  # read_config migrates versions 1 (no ``net_downscale``: a full-resolution network), 2 (no
@@ -119,8 +120,6 @@ class GeneratorConfig:
     net_downscale: int = 1
 
     def __post_init__(self) -> None:
-        if not self.mimic_base and self.encoder_kind in MIMIC_FAMILY_OF_ENCODER:
-            object.__setattr__(self, "mimic_base", MIMIC_FAMILY_OF_ENCODER[self.encoder_kind])
         if self.method != METHOD:
             raise GeneratorCheckpointError(f"method must be {METHOD!r}; got {self.method!r}")
         if self.format_version != FORMAT_VERSION:
@@ -128,16 +127,10 @@ class GeneratorConfig:
                                            f"{FORMAT_VERSION}, and older ones through read_config)")
         if not isinstance(self.fill_block, int) or isinstance(self.fill_block, bool) or self.fill_block < 0:
             raise GeneratorCheckpointError(f"fill_block must be an integer ≥ 0 (0: pixel detail); got {self.fill_block!r}")
-        for name in ("width", "blocks", "contrast_window", "work_size", "net_downscale"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise GeneratorCheckpointError(f"{name} must be a positive integer; got {value!r}")
+        check_integers(self, ("width", "blocks", "contrast_window", "work_size", "net_downscale"), GeneratorCheckpointError, at_least=1)
         if self.contrast_window % 2 == 0:
             raise GeneratorCheckpointError(f"contrast_window must be odd; got {self.contrast_window}")
-        try:
-            check_eta(self.eta)
-        except (TypeError, ValueError) as error:
-            raise GeneratorCheckpointError(f"eta {self.eta!r} is not a budget in (0, {MAX_ETA:.4f}]: {error}") from None
+        check_encoder_and_budget(self, GeneratorCheckpointError)
         for name in ("rms_levels", "contrast_reference"):
             if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
                 raise GeneratorCheckpointError(f"{name} must be a number > 0; got {getattr(self, name)!r}")
@@ -151,10 +144,6 @@ class GeneratorConfig:
             raise GeneratorCheckpointError(f"fill_rms_levels must be in [0, rms_levels = {self.rms_levels}]; got {self.fill_rms_levels!r}")
         if self.target not in TARGET_NAMES:
             raise GeneratorCheckpointError(f"unknown target {self.target!r}; known: {', '.join(TARGET_NAMES)}")
-        if self.encoder_kind not in AUTOENCODER_KINDS:
-            raise GeneratorCheckpointError(f"unknown encoder_kind {self.encoder_kind!r}; known: {', '.join(AUTOENCODER_KINDS)}")
-        if self.mimic_base not in MIMIC_FAMILIES:
-            raise GeneratorCheckpointError(f"unknown mimic_base {self.mimic_base!r}; known: {', '.join(MIMIC_FAMILIES)}")
 
 
 def relative_contrast(images: torch.Tensor, reference: float, window: int) -> torch.Tensor:
@@ -568,30 +557,17 @@ def _named_form(raw: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "fill_form": "colour" if colour_only_flag else "both"}
 
 
+def _to_current_format(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config dict of an older format version (MIGRATIONS) as the current one; others as they are."""
+    version = raw.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version in MIGRATIONS:
+        return {**MIGRATIONS[version], **(_named_form(raw) if version == 4 else raw), "format_version": FORMAT_VERSION}
+    return raw
+
+
 def read_config(path: str | Path) -> GeneratorConfig:
     """config.json -> GeneratorConfig, strictly (every field, no other)."""
-    try:
-        raw = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise GeneratorCheckpointError(f"{path}: unreadable config ({error})") from error
-    if not isinstance(raw, dict):
-        raise GeneratorCheckpointError(f"{path}: config.json must hold a JSON object")
-    known = {field.name for field in fields(GeneratorConfig)}
-    version = raw.get("format_version")
-    try:
-        if isinstance(version, int) and not isinstance(version, bool) and version in MIGRATIONS:  # read as the current version
-            raw = {**MIGRATIONS[version], **(_named_form(raw) if version == 4 else raw), "format_version": FORMAT_VERSION}
-        unexpected, missing = sorted(set(raw) - known), sorted(known - set(raw))
-        if unexpected or missing:
-            raise GeneratorCheckpointError(f"config fields do not match this fastprotect version: missing {missing}, unexpected {unexpected}")
-        return GeneratorConfig(**raw)
-    except GeneratorCheckpointError as error:
-        raise GeneratorCheckpointError(f"{path}: {error}") from None
-
-
-def is_generator_config(raw: Any) -> bool:
-    """Whether a parsed config.json describes a generator checkpoint (a mixture's has no ``method``)."""
-    return isinstance(raw, dict) and raw.get("method") == METHOD
+    return read_config_strictly(path, GeneratorConfig, GeneratorCheckpointError, _to_current_format)
 
 
 def psnr_floor_db(config: GeneratorConfig) -> float:
