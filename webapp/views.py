@@ -25,10 +25,12 @@ class MimicViews:
     markdown: str
 
 
-def mimic_round_trip(protector: Any, clean: LoadedImage, protected: LoadedImage, *, max_side: int = 768, autoencoder: Any = None, device: Any = None) -> MimicViews:
+def mimic_round_trip(protector: Any, clean: LoadedImage, protected: LoadedImage, *, max_side: int = 768, autoencoder: Any = None,
+                     device: Any = None, measure: bool = True) -> MimicViews:
     """Round-trip a clean image and its protected copy through ``autoencoder`` (default: the
     protector's own; the Space passes the mimic's VAE, ``attack.mimic.family_autoencoder``, when a
-    mimic is loaded); with LPIPS loaded, also measure how far each view lands from the clean original."""
+    mimic is loaded); with LPIPS loaded and ``measure``, also measure how far each view lands from the clean
+    original (``measure=False``: pictures only, when the result's own verdict already measured this network)."""
     from attack.roundtrip import round_trip, roundtrip_report
 
     autoencoder = autoencoder if autoencoder is not None else protector.autoencoder
@@ -38,7 +40,7 @@ def mimic_round_trip(protector: Any, clean: LoadedImage, protected: LoadedImage,
     x, p = clean.pixels.to(device), protected.pixels.to(device)
     numbers: dict[str, float] = {}
     with torch.no_grad():
-        if protector.perceptual is not None:
+        if measure and protector.perceptual is not None:
             report = roundtrip_report(autoencoder, x, p, protector.perceptual, max_side=max_side)
             clean_rt, protected_rt, numbers = report.clean_round_trip, report.protected_round_trip, report.as_dict()
         else:
