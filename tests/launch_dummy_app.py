@@ -12,6 +12,7 @@ SIGTERM / SIGINT remove the workspace (``webapp.handlers.install_cleanup``), as 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -76,7 +77,8 @@ def main() -> None:
     workspace = space.Workspace()
     handlers.install_cleanup(workspace)
     print(f"WORKSPACE {workspace.root}", flush=True)
-    limits = SpaceLimits.from_environment()
+    # the dummy SD-VAE is slow on a busy CPU: its round trip runs on a small copy (the real Space's TAEF2 is fast)
+    limits = dataclasses.replace(SpaceLimits.from_environment(), round_trip_max_side=128)
     demo = build_dummy_demo(per_image=args.per_image, unavailable=args.unavailable, lpips_backbone=None if args.no_lpips else (args.lpips or shared_lpips_backbone()), workspace=workspace, limits=limits, slow_protect_s=args.slow_protect)
     app.launch(demo, limits, server_name="127.0.0.1", server_port=args.port, prevent_thread_lock=True, quiet=True)
     print(f"READY http://127.0.0.1:{args.port}", flush=True)
