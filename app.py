@@ -10,8 +10,10 @@ Models are loaded once in ``main()``, never per request and never at import.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 # Before torch is imported: idle OpenMP threads sleep instead of spinning, which keeps latency sane
@@ -23,10 +25,10 @@ import torch  # noqa: E402
 
 from fastprotect import environment  # noqa: E402
 from fastprotect.targets import target_patterns  # noqa: E402
-from fastprotect.vocabulary import DEFAULT_ETA_LEVELS, MAX_REFINE_STEPS, TARGET_CHOICES, TARGET_NAMES  # noqa: E402
+from fastprotect.vocabulary import AUTOENCODER_DISPLAY_NAMES, DEFAULT_ETA_LEVELS, MAX_REFINE_STEPS, TARGET_CHOICES, TARGET_NAMES  # noqa: E402
 from webapp import handlers, privacy, space  # noqa: E402
 from webapp.examples import EXAMPLE_CREDIT, make_example_images  # noqa: E402
-from webapp.handlers import PRESET_SOURCE, PRESETS, SpaceContext, VisitorError  # noqa: E402
+from webapp.handlers import PRESETS, SpaceContext, VisitorError  # noqa: E402
 from webapp.limits import SpaceLimits  # noqa: E402
 
 logger = logging.getLogger("fastprotect.app")
@@ -39,11 +41,19 @@ GPU_SECONDS = {"round_trip": 30, "img2img": 60, "duel": 300}  # ZeroGPU reservat
 # A ZeroGPU Space has the `spaces` package. There protection runs on the CPU (docs/SPACE.md, "ZeroGPU").
 ZERO_GPU = importlib.util.find_spec("spaces") is not None
 TABS = {"protect": "Protect", "mimic": "Mimic's view", "duel": "LoRA duel", "batch": "Batch", "about": "About"}
-# The minimum energy for flat images (on by default), named the same on the Protect and Batch tabs (generator checkpoints only).
-LIFT_LABEL = (f"Lift flat images (minimum energy {handlers.FLAT_MIN_ENERGY:g}, on by default): flat-colour drawings and plain "
-              "backgrounds, which the texture budget alone leaves almost untouched, get a minimum of protection, written blue-yellow "
-              "only (no change of brightness); a faint colour pattern can show on their flat areas when zoomed in")
 EXAMPLE_LABELS = {"sunset_hills": "Example: sunset hills", "mosaic_tiles": "Example: mosaic tiles", "blue_marble": "Example: blue marble"}
+LOADING = "⏳ **Loading the protection model** (a few seconds). You can upload an image meanwhile; Protect waits for it."
+# On a phone the result column sits below the button: bring it into view at the click, so that the progress shows
+# where the visitor looks (Gradio scrolls to the result again when it lands: scroll_to_output).
+SCROLL_TO_RESULT_JS = "() => { if (window.innerWidth < 768) document.getElementById('verdict')?.scrollIntoView({block: 'start'}); }"
+
+
+def lift_label(min_energy: float) -> str:
+    """"Lift flat images", named the same on the Protect and Batch tabs, with the checkpoint's own minimum energy."""
+    return (f"Lift flat images (minimum energy {min_energy:g}, this model's own setting, on by default): flat-colour drawings and "
+            "plain backgrounds, which the texture budget alone leaves almost untouched, get a minimum of protection, written "
+            "blue-yellow only (no change of brightness); a faint colour pattern can show on their flat areas when zoomed in")
+
 
 # WCAG AA: help and caption text at ≥ 4.5:1 on white (slate-600 #475569 on #fff is 7.6:1).
 # Indigo-600/700/800 where Soft uses indigo-400/500 behind or as text (white on #6366f1 is 4.47:1).
@@ -66,6 +76,14 @@ CSS = """
 .prose td, .prose th { white-space: nowrap; }
 .prose td:last-child { white-space: normal; min-width: 14em; }
 #batch-report td, #batch-report th { white-space: nowrap; }
+#batch-report td:last-child { white-space: normal; min-width: 20em; }
+/* the before/after slider: Gradio centres the "before" half in the flow but pins the "after" half to the top,
+   so a picture taller than the box showed its halves up to 85 px apart. Both halves fill the same box, the
+   picture fitted inside it (object-fit: contain), so they line up pixel for pixel at every size. */
+#before-after .slider-wrap, #before-after .wrap, #before-after .content { height: 100% !important; }
+#before-after .content { position: relative !important; }
+#before-after .content img { position: absolute !important; inset: 0 !important; width: 100% !important; height: 100% !important;
+  max-height: none !important; max-width: none !important; margin: 0 !important; object-fit: contain !important; }
 /* the target captions (low / mid / high) are never cut off */
 #targets .caption-label { white-space: nowrap; overflow: visible; text-overflow: clip; opacity: 1 !important; }
 #targets .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
@@ -85,24 +103,28 @@ NO_GPU = (
 NO_GPU_DOES = {"img2img": "edits both images side by side", "duel": "trains one LoRA on each set and samples both"}
 
 
-def _visitor_errors(function):
-    """Run a handler; a :class:`VisitorError` becomes a short message on the page (no trace)."""
+def _visitor_errors(handler):
+    """A handler, or a generator of outputs, whose :class:`VisitorError` becomes a short message on the page (no trace)."""
+    if inspect.isgenerator(handler):
+        def stream():
+            try:
+                yield from handler
+            except VisitorError as error:
+                raise gr.Error(str(error), print_exception=False) from None
+
+        return stream()
 
     def run(*args, **kwargs):
         try:
-            return function(*args, **kwargs)
+            return handler(*args, **kwargs)
         except VisitorError as error:
             raise gr.Error(str(error), print_exception=False) from None
 
     return run
 
 
-def _progress(progress: gr.Progress):
-    return lambda fraction, stage: progress(fraction, desc=stage)
-
-
 def build_demo(
-    loaded: space.LoadOutcome | Any,
+    loaded: space.LoadOutcome | space.BackgroundLoad | Any,
     *,
     limits: SpaceLimits | None = None,
     workspace: space.Workspace | None = None,
@@ -111,150 +133,212 @@ def build_demo(
     examples: bool = True,
     upload_root: str | os.PathLike | None = None,
 ) -> gr.Blocks:
-    """The whole Space. ``loaded``: a LoadOutcome, or a Protector (tests pass tiny models).
+    """The whole Space: a header and one builder per tab. ``loaded``: a LoadOutcome, a
+    :class:`webapp.space.BackgroundLoad` (the page answers while the models load), or a Protector (tests).
 
     ``mimic``: an :class:`attack.mimic.Mimic` enabling img2img, the LoRA duel and the mimic's own
     VAE round trip (None: those two are shown disabled, with ``attack_note`` saying why).
-    ``upload_root``: a batch's uploads below it are deleted once its ZIP is written (default: Gradio's upload folder).
     """
-    if not isinstance(loaded, space.LoadOutcome):
+    if not isinstance(loaded, (space.LoadOutcome, space.BackgroundLoad)):
         loaded = space.LoadOutcome(loaded)
-    from pathlib import Path
-
-    from gradio.utils import get_upload_folder
-
     ctx = SpaceContext(loaded, workspace or space.Workspace(), limits or SpaceLimits.from_environment(), mimic,
-                       Path(upload_root) if upload_root is not None else Path(get_upload_folder()))
-    limits = ctx.limits
+                       Path(upload_root) if upload_root is not None else None)
+    facts = loaded.facts if isinstance(loaded, space.BackgroundLoad) else space.CheckpointFacts.of(loaded.protector)
+    can_protect = isinstance(loaded, space.BackgroundLoad) or loaded.protector is not None
     family = handlers.family_name(ctx.family)
-    notes = {tab: attack_note or NO_GPU.format(family=family, does=does) for tab, does in NO_GPU_DOES.items()}
+    with gr.Blocks(title="FastProtect", delete_cache=ctx.limits.delete_cache) as demo:
+        status = _header(ctx, facts)
+        last_protected = gr.State(None)  # what the last result was made from: the Mimic's view's source
+        batch_pairs = gr.State([])
+        with gr.Tab(TABS["protect"], id="protect"):
+            _protect_tab(ctx, facts, last_protected, examples=examples and can_protect)
+        with gr.Tab(TABS["mimic"], id="mimic"):
+            _mimic_tab(ctx, family, last_protected, attack_note)
+        with gr.Tab(TABS["duel"], id="duel"):
+            _duel_tab(ctx, family, batch_pairs, attack_note)
+        with gr.Tab(TABS["batch"], id="batch"):
+            _batch_tab(ctx, facts, batch_pairs)
+        with gr.Tab(TABS["about"], id="about"):
+            about = gr.Markdown(_about_markdown(ctx), elem_id="about")
+        if isinstance(loaded, space.BackgroundLoad):  # each visit: the real status and About once the models are in
+            demo.load(lambda: (_status_markdown(ctx.outcome), _about_markdown(ctx)), None, [status, about],
+                      api_visibility="private", show_progress="hidden")
+    demo.space_context = ctx  # for tests and main(): the workspace to clean up
+    return demo
 
-    # -------------------------------------------------------------- handlers (thin wrappers)
-    def protect(image, eta_levels, target, adaptive, refine_steps, lift_flat=None, progress=gr.Progress()):
-        return tuple(_visitor_errors(handlers.protect)(ctx, image, eta_levels, target, adaptive, refine_steps, lift_flat,
-                                                       progress=_progress(progress)))
 
-    def protect_example(image, progress=gr.Progress()):  # our own pictures: kept for the next click
-        return tuple(_visitor_errors(handlers.protect)(ctx, image, DEFAULT_ETA_LEVELS, "auto", True, 0, progress=_progress(progress)))
+def _progress(progress: gr.Progress):
+    return lambda fraction, stage: progress(fraction, desc=stage)
 
-    def batch(files, eta_levels, target, adaptive, lift_flat=None, progress=gr.Progress()):
-        out = _visitor_errors(handlers.batch)(ctx, files, eta_levels, target, adaptive, lift_flat, progress=_progress(progress))
-        if out.warning:
-            gr.Warning(out.warning)
-        return out.zip_path, out.report, out.pairs
+
+def _session(request: gr.Request | None) -> str | None:
+    return getattr(request, "session_hash", None)
+
+
+def _header(ctx: SpaceContext, facts: space.CheckpointFacts) -> gr.Markdown:
+    """The title, one plain sentence that names the network the numbers come from, and the load status."""
+    encoder = AUTOENCODER_DISPLAY_NAMES.get(facts.encoder_kind, facts.encoder_kind)
+    gr.Markdown(f"# {TITLE}\nAdds a small change to your image so that image models which learn from it or edit it pick up a "
+                f"pattern instead of your picture. Every number here is measured with {encoder}, not with "
+                f"{handlers.family_name(ctx.family)} itself. [Paper]({PAPER_URL}) · what it cannot do: **About**.", elem_id="headline")
+    pending = isinstance(ctx.loaded, space.BackgroundLoad) and not ctx.loaded.ready
+    return gr.Markdown(LOADING if pending else _status_markdown(ctx.outcome), elem_id="status")
+
+
+def _protect_tab(ctx: SpaceContext, facts: space.CheckpointFacts, last_protected: gr.State, *, examples: bool) -> None:
+    limits = ctx.limits
+    has_lift = facts.method == "generator" and facts.min_energy > 0
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=300):
+            image_in = gr.Image(label="Your image", type="filepath", image_mode=None, sources=["upload", "clipboard"], height=250, elem_id="protect-input")
+            strength_in = gr.Radio(
+                [(name, levels) for name, levels, _ in PRESETS], value=DEFAULT_ETA_LEVELS, label="Strength",
+                info="How different the result looks, measured on 16 test images (0 = identical): "
+                     + ", ".join(f"{name} {lpips:.2f}" for name, _, lpips in PRESETS) + ". The terms are explained under Details.",
+                elem_id="strength",
+            )
+            protect_button = gr.Button("Protect", variant="primary", elem_id="protect-button")
+            with gr.Accordion("Advanced: target pattern, adaptive strength, refine steps", open=False, elem_id="advanced"):
+                target_in = gr.Radio(list(TARGET_CHOICES), value="auto", label="Target pattern", info=_target_info(facts), elem_id="target")
+                targets = gr.Gallery(_target_gallery(), label="Target patterns, left to right: low, mid, high (click one to select it)", show_label=True, columns=3, height=200, format="png", elem_id="targets", interactive=False, allow_preview=False, buttons=[])
+                adaptive_in = gr.Checkbox(True, label=_adaptive_label(facts), elem_id="adaptive")
+                refine_in = gr.Slider(0, MAX_REFINE_STEPS, value=0, step=1, label=f"Refine steps (0–{MAX_REFINE_STEPS}; extra optimisation after the one-shot protection: stronger, slower)", elem_id="refine")
+                lift_in = gr.Checkbox(has_lift, label=lift_label(facts.min_energy), visible=has_lift, elem_id="lift-flat")
+        with gr.Column(scale=1, min_width=300):
+            verdict_md = gr.Markdown("Upload an image (or click an example below), choose a strength, press **Protect**.", elem_id="verdict")
+            file_out = gr.File(label="Download: protected PNG, full resolution", elem_id="protected-file", height=60)
+            slider_out = gr.ImageSlider(label="Before / after (drag the bar)", type="filepath", image_mode=None, height=330, elem_id="before-after")
+    with gr.Accordion("Details: every number, what it means, and the perturbation", open=False, elem_id="details"):
+        details_md = gr.Markdown(elem_id="info-record")
+        with gr.Row():
+            delta_out = gr.Image(label="Perturbation, amplified: grey = unchanged", format="png", type="pil", elem_id="perturbation")
+            map_out = gr.Image(label=_map_label(facts), format="png", type="pil", elem_id="lpips-map")
+        info_out = gr.JSON(label="Info record (as the API returns it)", elem_id="info-json")
+    outputs = [verdict_md, file_out, slider_out, details_md, delta_out, map_out, info_out, last_protected]
+    settings = [strength_in, target_in, adaptive_in, refine_in, lift_in]
+
+    def protect(image, eta_levels, target, adaptive, refine_steps, lift_flat=None, request: gr.Request = None, progress=gr.Progress()):
+        steps = handlers.protect_steps(ctx, image, eta_levels, target, adaptive, refine_steps, lift_flat,
+                                       progress=_progress(progress), session=_session(request))
+        yield from map(tuple, _visitor_errors(steps))
+
+    def protect_example(image, request: gr.Request = None, progress=gr.Progress()):  # our own pictures, default settings
+        steps = handlers.protect_steps(ctx, image, DEFAULT_ETA_LEVELS, "auto", True, 0, progress=_progress(progress), session=_session(request))
+        yield from map(tuple, _visitor_errors(steps))
+
+    def new_image(image, request: gr.Request = None):  # a new upload or a cleared box: nothing of the previous image stays
+        ctx.sessions.update(_session(request), upload=handlers.upload_key(image))
+        return tuple(handlers.reset_outputs())
+
+    def settings_changed(eta_levels, target, adaptive, refine_steps, lift_flat, last, request: gr.Request = None):
+        """Record the page's settings; a result on show made with others is marked as such."""
+        now = handlers.page_settings(ctx, eta_levels, target, adaptive, refine_steps, lift_flat) if _is_ready(ctx) else None
+        ctx.sessions.update(_session(request), settings=now)
+        if not last:
+            return gr.skip()
+        return handlers.marked(last["verdict_markdown"], last["settings"], now)
+
+    protect_button.click(None, None, None, js=SCROLL_TO_RESULT_JS)
+    protect_button.click(protect, [image_in, *settings], outputs, api_name="protect", concurrency_limit=limits.concurrency,
+                         preprocess=False, scroll_to_output=True)
+    for event in (image_in.upload, image_in.clear):
+        event(new_image, image_in, outputs, api_visibility="private", queue=False, preprocess=False)
+    def record_image(image, request: gr.Request = None):  # an example fills the box without an upload event
+        ctx.sessions.update(_session(request), upload=handlers.upload_key(image))
+
+    image_in.change(record_image, image_in, None, api_visibility="private", queue=False, preprocess=False)
+    for control in settings:
+        control.change(settings_changed, [*settings, last_protected], verdict_md, api_visibility="private", queue=False)
+    def pick_target(event: gr.SelectData):
+        return TARGET_NAMES[event.index]
+
+    targets.select(pick_target, None, target_in, api_visibility="private", queue=False)
+    if examples:
+        paths = make_example_images(ctx.workspace.root / "examples")
+        gr.Examples([[str(path)] for path in paths], inputs=[image_in], outputs=outputs, fn=protect_example, cache_examples=False, run_on_click=True,
+                    label=EXAMPLE_CREDIT, example_labels=[EXAMPLE_LABELS.get(path.stem, path.stem) for path in paths], preprocess=False, api_name=False)
+
+
+def _is_ready(ctx: SpaceContext) -> bool:
+    return not isinstance(ctx.loaded, space.BackgroundLoad) or ctx.loaded.ready
+
+
+def _mimic_tab(ctx: SpaceContext, family: str, last_protected: gr.State, attack_note: str | None) -> None:
+    gr.Markdown(f"Every fine-tune and every edit starts by encoding the image with an autoencoder. Below: its view (encode, then decode) of your last protected image and of its clean original, with **{handlers.round_trip_caption(ctx) if _is_ready(ctx) else 'the autoencoder the protection was computed against'}**. A protected image's view should show the target pattern.", elem_id="mimic-intro")
+    rt_button = gr.Button("Show the round trip of my last protected image", elem_id="roundtrip-button")
+    with gr.Row():
+        rt_clean = gr.Image(label="Clean image, as the autoencoder sees it", format="png", type="pil", elem_id="roundtrip-clean")
+        rt_protected = gr.Image(label="Protected image, as the autoencoder sees it", format="png", type="pil", elem_id="roundtrip-protected")
+    rt_md = gr.Markdown(handlers.showing(None), elem_id="roundtrip-numbers")
 
     def round_trip(last, progress=gr.Progress()):
         return tuple(_visitor_errors(handlers.round_trip)(ctx, last, progress=_progress(progress)))
 
+    if ctx.mimic is not None:  # only the proofs attach a GPU on ZeroGPU; protection runs on the CPU (docs/SPACE.md)
+        round_trip = space.gpu_decorator(GPU_SECONDS["round_trip"])(round_trip)
+    rt_button.click(round_trip, [last_protected], [rt_clean, rt_protected, rt_md], api_name="round_trip", concurrency_limit=ctx.limits.concurrency)
+    # A new result (or none) replaces whatever round trip was on show: the view never shows another image's.
+    last_protected.change(lambda last: (None, None, handlers.showing(last)), last_protected, [rt_clean, rt_protected, rt_md],
+                          api_visibility="private", queue=False)
+
     def img2img(last, prompt, strength):
         return _visitor_errors(handlers.img2img)(ctx, last, prompt, strength)
 
-    def duel(files, reuse_batch, batch_pairs, steps, progress=gr.Progress()):
-        return _visitor_errors(handlers.duel)(ctx, files, reuse_batch, batch_pairs, steps, progress=_progress(progress))
+    gr.Markdown(f"### img2img with {family} (same prompt and seed for both)")
+    if not ctx.attacks_on:
+        gr.Markdown(attack_note or NO_GPU.format(family=family, does=NO_GPU_DOES["img2img"]), elem_id="img2img-disabled")
+    with gr.Row():
+        prompt_in = gr.Textbox("a high quality, detailed image", label="Prompt", interactive=ctx.attacks_on)
+        strength_i2i = gr.Slider(0.1, 1.0, value=0.5, step=0.05, label="img2img strength (SDEdit)" if ctx.family == "sd-1.5" else "img2img strength (SDEdit only; the FLUX.2 reference edit ignores it)", interactive=ctx.attacks_on)
+    i2i_button = gr.Button("Run img2img on both", interactive=ctx.attacks_on)
+    with gr.Row():
+        i2i_clean = gr.Image(label="img2img of the clean image", format="png", type="pil")
+        i2i_protected = gr.Image(label="img2img of the protected image", format="png", type="pil")
+    i2i_button.click(space.gpu_decorator(GPU_SECONDS["img2img"])(img2img), [last_protected, prompt_in, strength_i2i],
+                     [i2i_clean, i2i_protected], api_name="img2img", concurrency_limit=1)
 
-    def pick_target(event: gr.SelectData):
-        return TARGET_NAMES[event.index]
 
-    # Only the proofs attach a GPU on ZeroGPU; protection runs on the CPU (docs/SPACE.md). No-ops elsewhere.
-    if ctx.mimic is not None:
-        round_trip = space.gpu_decorator(GPU_SECONDS["round_trip"])(round_trip)
-    img2img = space.gpu_decorator(GPU_SECONDS["img2img"])(img2img)
-    duel = space.gpu_decorator(GPU_SECONDS["duel"])(duel)
+def _duel_tab(ctx: SpaceContext, family: str, batch_pairs: gr.State, attack_note: str | None) -> None:
+    low, high = ctx.limits.duel_images
+    gr.Markdown(f"Train a quick LoRA on {family} (same seed and settings) on {low}–{high} clean images and on their protected copies, then sample both. If the protection works, the protected LoRA's samples show the target pattern instead of your subject or style.")
+    if not ctx.attacks_on:
+        gr.Markdown(attack_note or NO_GPU.format(family=family, does=NO_GPU_DOES["duel"]), elem_id="duel-disabled")
+    duel_files = gr.File(label=f"{low}–{high} images of one subject or style", file_count="multiple", interactive=ctx.attacks_on)
+    reuse_in = gr.Checkbox(False, label="Reuse my protected batch (from the Batch tab) instead", interactive=ctx.attacks_on)
+    steps_in = gr.Slider(50, 400, value=200, step=50, label="Training steps per LoRA", interactive=ctx.attacks_on)
+    duel_button = gr.Button("Start the duel", variant="primary", interactive=ctx.attacks_on)
+    duel_grid = gr.Image(label="Rows: clean inputs · protected inputs · clean-LoRA samples · protected-LoRA samples", format="png", type="pil")
+    duel_scores = gr.JSON(label="Comparison numbers (nearest_training_lpips: higher = worse mimicry)")
 
-    # ----------------------------------------------------------------------------- layout
-    with gr.Blocks(title="FastProtect", delete_cache=limits.delete_cache) as demo:
-        gr.Markdown(f"# {TITLE}\nA small, measured change to your image that makes {family} fine-tunes and edits of it go wrong. [Paper]({PAPER_URL}) · limits in **About**.")
-        gr.Markdown(_status_markdown(loaded), elem_id="status")
-        last_protected = gr.State(None)
-        batch_pairs = gr.State([])
+    def duel(files, reuse_batch, pairs, steps, progress=gr.Progress()):
+        return _visitor_errors(handlers.duel)(ctx, files, reuse_batch, pairs, steps, progress=_progress(progress))
 
-        has_generator = loaded.protector is not None and loaded.protector.generator is not None
-        with gr.Tab(TABS["protect"], id="protect"):
-            with gr.Row(equal_height=False):
-                with gr.Column(scale=1, min_width=300):
-                    image_in = gr.Image(label="Your image", type="filepath", image_mode=None, sources=["upload", "clipboard"], height=250, elem_id="protect-input")
-                    strength_in = gr.Radio(
-                        [(f"{name} (η {levels})", levels) for name, levels, _ in PRESETS], value=DEFAULT_ETA_LEVELS, label="Strength",
-                        info="Measured visibility, LPIPS (0 = identical): " + ", ".join(f"{name} {lpips:.2f}" for name, _, lpips in PRESETS) + f" ({PRESET_SOURCE}).",
-                        elem_id="strength",
-                    )
-                    protect_button = gr.Button("Protect", variant="primary", elem_id="protect-button")
-                    with gr.Accordion("Advanced: target pattern, adaptive strength, refine steps", open=False, elem_id="advanced"):
-                        target_in = gr.Radio(list(TARGET_CHOICES), value="auto", label="Target pattern", info=_target_info(loaded.protector), elem_id="target")
-                        targets = gr.Gallery(_target_gallery(loaded.protector), label="Target patterns, left to right: low, mid, high (click one to select it)", show_label=True, columns=3, height=200, format="png", elem_id="targets", interactive=False, allow_preview=False, buttons=[])
-                        adaptive_in = gr.Checkbox(True, label=_adaptive_label(loaded.protector), elem_id="adaptive")
-                        refine_in = gr.Slider(0, MAX_REFINE_STEPS, value=0, step=1, label=f"Refine steps (0–{MAX_REFINE_STEPS}; PGD after the one-shot protection: stronger, slower)", elem_id="refine")
-                        lift_in = gr.Checkbox(has_generator, label=LIFT_LABEL, visible=has_generator, elem_id="lift-flat")
-                with gr.Column(scale=1, min_width=300):
-                    verdict_md = gr.Markdown("Upload an image (or click an example below), choose a strength, press **Protect**.", elem_id="verdict")
-                    file_out = gr.File(label="Download: protected PNG, full resolution", elem_id="protected-file", height=60)
-                    slider_out = gr.ImageSlider(label="Before / after (drag the bar)", format="png", type="pil", image_mode=None, height=330, elem_id="before-after")
-            with gr.Accordion("Details: every number, what it means, and the perturbation", open=False, elem_id="details"):
-                details_md = gr.Markdown(elem_id="info-record")
-                with gr.Row():
-                    delta_out = gr.Image(label="Perturbation, amplified: grey = unchanged", format="png", type="pil", elem_id="perturbation")
-                    map_out = gr.Image(label=_map_label(loaded.protector), format="png", type="pil", elem_id="lpips-map")
-                info_out = gr.JSON(label="Info record (as the API returns it)", elem_id="info-json")
-            outputs = [verdict_md, file_out, slider_out, details_md, delta_out, map_out, info_out, last_protected]
-            protect_button.click(protect, [image_in, strength_in, target_in, adaptive_in, refine_in, lift_in], outputs, api_name="protect", concurrency_limit=limits.concurrency, preprocess=False)
-            image_in.upload(lambda: tuple(handlers.reset_outputs()), None, outputs, api_visibility="private", queue=False)
-            image_in.clear(lambda: tuple(handlers.reset_outputs()), None, outputs, api_visibility="private", queue=False)
-            targets.select(pick_target, None, target_in, api_visibility="private", queue=False)
-            if examples and loaded.protector is not None:
-                paths = make_example_images(ctx.workspace.root / "examples")
-                gr.Examples([[str(path)] for path in paths], inputs=[image_in], outputs=outputs, fn=protect_example, cache_examples=False, run_on_click=True,
-                            label=EXAMPLE_CREDIT, example_labels=[EXAMPLE_LABELS.get(path.stem, path.stem) for path in paths], preprocess=False, api_name=False)
+    duel_button.click(space.gpu_decorator(GPU_SECONDS["duel"])(duel), [duel_files, reuse_in, batch_pairs, steps_in],
+                      [duel_grid, duel_scores], api_name="lora_duel", concurrency_limit=1)
 
-        with gr.Tab(TABS["mimic"], id="mimic"):
-            gr.Markdown(f"Every fine-tune and every edit starts by encoding the image with an autoencoder. Below: its view (encode, then decode) of your last protected image and of its clean original, with **{handlers.round_trip_caption(ctx)}**. A protected image's view should show the target pattern.", elem_id="mimic-intro")
-            rt_button = gr.Button("Show the round trip of my last protected image", elem_id="roundtrip-button")
-            with gr.Row():
-                rt_clean = gr.Image(label="Clean image, as the autoencoder sees it", format="png", type="pil")
-                rt_protected = gr.Image(label="Protected image, as the autoencoder sees it", format="png", type="pil", elem_id="roundtrip-protected")
-            rt_md = gr.Markdown(elem_id="roundtrip-numbers")
-            rt_button.click(round_trip, [last_protected], [rt_clean, rt_protected, rt_md], api_name="round_trip", concurrency_limit=limits.concurrency)
-            gr.Markdown(f"### img2img with {family} (same prompt and seed for both)")
-            if not ctx.attacks_on:
-                gr.Markdown(notes["img2img"], elem_id="img2img-disabled")
-            with gr.Row():
-                prompt_in = gr.Textbox("a high quality, detailed image", label="Prompt", interactive=ctx.attacks_on)
-                strength_i2i = gr.Slider(0.1, 1.0, value=0.5, step=0.05, label="img2img strength (SDEdit)" if ctx.family == "sd-1.5" else "img2img strength (SDEdit only; the FLUX.2 reference edit ignores it)", interactive=ctx.attacks_on)
-            i2i_button = gr.Button("Run img2img on both", interactive=ctx.attacks_on)
-            with gr.Row():
-                i2i_clean = gr.Image(label="img2img of the clean image", format="png", type="pil")
-                i2i_protected = gr.Image(label="img2img of the protected image", format="png", type="pil")
-            i2i_button.click(img2img, [last_protected, prompt_in, strength_i2i], [i2i_clean, i2i_protected], api_name="img2img", concurrency_limit=1)
 
-        with gr.Tab(TABS["duel"], id="duel"):
-            low, high = limits.duel_images
-            gr.Markdown(f"Train a quick LoRA on {family} (same seed and settings) on {low}–{high} clean images and on their protected copies, then sample both. If the protection works, the protected LoRA's samples show the target pattern instead of your subject or style.")
-            if not ctx.attacks_on:
-                gr.Markdown(notes["duel"], elem_id="duel-disabled")
-            duel_files = gr.File(label=f"{low}–{high} images of one subject or style", file_count="multiple", interactive=ctx.attacks_on)
-            reuse_in = gr.Checkbox(False, label="Reuse my protected batch (from the Batch tab) instead", interactive=ctx.attacks_on)
-            steps_in = gr.Slider(50, 400, value=200, step=50, label="Training steps per LoRA", interactive=ctx.attacks_on)
-            duel_button = gr.Button("Start the duel", variant="primary", interactive=ctx.attacks_on)
-            duel_grid = gr.Image(label="Rows: clean inputs · protected inputs · clean-LoRA samples · protected-LoRA samples", format="png", type="pil")
-            duel_scores = gr.JSON(label="Comparison numbers (nearest_training_lpips: higher = worse mimicry)")
-            duel_button.click(duel, [duel_files, reuse_in, batch_pairs, steps_in], [duel_grid, duel_scores], api_name="lora_duel", concurrency_limit=1)
+def _batch_tab(ctx: SpaceContext, facts: space.CheckpointFacts, batch_pairs: gr.State) -> None:
+    limits = ctx.limits
+    has_lift = facts.method == "generator" and facts.min_energy > 0
+    gr.Markdown(f"Up to {limits.max_batch_files} images ({limits.batch_max_pixels / 1e6:.0f} MP in all) in, one ZIP of protected PNGs out, with a report (also inside the ZIP). Files that cannot be read are listed and skipped; the others are kept. Change the strength and press the button again to re-run the same files.")
+    batch_in = gr.File(label="Images", file_count="multiple", elem_id="batch-input")
+    with gr.Row():
+        batch_eta = gr.Radio([(name, levels) for name, levels, _ in PRESETS], value=DEFAULT_ETA_LEVELS, label="Strength", elem_id="batch-strength")
+        batch_target = gr.Radio(list(TARGET_CHOICES), value="auto", label="Target pattern")
+        batch_adaptive = gr.Checkbox(True, label="Adaptive strength")
+    batch_lift = gr.Checkbox(has_lift, label=lift_label(facts.min_energy), visible=has_lift, elem_id="batch-lift-flat")
+    batch_button = gr.Button("Protect all", variant="primary", elem_id="batch-button")
+    zip_out = gr.File(label="protected.zip", elem_id="batch-zip")
+    report_out = gr.Dataframe(headers=list(space.REPORT_FIELDS), label="Report", interactive=False, wrap=True, elem_id="batch-report")
 
-        with gr.Tab(TABS["batch"], id="batch"):
-            gr.Markdown(f"Up to {limits.max_batch_files} images ({limits.batch_max_pixels / 1e6:.0f} MP in all) in, one ZIP of protected PNGs out, with a report (also inside the ZIP). Files that cannot be read are listed and skipped; the others are kept.")
-            batch_in = gr.File(label="Images", file_count="multiple", elem_id="batch-input")
-            with gr.Row():
-                batch_eta = gr.Radio([(f"{name} (η {levels})", levels) for name, levels, _ in PRESETS], value=DEFAULT_ETA_LEVELS, label="Strength")
-                batch_target = gr.Radio(list(TARGET_CHOICES), value="auto", label="Target pattern")
-                batch_adaptive = gr.Checkbox(True, label="Adaptive strength")
-            batch_lift = gr.Checkbox(has_generator, label=LIFT_LABEL, visible=has_generator, elem_id="batch-lift-flat")
-            batch_button = gr.Button("Protect all", variant="primary", elem_id="batch-button")
-            zip_out = gr.File(label="protected.zip", elem_id="batch-zip")
-            report_out = gr.Dataframe(headers=list(space.REPORT_FIELDS), label="Report", interactive=False, wrap=False, elem_id="batch-report")
-            batch_button.click(batch, [batch_in, batch_eta, batch_target, batch_adaptive, batch_lift], [zip_out, report_out, batch_pairs], api_name="batch", concurrency_limit=limits.concurrency, preprocess=False)
+    def batch(files, eta_levels, target, adaptive, lift_flat=None, progress=gr.Progress()):
+        out = _visitor_errors(handlers.batch)(ctx, files, eta_levels, target, adaptive, lift_flat, progress=_progress(progress))
+        if out.warning:
+            gr.Warning(out.warning, duration=None)  # whole, and until closed: the table cell may be narrow
+        return out.zip_path, out.report, out.pairs
 
-        with gr.Tab(TABS["about"], id="about"):
-            gr.Markdown(_about_markdown(ctx), elem_id="about")
-    demo.space_context = ctx  # for tests and main(): the workspace to clean up
-    return demo
+    batch_button.click(batch, [batch_in, batch_eta, batch_target, batch_adaptive, batch_lift], [zip_out, report_out, batch_pairs],
+                       api_name="batch", concurrency_limit=limits.concurrency, preprocess=False)
 
 
 def launch(demo: gr.Blocks, limits: SpaceLimits, **options: Any) -> Any:
@@ -278,42 +362,40 @@ def _status_markdown(loaded: space.LoadOutcome) -> str:
     return ""
 
 
-def _is_generator(protector: Any | None) -> bool:
-    return getattr(protector, "method", None) == "generator"
-
-
-def _map_label(protector: Any | None) -> str:
-    if _is_generator(protector):
+def _map_label(facts: space.CheckpointFacts) -> str:
+    if facts.method == "generator":
         return "Texture budget: bright = where the change may go (flat areas get almost none)"
     return "Visibility map: bright = more visible"
 
 
-def _adaptive_label(protector: Any | None) -> str:
-    if _is_generator(protector):
+def _adaptive_label(facts: space.CheckpointFacts) -> str:
+    if facts.method == "generator":
         return "Adaptive strength (the paper's mixture method only: the generator places its change by texture itself)"
     return "Adaptive strength (less change where the eye would notice it; needs LPIPS)"
 
 
-def _target_info(protector: Any | None) -> str:
-    if _is_generator(protector):
-        target = protector.generator.config.target
-        return f"the generator was trained towards '{target}' (auto); another pattern steers only the refine steps"
+def _target_info(facts: space.CheckpointFacts) -> str:
+    if facts.method == "generator":
+        return f"the generator was trained towards '{facts.target}' (auto); another pattern steers only the refine steps"
     return "auto picks the pattern closest to your image (least change needed); or click a pattern below"
 
 
-def _target_gallery(protector: Any | None) -> list[tuple[Any, str]]:
-    patterns = protector.target_images if protector is not None else target_patterns(256)
+def _target_gallery() -> list[tuple[Any, str]]:
+    patterns = target_patterns(256)  # the same patterns every protector pulls towards (fastprotect.targets)
     return [(space.tensor_to_pil(patterns[index : index + 1]), name) for index, name in enumerate(TARGET_NAMES)]
 
 
 def _about_markdown(ctx: handlers.SpaceContext) -> str:
-    loaded = ctx.loaded
-    if loaded.protector is not None:
-        described = space.describe_protector(loaded.protector, loaded.details)
-        models = "\n".join(f"- **{key}**: {value}" for key, value in described.items())
+    if not _is_ready(ctx):
+        models, encoder = "- the models are loading (this page updates when they are in)", "the protector's autoencoder"
     else:
-        models = f"- nothing loaded: `{loaded.error}`"
-    encoder = handlers.autoencoder_name(loaded.protector)
+        loaded = ctx.outcome
+        if loaded.protector is not None:
+            described = space.describe_protector(loaded.protector, loaded.details)
+            models = "\n".join(f"- **{key}**: {value}" for key, value in described.items())
+        else:
+            models = f"- nothing loaded: `{loaded.error}`"
+        encoder = handlers.autoencoder_name(loaded.protector)
     return f"""
 ## What protection does
 It adds a perturbation of at most η per pixel (8/255 by default; how visible it is on your image is
@@ -347,6 +429,7 @@ the one-shot step.
 ## Loaded here
 {models}
 - **mimic family the proofs run**: {handlers.family_name(ctx.family)} ({'loaded on the GPU' if ctx.attacks_on else 'not loaded: no GPU here'})
+- **what the numbers are measured with**: {encoder}; the page makes no claim about {handlers.family_name(ctx.family)} itself
 
 ## Licence
 Code: MIT. The example images are drawn procedurally at start-up (CC0).
@@ -370,6 +453,8 @@ def load_mimic_once(family: str) -> tuple[Any | None, str | None]:
 
 
 def main() -> tuple[gr.Blocks, SpaceLimits]:
+    """The Space, built before its models are loaded: they load in a thread (the page says so, and a
+    request waits for them), so the page answers within seconds of ``python app.py`` (docs/SPACE.md)."""
     limits = SpaceLimits.from_environment()
     workspace = space.Workspace()
     # Before any page is built: the workspace becomes Gradio's cache, and the timer, the signal handlers
@@ -377,8 +462,9 @@ def main() -> tuple[gr.Blocks, SpaceLimits]:
     privacy.guard(workspace, limits)
     # On ZeroGPU a model moved to CUDA at start-up cannot run outside a decorated function: CPU.
     device = "cuda" if torch.cuda.is_available() and not ZERO_GPU else "cpu"
-    loaded = space.load_space_protector(device=device, **PER_IMAGE_OPTIONS)
-    mimic, note = load_mimic_once(handlers.family_of(loaded.protector))
+    facts = space.CheckpointFacts.read()
+    loaded = space.BackgroundLoad(lambda: space.load_space_protector(device=device, **PER_IMAGE_OPTIONS), facts)
+    mimic, note = load_mimic_once(facts.family)  # a GPU only; returns at once on a CPU
     demo = build_demo(loaded, limits=limits, workspace=workspace, mimic=mimic, attack_note=note)
     workspace.keep_page_files()  # the target thumbnails Gradio just wrote are the page's, not a visitor's: never swept
     return demo, limits

@@ -65,7 +65,7 @@ def test_protect_endpoint_returns_png_of_input_size_with_alpha_and_budget(client
         handle_file(str(source)), ETA_LEVELS, "auto", True, 0, api_name="/protect"
     )
     assert Path(png).name == "my photo_protected_eta8.png"  # the visitor's own name, spaces kept, the setting
-    assert "Protected at Standard" in verdict and "PSNR" in verdict
+    assert "Protected with Standard strength" in verdict and "PSNR" in verdict
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # a real PNG, not WebP/JPEG renamed
     with Image.open(source) as original, Image.open(png) as protected:
         assert protected.format == "PNG" and protected.mode == "RGBA" and protected.size == original.size
@@ -74,11 +74,11 @@ def test_protect_endpoint_returns_png_of_input_size_with_alpha_and_budget(client
     assert np.abs(before[..., :3].astype(int) - after[..., :3].astype(int)).max() <= ETA_LEVELS
     for shown in (*slider, perturbation):  # every image the page shows is PNG too
         assert Image.open(shown).format == "PNG"
-    if shared_lpips_backbone() is not None:  # real LPIPS: adaptive strength ran, its map is shown
-        assert Image.open(lpips_map).format == "PNG" and info["lpips"] is not None and info["adaptive_strength"]
+    if shared_lpips_backbone() is not None:  # real LPIPS: adaptive strength ran, its map is shown, the verdict measured
+        assert Image.open(lpips_map).format == "PNG" and info["verdict"]["lpips"] is not None and info["adaptive_strength"]
     assert info["width"] == 48 and info["height"] == 40 and info["linf_levels"] <= ETA_LEVELS
-    assert {"target", "group", "psnr_db", "ssim", "timings_s"} <= set(info) and "PSNR" in details
-    assert "total (you waited)" in info["timings_s"]
+    assert {"target", "group", "timings_s", "verdict"} <= set(info) and "PSNR" in details
+    assert {"until shown", "verdict"} <= set(info["timings_s"])
 
 
 def test_protect_endpoint_reports_bad_input_and_keeps_serving(client, tmp_path):
@@ -92,8 +92,10 @@ def test_protect_endpoint_reports_bad_input_and_keeps_serving(client, tmp_path):
     corrupt.write_bytes(rgba_png(tmp_path / "whole.png").read_bytes()[:100])
     with pytest.raises(Exception, match="cut.png"):
         client.predict(handle_file(str(corrupt)), ETA_LEVELS, "auto", True, 0, api_name="/protect")
-    with pytest.raises(Exception, match="refine steps"):
+    with pytest.raises(Exception, match="Refine steps must be a whole number"):
         client.predict(handle_file(str(rgba_png(tmp_path / "r.png"))), ETA_LEVELS, "auto", True, 51, api_name="/protect")
+    with pytest.raises(Exception, match="got 2.5"):  # refused, never run as 2
+        client.predict(handle_file(str(rgba_png(tmp_path / "r.png"))), ETA_LEVELS, "auto", True, 2.5, api_name="/protect")
     png = client.predict(handle_file(str(rgba_png(tmp_path / "ok.png"))), ETA_LEVELS, "high", False, 1, api_name="/protect")[1]
     assert Image.open(png).size == (48, 40)
 
@@ -169,21 +171,62 @@ def test_per_image_mode_is_announced_and_works(tmp_path):
     assert outcome.info["mode"] == "per-image" and outcome.info["linf_levels"] <= 8
 
 
-def test_space_helpers(tmp_path):
-    assert space.safe_stem("../../etc/my photo (1).JPG") == "my photo (1)"  # no path escapes, the name kept
+def test_download_names_never_escape_and_keep_the_visitors_name():
+    assert space.safe_stem("../../etc/my photo (1).JPG") == "my photo (1)"
     assert space.safe_stem("") == "image"
-    with pytest.raises(space.SpaceInputError):
-        space.ProtectOptions(eta_levels=0)
-    with pytest.raises(space.SpaceInputError):
-        space.ProtectOptions(target="medium")
-    assert "standard" in space.strength_label(8)
+
+
+def test_example_pictures_are_drawn_at_the_asked_size(tmp_path):
     paths = examples.make_example_images(tmp_path, size=64)
     assert len(paths) == 3 and all(Image.open(path).size == (64, 64) for path in paths)
+
+
+def test_no_server_path_in_any_page_text_or_the_config(tmp_path):
+    """The real bundled checkpoint, loaded from this repository: neither the About tab nor /config shows
+    where the server keeps its files (the checkpoint's folder, the workspace)."""
+    import httpx
+
+    loaded = space.load_space_protector(device="cpu")
+    assert loaded.protector is not None, loaded.error
     workspace = space.Workspace(tmp_path / "ws")
-    old = workspace.new_dir()
-    assert workspace.sweep(-1) == 1 and not old.exists()
-    workspace.close()
-    assert not (tmp_path / "ws").exists()
+    demo = app.build_demo(loaded, workspace=workspace, limits=SpaceLimits(), examples=False)
+    port = free_port()
+    app.launch(demo, SpaceLimits(), server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        config = httpx.get(f"http://127.0.0.1:{port}/config").text
+    finally:
+        demo.close()
+    repository = str(Path(app.__file__).resolve().parent)
+    about = app._about_markdown(demo.space_context)
+    assert "taef2-generator" in about  # the checkpoint by its name …
+    for text in (about, config):  # … never by its path
+        assert repository not in text and str(workspace.root) not in text
+    assert space.without_paths("OSError: /srv/app/weights/taef2 not found") == "OSError: taef2 not found"
+
+
+def test_the_page_answers_while_the_models_load(tmp_path):
+    """main() builds the page on a BackgroundLoad: built at once with a loading notice; Protect waits for the models."""
+    import threading
+
+    release = threading.Event()
+
+    def slow_load():
+        release.wait(30)
+        return space.LoadOutcome(dummy_space_protector())
+
+    loading = space.BackgroundLoad(slow_load, space.CheckpointFacts(method="mixture", family="sd-1.5", encoder_kind="sd-vae"))
+    demo = app.build_demo(loading, workspace=space.Workspace(tmp_path / "ws"), limits=SpaceLimits(), examples=False)
+    texts = " ".join(str(block.get_config().get("value", "")) for block in demo.blocks.values())
+    assert app.LOADING in texts and not loading.ready
+    ctx = demo.space_context
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(out=app.handlers.protect(ctx, str(rgba_png(tmp_path / "w.png")))))
+    worker.start()
+    worker.join(0.5)
+    assert worker.is_alive()  # waiting for the models, not failing
+    release.set()
+    worker.join(60)
+    assert Path(result["out"].png).exists() and app._status_markdown(ctx.outcome) == ""
 
 
 @pytest.mark.slow  # ~1–2 min on 2 busy CPU cores: diffusers pipelines, LoRA save/load

@@ -61,10 +61,10 @@ def test_protect_returns_the_page_outputs_and_keeps_the_original_for_another_str
     source = upload(ctx)
     out = handlers.protect(ctx, source, 8, "auto", False, 0)
     assert Path(out.png).name == "my photo_protected_eta8.png" and Path(out.png).exists()
-    assert out.verdict.startswith("**Protected at Standard") and " s." in out.verdict
-    assert "meaning" in out.details and "you waited" in out.details
-    assert out.info["timings_s"]["total (you waited)"] > 0
-    assert all(Path(path).exists() for path in out.last.values())  # the mimic tab's copies
+    assert out.verdict.startswith("**Protected with Standard strength") and " s." in out.verdict
+    assert "meaning" in out.details and "until shown" in out.details
+    assert out.info["timings_s"]["until shown"] > 0
+    assert all(Path(out.last[key]).exists() for key in ("clean", "protected"))  # the mimic tab's copies
     stronger = handlers.protect(ctx, source, 12)  # the visitor tries another strength on the same upload
     assert Path(stronger.png).name == "my photo_protected_eta12.png"
     Path(source).unlink()  # what the workspace's timer does after 15 minutes (webapp.privacy.Sweeper)
@@ -80,10 +80,17 @@ def flat_drawing(path: Path) -> np.ndarray:
     return picture
 
 
-def generator_context(ctx: SpaceContext, folder: Path) -> SpaceContext:
-    from fastprotect.dummy import dummy_protector
+def generator_protector(**config):
+    """A dummy generator Protector whose checkpoint config carries ``config`` (by default the bundled one's
+    minimum energy, 2.5 levels under a cap of 3.5)."""
+    from fastprotect.dummy import dummy_autoencoder, dummy_generator
+    from fastprotect.protect import Protector
 
-    return SpaceContext(space.LoadOutcome(dummy_protector(with_generator=True)), space.Workspace(folder), SpaceLimits(),
+    return Protector(dummy_autoencoder(), generator=dummy_generator(**{"rms_levels": 3.5, "fill_rms_levels": 2.5, **config}))
+
+
+def generator_context(ctx: SpaceContext, folder: Path, **config) -> SpaceContext:
+    return SpaceContext(space.LoadOutcome(generator_protector(**config)), space.Workspace(folder), SpaceLimits(),
                         upload_root=ctx.upload_root)
 
 
@@ -125,18 +132,96 @@ def test_examples_are_never_deleted(ctx):
     assert copy.exists()
 
 
-def test_reset_clears_every_output():
-    cleared = handlers.reset_outputs()
-    assert cleared._fields == handlers.ProtectOutputs._fields
-    assert cleared.verdict == handlers.READY_HINT and all(value in (None, "") for value in cleared[1:])
+def test_lift_flat_images_uses_the_checkpoints_own_minimum_energy(ctx, tmp_path):
+    """A checkpoint whose energy cap (2 levels) is below the bundled one's minimum energy (2.5): the Space asks for
+    the checkpoint's own (1.5), so a default request works and matches the library's default exactly."""
+    with_generator = generator_context(ctx, tmp_path / "ws2", rms_levels=2.0, fill_rms_levels=1.5)
+    assert handlers.flat_min_energy(with_generator.protector) == 1.5
+    flat_drawing(ctx.upload_root / "flat.png")
+    out = handlers.protect(with_generator, str(ctx.upload_root / "flat.png"))  # the page's defaults: lifted
+    library = with_generator.protector.protect(space.load_image(ctx.upload_root / "flat.png")).image
+    assert np.array_equal(np.asarray(Image.open(out.png).convert("RGB")), np.asarray(space.tensor_to_pil(library)))
+
+
+def test_whole_numbers_or_one_sentence(ctx):
+    with pytest.raises(VisitorError, match=r"^Refine steps must be a whole number from 0 to 50; got 2\.5\.$"):
+        handlers.protect(ctx, upload(ctx), 8, "auto", True, 2.5)  # never silently run as 2
+    with pytest.raises(VisitorError, match=r"^The strength η \(in levels of 255\) must be a whole number from 1 to 32; got 'abc'\.$") as caught:
+        handlers.protect(ctx, upload(ctx), "abc")
+    assert "invalid literal" not in str(caught.value)
+    with pytest.raises(VisitorError, match=r"^Target must be one of .*; got 'medium'\.$"):
+        handlers.protect(ctx, upload(ctx), 8, "medium")
+    assert handlers.options(8.0, "auto", True, 3.0).refine_steps == 3  # a whole float is a whole number
+
+
+def test_a_result_that_finishes_after_a_new_upload_is_not_shown_beside_it(ctx):
+    """Protect A; while it runs the page's image becomes B: A's picture, download and numbers never appear."""
+    a, b = upload(ctx, "a.png"), upload(ctx, "b.png", seed=1)
+
+    def visitor_uploads_b(fraction, stage):
+        ctx.sessions.update("visitor", upload=b)
+
+    shown = list(handlers.protect_steps(ctx, a, progress=visitor_uploads_b, session="visitor"))
+    assert shown == [handlers.reset_outputs(handlers.STALE_IMAGE)]
+    # The same run for another visitor (or an API client, with no page) is not affected.
+    assert handlers.protect(ctx, a, progress=visitor_uploads_b, session="someone else").png is not None
+    ctx.sessions.update("visitor", upload=a)  # the visitor drops A again and presses Protect
+    steps = handlers.protect_steps(ctx, a, session="visitor")
+    first = next(steps)  # the protected image is shown first …
+    assert first.png is not None and handlers.MEASURING in first.verdict and first.last is None
+    ctx.sessions.update("visitor", upload=b)  # … and B arrives before the verdict: the result is withdrawn
+    assert list(steps) == [handlers.reset_outputs(handlers.STALE_IMAGE)]
+
+
+def test_a_result_whose_settings_changed_is_marked(ctx):
+    source = upload(ctx)
+
+    def visitor_picks_strong(fraction, stage):
+        ctx.sessions.update("visitor", settings=handlers.page_settings(ctx, 12, "auto", True, 0, None))
+
+    out = handlers.protect(ctx, source, 8, "auto", True, 0, progress=visitor_picks_strong, session="visitor")
+    assert out.verdict.startswith("⚠️ **Made with Standard strength") and "settings have changed" in out.verdict
+    assert out.png is not None  # marked, not withdrawn: the image is still the one it was made from
+    now = handlers.page_settings(ctx, 8, "auto", True, 0, None)
+    assert handlers.marked(out.last["verdict_markdown"], out.last["settings"], now) == out.last["verdict_markdown"]
+
+
+def test_mimics_view_names_its_image_and_repeats_the_results_own_numbers(tmp_path):
+    """One measurement per result: Details and Mimic's view show the verdict's numbers, not a second measurement."""
+    from tests.launch_dummy_app import shared_lpips_backbone
+
+    if shared_lpips_backbone() is None:
+        pytest.skip("needs the LPIPS AlexNet weights in ../shared/weights")
+    protector = dummy_space_protector(lpips_backbone=shared_lpips_backbone())
+    ctx = SpaceContext(space.LoadOutcome(protector), space.Workspace(tmp_path / "ws"), SpaceLimits())
+    out = handlers.protect(ctx, str(png(tmp_path / "sunflower.png", 96, 80)), 8)
+    verdict = out.info["verdict"]
+    lpips, damage = handlers.number(verdict["lpips"]), handlers.number(verdict["damage"])
+    assert f"LPIPS {lpips}" in out.verdict and f"| {lpips} |" in out.details and f"| {damage} |" in out.details
+    assert "lpips" not in out.info and "psnr_db" not in out.info  # no second, full-image measurement
+    seen = handlers.round_trip(ctx, out.last)
+    assert "**sunflower.png**, protected with Standard strength" in seen.markdown
+    assert f"| {lpips} |" in seen.markdown and f"| {damage} |" in seen.markdown
+    assert handlers.showing(out.last).startswith("Your protected **sunflower.png**")
+
+
+def test_only_settings_that_were_used_are_shown(ctx, tmp_path):
+    with_generator = generator_context(ctx, tmp_path / "ws2")
+    out = handlers.protect(with_generator, upload(ctx), 8, "high", False, 0)  # the generator writes its own pattern
+    trained = with_generator.protector.generator.config.target
+    assert out.info["target"] == trained != "high" and "adaptive_strength" not in out.info
+    assert "| target pattern | high" not in out.details and "target high" not in out.verdict and "adaptive" not in out.verdict
+    refined = handlers.protect(with_generator, upload(ctx), 8, "high", False, 1)  # refine steps do use it
+    assert refined.info["target"] == "high" and "target high" in refined.verdict
+    assert handlers.number(-0.0004) == "0.000" and handlers.number(-0.0006) == "-0.001" and handlers.number(None) == "n/a"
 
 
 def test_bad_requests_are_one_line(ctx):
     with pytest.raises(VisitorError, match="Upload an image first"):
         handlers.protect(ctx, None)
-    with pytest.raises(VisitorError, match="refine steps"):
+    with pytest.raises(VisitorError, match="Refine steps"):
         handlers.protect(ctx, upload(ctx), 8, "auto", True, MAX_REFINE_STEPS + 1)
-    with pytest.raises(VisitorError, match="budget"):
+    with pytest.raises(VisitorError, match="strength"):
         handlers.protect(ctx, upload(ctx), 99)
     small = SpaceContext(ctx.loaded, ctx.workspace, SpaceLimits(max_pixels=1000), upload_root=ctx.upload_root)
     with pytest.raises(VisitorError, match="MP limit"):
@@ -162,6 +247,25 @@ def test_batch_caps_files_and_summed_pixels(ctx):
     assert Path(out.zip_path).exists() and len(out.pairs) == 3 and out.warning is None
     assert all(Path(path).exists() for path in files)  # kept for the timer: another visitor may share an upload (tests/test_privacy.py)
     assert all(Path(path).exists() for pair in out.pairs for path in pair)  # the duel's copies kept
+
+
+def test_batch_runs_again_with_another_strength(ctx):
+    files = [upload(ctx, f"f{i}.png", width=64, height=64, seed=i) for i in range(2)]
+    first = handlers.batch(ctx, files, 8, "auto", False)
+    again = handlers.batch(ctx, files, 12, "auto", False)  # the same files, still in the page's file box
+    with zipfile.ZipFile(first.zip_path) as one, zipfile.ZipFile(again.zip_path) as two:
+        assert "f0_protected_eta8.png" in one.namelist() and "f0_protected_eta12.png" in two.namelist()
+    assert again.warning is None and [row[1] for row in again.report] == ["ok", "ok"]
+
+
+def test_batch_errors_are_shown_whole(ctx):
+    good = upload(ctx, "good.png")
+    broken = ctx.upload_root / "broken.png"
+    broken.write_bytes(Path(good).read_bytes()[:60])
+    out = handlers.batch(ctx, [good, str(broken)], 8, "auto", False)
+    message = next(row for row in out.report if row[0] == "broken.png")[-1]
+    assert len(message) > 20 and message.rstrip(".") in out.warning
+    assert out.warning.startswith("1 of 2 files could not be protected. broken.png: ")
 
 
 def test_batch_lifts_flat_images_too_and_names_its_files_so(ctx, tmp_path):
@@ -212,19 +316,21 @@ def test_proofs_refuse_without_a_gpu_naming_the_family(ctx):
 
 def test_family_follows_the_checkpoint(protector):
     assert handlers.family_of(protector) == protector.mixture.config.mimic_base == "sd-1.5"
-    assert handlers.family_name("flux.2-klein") == "FLUX.2 [klein] 4B"
     per_image = dummy_space_protector(per_image=True)
     assert handlers.family_of(per_image) == "sd-1.5"  # the dummy's encoder kind is sd-vae
-    assert "TAEF2 (a tiny distilled copy of the FLUX.2 VAE)" == handlers.AUTOENCODER_DISPLAY_NAMES["taef2"]
 
 
-def test_bundled_checkpoint_names_flux2():
+def test_the_bundled_checkpoints_facts_are_read_without_loading_it():
+    """The page's layout comes from config.json alone (so the page answers before the weights load): the
+    network the numbers are measured with, the family named, and the checkpoint's own minimum energy."""
     import json
 
     from fastprotect.bundle import bundled_checkpoint
 
-    assert json.loads((bundled_checkpoint() / "config.json").read_text())["mimic_base"] == "flux.2-klein"
-    assert handlers.family_name("flux.2-klein") == "FLUX.2 [klein] 4B"
+    config = json.loads((bundled_checkpoint() / "config.json").read_text())
+    facts = space.CheckpointFacts.read()
+    assert (facts.method, facts.family, facts.encoder_kind) == (config["method"], config["mimic_base"], config["encoder_kind"])
+    assert facts.min_energy == config["fill_rms_levels"] and facts.target == config["target"]
 
 
 def test_limits_come_from_the_environment(monkeypatch):

@@ -11,7 +11,9 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,7 +24,8 @@ from fastprotect.images import ImageError, load_image
 from fastprotect.mixture import MIMIC_FAMILY_OF_ENCODER
 from fastprotect.protect import Protector
 from fastprotect.verdict import VISIBILITY_SCALE, Verdict, quick_verdict
-from fastprotect.vocabulary import AUTOENCODER_DISPLAY_NAMES, DEFAULT_ETA_LEVELS
+from fastprotect.vocabulary import (AUTOENCODER_DISPLAY_NAMES, DEFAULT_ETA_LEVELS, MAX_ETA_LEVELS, MAX_REFINE_STEPS,
+                                    MIMIC_DISPLAY_NAMES)
 
 from . import privacy, space, views
 from .limits import SpaceLimits
@@ -30,21 +33,17 @@ from .limits import SpaceLimits
 logger = logging.getLogger("fastprotect.app")
 Progress = Callable[[float, str], None]
 
-# How the page names each mimic family (attack.families): the model a mimic would actually use.
-FAMILY_DISPLAY_NAMES: dict[str, str] = {"sd-1.5": "Stable Diffusion 1.5", "flux.2-klein": "FLUX.2 [klein] 4B"}
-
 # The strength presets, with what the evaluation measured for each η (docs/EVALUATION.md, issue 10's table;
 # benchmarks/results/noise_control_cpu_taef2.json, rows "generator η 4/8/12"): mean LPIPS-alex of the bundled
 # generator on 16 held-out images at 256², against TAEF2.
 PRESETS: tuple[tuple[str, int, float], ...] = (("Light", 4, 0.014), ("Standard", 8, 0.057), ("Strong", 12, 0.110))
-PRESET_SOURCE = "mean LPIPS-alex on 16 held-out images, bundled generator, docs/EVALUATION.md"
+PRESET_SOURCE = "average over 16 test images with the bundled model; see Details for the terms"
 
 
 TIMING_MEANINGS = {
     "total": "the protection itself (all the stages above)",
-    "metrics": "PSNR, SSIM and LPIPS of the full image (the info record)",
-    "verdict": "the visibility and strength readout at the top",
-    "total (you waited)": "everything: the time you waited for this result",
+    "until shown": "from your click's arrival to the protected image on the page",
+    "verdict": "the visibility and strength readout at the top, measured after the image was shown",
 }
 
 
@@ -70,7 +69,7 @@ def family_of(protector: Protector | None) -> str:
 
 
 def family_name(family: str) -> str:
-    return FAMILY_DISPLAY_NAMES.get(family, family)
+    return MIMIC_DISPLAY_NAMES.get(family, family)
 
 
 def autoencoder_name(protector: Protector | None) -> str:
@@ -78,50 +77,33 @@ def autoencoder_name(protector: Protector | None) -> str:
     return AUTOENCODER_DISPLAY_NAMES.get(kind, f"the protector's own autoencoder ({kind or 'none'})")
 
 
-@dataclass
-class SpaceContext:
-    """What the handlers share: the loaded protector (or why there is none), the workspace, the
-    limits, and the mimic for the proof tabs (None on a CPU)."""
-
-    loaded: space.LoadOutcome
-    workspace: space.Workspace
-    limits: SpaceLimits = field(default_factory=SpaceLimits)
-    mimic: Any | None = None  # attack.mimic.Mimic, loaded once at start-up on a GPU
-    # Gradio's upload folder (the workspace itself in the Space: webapp.privacy). No handler deletes
-    # anything in it: uploads go with the workspace's timer, signals and restarts only.
-    upload_root: Path | None = None
-
-    @property
-    def protector(self) -> Protector | None:
-        return self.loaded.protector
-
-    @property
-    def family(self) -> str:
-        return self.mimic.family if self.mimic is not None else family_of(self.protector)
-
-    @property
-    def attacks_on(self) -> bool:
-        return self.mimic is not None
-
-    def need_protector(self) -> Protector:
-        if self.protector is None:
-            raise VisitorError(f"Protection is unavailable: the models could not be loaded. {self.loaded.error}")
-        return self.protector
+def flat_min_energy(protector: Protector | None) -> float:
+    """"Lift flat images": the loaded generator's own minimum energy (RMS levels at η 8; its checkpoint's
+    ``fill_rms_levels``), 0 when it has none or the protector is not a generator. Never a copy of the number here."""
+    generator = getattr(protector, "generator", None)
+    return float(generator.config.fill_rms_levels) if generator is not None else 0.0
 
 
-# "Lift flat images" (on by default with the generator): its minimum energy, in RMS levels at η 8 — the one value
-# measured (chosen on training-pool images, checked on the held-out ones: docs/EVALUATION.md), the bundled checkpoint's.
-FLAT_MIN_ENERGY = 2.5
+def whole_number(value: Any, what: str, low: int, high: int) -> int:
+    """A visitor's number as an int in [low, high], or one sentence: 2.5 is refused, never run as 2."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise VisitorError(f"{what} must be a whole number from {low} to {high}; got {value!r}.") from None
+    if not number.is_integer() or not low <= number <= high:
+        raise VisitorError(f"{what} must be a whole number from {low} to {high}; got {value!r}.")
+    return int(number)
 
 
 def options(eta_levels: Any, target: Any, adaptive: Any, refine_steps: Any, lift_flat: Any = None) -> space.ProtectOptions:
-    """The visitor's choices, validated by the library's own checks (one bound everywhere). ``lift_flat``: True =
-    FLAT_MIN_ENERGY, False = off (0), None = the checkpoint's own (a mixture has none)."""
+    """The visitor's choices, validated (one sentence per mistake). ``lift_flat``: True or None = the checkpoint's own
+    minimum energy, False = off (0)."""
+    levels = whole_number(eta_levels, "The strength η (in levels of 255)", 1, MAX_ETA_LEVELS)
+    steps = whole_number(0 if refine_steps is None else refine_steps, "Refine steps", 0, MAX_REFINE_STEPS)
     try:
-        return space.ProtectOptions(int(eta_levels), str(target), bool(adaptive), int(refine_steps or 0),
-                                    min_energy=None if lift_flat is None else FLAT_MIN_ENERGY if lift_flat else 0.0)
+        return space.ProtectOptions(levels, str(target), bool(adaptive), steps, min_energy=None if lift_flat is None or lift_flat else 0.0)
     except (TypeError, ValueError) as error:
-        raise VisitorError(str(error)) from None
+        raise VisitorError(f"{str(error)[:1].upper()}{str(error)[1:]}.") from None
 
 
 def chosen_for(ctx: SpaceContext, eta_levels: Any, target: Any, adaptive: Any, refine_steps: Any,
@@ -133,52 +115,181 @@ def chosen_for(ctx: SpaceContext, eta_levels: Any, target: Any, adaptive: Any, r
         if lift_flat:
             raise VisitorError(f"'Lift flat images' needs the generator; this Space runs the {model.method}.")
         lift_flat = None  # nothing to turn off: a mixture has no minimum energy
-    elif lift_flat is None:
-        lift_flat = True
     return options(eta_levels, target, adaptive, refine_steps, lift_flat), model
+
+
+# ------------------------------------------------------------------------- what the page shows now
+@dataclass
+class PageNow:
+    """One browser session's Protect tab as it is now: the image in the box and the settings chosen."""
+
+    upload: str | None = None
+    settings: str | None = None
+
+
+class Sessions:
+    """What each browser session's Protect tab shows now, kept by the server (a result's own inputs are a
+    snapshot from its click; this is the live page). A result that finishes after its image was replaced is
+    not shown beside the new one. At most ``capacity`` sessions are remembered (oldest forgotten)."""
+
+    def __init__(self, capacity: int = 2000) -> None:
+        self._now: OrderedDict[str, PageNow] = OrderedDict()
+        self._lock = threading.Lock()
+        self.capacity = capacity
+
+    def update(self, session: str | None, **changes: str | None) -> None:
+        if not session:
+            return
+        with self._lock:
+            now = self._now.pop(session, None) or PageNow()
+            for key, value in changes.items():
+                setattr(now, key, value)
+            self._now[session] = now
+            while len(self._now) > self.capacity:
+                self._now.popitem(last=False)
+
+    def now(self, session: str | None) -> PageNow | None:
+        with self._lock:
+            return self._now.get(session) if session else None
+
+
+@dataclass
+class SpaceContext:
+    """What the handlers share: the loaded protector (or why there is none), the workspace, the
+    limits, and the mimic for the proof tabs (None on a CPU). ``loaded`` may be a :class:`space.BackgroundLoad`
+    (the page answers while the models load); a request then waits for it."""
+
+    loaded: space.LoadOutcome | space.BackgroundLoad
+    workspace: space.Workspace
+    limits: SpaceLimits = field(default_factory=SpaceLimits)
+    mimic: Any | None = None  # attack.mimic.Mimic, loaded once at start-up on a GPU
+    # Gradio's upload folder (the workspace itself in the Space: webapp.privacy). No handler deletes
+    # anything in it: uploads go with the workspace's timer, signals and restarts only.
+    upload_root: Path | None = None
+    sessions: Sessions = field(default_factory=Sessions)
+
+    @property
+    def outcome(self) -> space.LoadOutcome:
+        if isinstance(self.loaded, space.BackgroundLoad):
+            outcome = self.loaded.wait()
+            if outcome is None:
+                raise VisitorError("The protection model is still loading; please press the button again in a few seconds.")
+            return outcome
+        return self.loaded
+
+    @property
+    def protector(self) -> Protector | None:
+        return self.outcome.protector
+
+    @property
+    def family(self) -> str:
+        if self.mimic is not None:
+            return self.mimic.family
+        return self.loaded.facts.family if isinstance(self.loaded, space.BackgroundLoad) else family_of(self.protector)
+
+    @property
+    def attacks_on(self) -> bool:
+        return self.mimic is not None
+
+    def need_protector(self) -> Protector:
+        if self.protector is None:
+            raise VisitorError(f"Protection is unavailable: the models could not be loaded. {self.outcome.error}")
+        return self.protector
 
 
 # ------------------------------------------------------------------------------ protect one
 class ProtectOutputs(NamedTuple):
     verdict: str  # Markdown: one line in plain words
     png: str | None  # the download, full resolution
-    before_after: tuple[str, str] | None  # image files in the request's folder (webapp.privacy.store_views)
+    before_after: tuple[str, str] | None  # image files in the request's folder, the same size (space.protect_upload)
     details: str  # Markdown: each number with a one-line meaning
     perturbation: str | None
     lpips_map: str | None
     info: dict[str, Any] | None
-    last: dict[str, str] | None  # the mimic tab's copies of the last result (gr.State)
+    last: dict[str, Any] | None  # what this result was made from and measured as (gr.State): the mimic tab's source
 
 
 READY_HINT = "Choose a strength and press **Protect**."
+MEASURING = "Measuring how visible and how strong it is…"
+STALE_IMAGE = "The image changed while the previous one was being protected: press **Protect** for this one."
 
 
-def reset_outputs() -> ProtectOutputs:
+def reset_outputs(message: str = READY_HINT) -> ProtectOutputs:
     """What a new upload or a cleared input shows: nothing from the previous image."""
-    return ProtectOutputs(READY_HINT, None, None, "", None, None, None, None)
+    return ProtectOutputs(message, None, None, "", None, None, None, None)
 
 
 def preset_label(levels: int) -> str:
-    for name, preset, lpips in PRESETS:
+    """A strength in plain words: the preset's name, or the budget as a fraction of 255."""
+    for name, preset, _ in PRESETS:
         if preset == levels:
-            return f"{name}: η = {levels}/255, measured LPIPS ≈ {lpips:.2f}"
-    return f"η = {levels}/255"
+            return f"{name} strength"
+    return f"strength {levels}/255"
+
+
+def settings_label(chosen: space.ProtectOptions, model: Protector) -> str:
+    """The settings a result was made with, naming only those that changed it (one string, compared as is)."""
+    parts = [preset_label(int(chosen.eta_levels))]
+    if model.generator is None or chosen.refine_steps:  # the generator writes its own trained pattern otherwise
+        parts.append(f"target {chosen.target}")
+    if model.generator is None:  # the generator places its change by texture itself: adaptive strength is unused
+        parts.append("adaptive strength " + ("on" if chosen.adaptive_strength else "off"))
+    if chosen.refine_steps:
+        parts.append(f"{chosen.refine_steps} refine steps")
+    if chosen.min_energy == 0 and flat_min_energy(model) > 0:
+        parts.append("flat images not lifted")
+    return ", ".join(parts)
+
+
+def page_settings(ctx: SpaceContext, eta_levels: Any, target: Any, adaptive: Any, refine_steps: Any, lift_flat: Any) -> str | None:
+    """The label of the settings on the page now (None when they are not valid, or nothing is loaded yet)."""
+    try:
+        chosen, model = chosen_for(ctx, eta_levels, target, adaptive, refine_steps, lift_flat)
+    except VisitorError:
+        return None
+    return settings_label(chosen, model)
+
+
+def marked(verdict: str, made_with: str, now: str | None) -> str:
+    """The verdict, marked when the settings on the page are no longer those the result was made with."""
+    if now is None or now == made_with:
+        return verdict
+    return f"⚠️ **Made with {made_with}; the settings have changed since.** Press **Protect** to apply them.\n\n{verdict}"
+
+
+def upload_key(image: Any) -> str | None:
+    """What identifies the image in the box: its server path (Gradio stores each upload under a content hash)."""
+    upload = space.uploaded_path(image)
+    return upload[0] if upload is not None else None
 
 
 def protect(ctx: SpaceContext, image: Any, eta_levels: Any = DEFAULT_ETA_LEVELS, target: Any = "auto", adaptive: Any = True,
-            refine_steps: Any = 0, lift_flat: Any = None, *, progress: Progress | None = None) -> ProtectOutputs:
-    """Protect one upload: the PNG, the before/after pair, the verdict and its numbers. ``lift_flat``:
-    the generator's minimum energy (FLAT_MIN_ENERGY) for images its texture budget leaves untouched; on unless False.
+            refine_steps: Any = 0, lift_flat: Any = None, *, progress: Progress | None = None, session: str | None = None) -> ProtectOutputs:
+    """:func:`protect_steps` to its end: the final outputs (tests and callers without a page)."""
+    out = None
+    for out in protect_steps(ctx, image, eta_levels, target, adaptive, refine_steps, lift_flat, progress=progress, session=session):
+        pass
+    return out
 
-    The visitor's original stays in Gradio's upload folder so that another strength can be tried
-    on it; the workspace's timer removes it with the results (:mod:`webapp.privacy`). A refused or
-    failed request deletes its own folder at once, never the upload (another visitor may share it)."""
+
+def protect_steps(ctx: SpaceContext, image: Any, eta_levels: Any = DEFAULT_ETA_LEVELS, target: Any = "auto", adaptive: Any = True,
+                  refine_steps: Any = 0, lift_flat: Any = None, *, progress: Progress | None = None,
+                  session: str | None = None) -> Iterator[ProtectOutputs]:
+    """Protect one upload; yields twice: the protected image and its download as soon as they exist, then the
+    same with the visibility and strength verdict (measured once, on a small copy: the numbers every view shows).
+
+    ``session``: the browser session (Gradio's session hash). When the page's image was replaced while this ran,
+    the result is not shown beside the new image (:data:`STALE_IMAGE`); when only settings changed, it is marked.
+    The visitor's original stays in Gradio's upload folder so that another strength can be tried on it; the
+    workspace's timer removes it with the results (:mod:`webapp.privacy`). A refused or failed request deletes its
+    own folder at once, never the upload (another visitor may share it)."""
     start = time.perf_counter()
     upload = space.uploaded_path(image)
     if upload is None:
         raise VisitorError("Upload an image first.")
     path, name = upload
     chosen, model = chosen_for(ctx, eta_levels, target, adaptive, refine_steps, lift_flat)
+    made_with = settings_label(chosen, model)
     if not Path(path).exists():
         raise VisitorError(f"{name}: this upload is no longer on the server (uploads are kept 15 minutes); drop the image again.")
     size = space.header_size(path)
@@ -187,7 +298,8 @@ def protect(ctx: SpaceContext, image: Any, eta_levels: Any = DEFAULT_ETA_LEVELS,
     ctx.workspace.sweep(ctx.limits.workspace_max_age_s)
     folder = ctx.workspace.new_dir("protect")
     try:
-        outcome = space.protect_upload(model, path, chosen, folder, name=name, max_pixels=ctx.limits.max_pixels, progress=progress)
+        outcome = space.protect_upload(model, path, chosen, folder, name=name, max_pixels=ctx.limits.max_pixels, progress=progress,
+                                       compute_metrics=False, view_max_side=ctx.limits.view_max_side, upload=path)
     except (ImageError, space.SpaceInputError) as error:
         ctx.workspace.discard(folder)
         raise VisitorError(f"{name}: {error}") from None
@@ -195,25 +307,61 @@ def protect(ctx: SpaceContext, image: Any, eta_levels: Any = DEFAULT_ETA_LEVELS,
         ctx.workspace.discard(folder)
         logger.exception("protect failed on %r", name)
         raise VisitorError(f"{name}: protection failed ({type(error).__name__}). Please try another image.") from None
+    info = honest_info(outcome.info, chosen, model)
+    last = {"name": name, "settings": made_with, "clean": str(outcome.view_paths[0]), "protected": str(outcome.view_paths[1])}
+    shown_s = time.perf_counter() - start
+    info["timings_s"] = {**(info.get("timings_s") or {}), "until shown": round(shown_s, 3)}
+    head = f"**Protected with {made_with}** in {shown_s:.1f} s."
+    page = ctx.sessions.now(session)
+    if page is not None and page.upload is not None and page.upload != path:
+        yield reset_outputs(STALE_IMAGE)
+        return
+    now = page.settings if page is not None else None
+    yield ProtectOutputs(marked(f"{head} {MEASURING}", made_with, now), str(outcome.png_path), outcome.view_paths,
+                         "", None, None, info, None)
+
     if progress is not None:
-        progress(0.9, "measuring visibility and strength")
+        progress(0.95, "measuring visibility and strength")
     verdict_start = time.perf_counter()
     try:
-        verdict = quick_verdict(model, outcome.loaded.pixels, outcome.protected_pixels.cpu(), lifted=bool(chosen.min_energy))
+        verdict = quick_verdict(model, outcome.loaded.pixels, outcome.protected_pixels.cpu(), lifted=chosen.min_energy != 0 and flat_min_energy(model) > 0)
     except Exception:  # the verdict is a readout; a failure must not cost the protected file
         logger.exception("verdict failed on %r", name)
         verdict = None
-    verdict_s = time.perf_counter() - verdict_start
-    shown = privacy.store_views(outcome, folder, path, ctx.limits.view_max_side)  # each picture written once
-    last = {"clean": shown.before, "protected": shown.after}
-    waited = time.perf_counter() - start
-    outcome.info["timings_s"] = {**(outcome.info.get("timings_s") or {}), "verdict": round(verdict_s, 3), "total (you waited)": round(waited, 3)}
+    info["timings_s"]["verdict"] = round(time.perf_counter() - verdict_start, 3)
     if verdict is not None:
-        outcome.info["verdict"] = space._json_safe(verdict.as_dict())
-    return ProtectOutputs(
-        verdict_markdown(verdict, chosen, waited), str(outcome.png_path), (shown.before, shown.after), details_markdown(outcome.info, verdict),
-        shown.perturbation, shown.lpips_map, outcome.info, last,
-    )
+        info["verdict"] = space._json_safe(verdict.as_dict())
+        last["verdict"] = info["verdict"]
+    page = ctx.sessions.now(session)
+    if page is not None and page.upload is not None and page.upload != path:
+        yield reset_outputs(STALE_IMAGE)
+        return
+    now = page.settings if page is not None else None
+    text = f"{head} {verdict.sentence}" if verdict is not None else f"{head} The visibility and strength readout could not be measured on this image."
+    last["verdict_markdown"] = text
+    perturbation, lpips_map = privacy.store_detail_views(outcome, folder)  # each picture written once
+    yield ProtectOutputs(marked(text, made_with, now), str(outcome.png_path), outcome.view_paths, details_markdown(info, verdict, model),
+                         perturbation, lpips_map, info, last)
+
+
+def honest_info(info: dict[str, Any], chosen: space.ProtectOptions, model: Protector) -> dict[str, Any]:
+    """The info record with only what was used: the generator without refine steps writes its own trained
+    pattern whatever target was asked (the library records the one asked), and the full-image metrics
+    were not computed (the verdict's numbers, on one copy, are the result's only measurement)."""
+    info = {key: value for key, value in info.items() if key not in ("psnr_db", "ssim", "lpips")}
+    if model.generator is not None and not chosen.refine_steps:
+        info["target"] = model.generator.config.target
+    if model.generator is not None:
+        info.pop("adaptive_strength", None)
+    return info
+
+
+def number(value: float | None, digits: int = 3) -> str:
+    """A measured value for the page: 'n/a' when missing, and never '−0.000' (a value that rounds to zero is 0)."""
+    if value is None:
+        return "n/a"
+    rounded = round(value, digits)
+    return f"{0.0 if rounded == 0 else rounded:.{digits}f}"
 
 
 def check_disk(ctx: SpaceContext, needed: int) -> None:
@@ -229,42 +377,46 @@ def check_disk(ctx: SpaceContext, needed: int) -> None:
         raise VisitorError("the server's disk is nearly full; please try again in a few minutes.")
 
 
-def verdict_markdown(verdict: Verdict | None, chosen: space.ProtectOptions, waited_s: float) -> str:
-    unlifted = ", flat images not lifted" if chosen.min_energy == 0 else ""
-    head = f"**Protected at {preset_label(int(chosen.eta_levels)).split(',')[0]}{unlifted}** in {waited_s:.1f} s."
-    if verdict is None:
-        return f"{head} The visibility and strength readout could not be measured on this image."
-    return f"{head} {verdict.sentence}"
+# The terms the page uses, in plain words: shown under Details (the first screen avoids them).
+GLOSSARY: tuple[tuple[str, str], ...] = (
+    ("η (strength)", "the largest change allowed to any pixel value, in levels of 255 (8 = a change of at most 8 in 0…255)"),
+    ("LPIPS", "a learned measure of how different two images look to people (here its AlexNet version): 0 = identical"),
+    ("PSNR", "pixel-level closeness in decibels: higher = closer"),
+    ("autoencoder", "the part of an image model that compresses a picture before it learns from or edits it; "
+                    "protection changes what it sees"),
+    ("TAEF2", "a tiny distilled copy of the FLUX.2 autoencoder, the network every number here is measured with"),
+    ("damage", "how much farther from your image the autoencoder's view of the protected copy lands than its view of "
+               "the clean one (LPIPS); higher = stronger protection"),
+    ("test images", "pictures never used to train the protection, on which the strength presets were measured"),
+)
 
 
-def details_markdown(info: dict[str, Any], verdict: Verdict | None) -> str:
-    """Every number of one result, each with a one-line meaning."""
-
-    def num(value: Any, fmt: str) -> str:
-        return "n/a" if value is None else format(value, fmt)
-
+def details_markdown(info: dict[str, Any], verdict: Verdict | None, model: Protector | None = None) -> str:
+    """Every number of one result, each with a one-line meaning, then the glossary. The visibility and strength
+    numbers are the verdict's (one measurement per result, the same on every view)."""
     bands = "; ".join(f"< {bound:g}: {words}" for bound, words in VISIBILITY_SCALE if bound != float("inf"))
     rows = [
-        ("LPIPS (visibility)", num(verdict.lpips if verdict else info.get("lpips"), ".3f"),
-         f"perceptual distance to your image (AlexNet): 0 = identical. Bands: {bands}; above: clearly visible"),
-        ("PSNR", f"{num(verdict.psnr_db if verdict else info.get('psnr_db'), '.1f')} dB", "pixel-level closeness: higher = closer (random ±4/255 noise measures 36.6 dB, ±8/255 30.6 dB; docs/EVALUATION.md)"),
-        ("damage", num(verdict.damage if verdict else None, ".3f"), "how much farther from your image the mimic's autoencoder view of the protected copy lands than its view of the clean one (LPIPS); higher = stronger"),
-        ("damage of random noise", num(verdict.noise_damage if verdict else None, ".3f"), "the same for random noise of the same energy (same PSNR): what no protection at all would do"),
+        ("LPIPS (visibility)", number(verdict.lpips if verdict else None),
+         f"how different the protected copy looks: 0 = identical. Bands: {bands}; above: clearly visible"),
+        ("PSNR", f"{number(verdict.psnr_db if verdict else None, 1)} dB", "pixel-level closeness: higher = closer (random ±4/255 noise measures 36.6 dB, ±8/255 30.6 dB)"),
+        ("damage", number(verdict.damage if verdict else None), "how much farther the autoencoder's view of the protected copy lands from your image than its view of the clean one; higher = stronger"),
+        ("damage of random noise", number(verdict.noise_damage if verdict else None), "the same for random noise of the same energy (same PSNR): what no protection at all would do"),
         ("ratio", "n/a" if not verdict or verdict.ratio is None else f"{verdict.ratio:.1f}×", "damage ÷ noise damage: near 1 = no better than noise"),
-        ("L∞", f"{info.get('linf_levels')} of {info.get('eta_levels')} levels", "largest change of any pixel value, in 8-bit levels (the budget η)"),
-        ("SSIM", num(info.get("ssim"), ".3f"), "structural similarity on the full image: 1 = identical"),
+        ("largest change", f"{info.get('linf_levels')} of {info.get('eta_levels')} levels", "largest change of any pixel value, in levels of 255 (the budget η), on the full image"),
         ("method", METHOD_WORDS.get(info.get("method"), str(info.get("method"))), "how the change was made"),
         ("target pattern", info.get("target") if info.get("group") is None else f"{info.get('target')} (group {info.get('group')})",
-         "the pattern the protection pulls the mimic's view towards" + ("; group = the mixture's K-means group" if info.get("group") is not None else "")),
+         "the pattern the protection pulls the autoencoder's view towards" + ("; group = the mixture's K-means group" if info.get("group") is not None else "")),
         ("size", f"{info.get('width')}×{info.get('height')}", "of the protected PNG: the same as your image"),
     ]
     timings = info.get("timings_s") or {}
     rows += [(f"time: {stage}", f"{seconds:.2f} s", TIMING_MEANINGS.get(stage, "one stage of the protection")) for stage, seconds in timings.items()]
     lines = ["| measure | value | meaning |", "|---|---|---|", *(f"| {a} | {b} | {c} |" for a, b, c in rows)]
-    if verdict is not None:
-        lines += ["", "Visibility and strength are measured on a copy scaled to a mimic's training size (long side ≤ 1024) and centre-cropped to 256², with the protector's own autoencoder."]
+    encoder = autoencoder_name(model) if model is not None else "the protector's own autoencoder"
+    lines += ["", f"Visibility and strength are measured once per result, on a copy scaled to a mimic's training size (long side ≤ 1024) "
+              f"and centre-cropped to 256², with {encoder}; the verdict, this table and Mimic's view show the same numbers."]
     notes = info.get("notes") or []
     lines += ["", *(f"- {note}" for note in notes)] if notes else []
+    lines += ["", "**Glossary**", "", *(f"- **{term}**: {meaning}" for term, meaning in GLOSSARY)]
     return "\n".join(lines)
 
 
@@ -273,17 +425,24 @@ class BatchOutputs(NamedTuple):
     zip_path: str
     report: list[list[Any]]
     pairs: list[list[str]]  # (clean copy, protected PNG) for the duel's "reuse my batch" (gr.State)
-    warning: str | None  # a one-line warning when some files failed
+    warning: str | None  # every failed file with its whole reason, when some failed
 
 
 def batch(ctx: SpaceContext, files: Sequence[Any] | None, eta_levels: Any, target: Any, adaptive: Any,
           lift_flat: Any = None, *, progress: Progress | None = None) -> BatchOutputs:
     """Protect up to ``max_batch_files`` uploads into one ZIP with its report. ``lift_flat``: as in
-    :func:`protect` (turned off, the file names say ``_unlifted``)."""
+    :func:`protect` (turned off, the file names say ``_unlifted``).
+
+    The uploads are left where Gradio put them, as on the Protect tab: the same files can be run again with
+    another strength (the cache sweep removes them; deleting them here broke that, and could remove another
+    visitor's identical upload, which Gradio stores under the same content hash)."""
     uploads = [upload for upload in map(space.uploaded_path, files or []) if upload is not None]
     chosen, model = chosen_for(ctx, eta_levels, target, adaptive, 0, lift_flat)
     if len(uploads) > ctx.limits.max_batch_files:
-        raise VisitorError(f"{len(uploads)} files given; at most {ctx.limits.max_batch_files} per batch")
+        raise VisitorError(f"{len(uploads)} files given; at most {ctx.limits.max_batch_files} per batch.")
+    gone = [name for path, name in uploads if not Path(path).exists()]
+    if gone:
+        raise VisitorError(f"{', '.join(gone)}: no longer on the server (uploads are kept 15 minutes); drop the files again.")
     sizes = [space.header_size(path) for path, _ in uploads]
     pixels = sum(width * height for width, height, _ in filter(None, sizes))
     if pixels > ctx.limits.batch_max_pixels:
@@ -299,7 +458,7 @@ def batch(ctx: SpaceContext, files: Sequence[Any] | None, eta_levels: Any, targe
         raise VisitorError(str(error)) from None
     pairs = []
     for index, (clean, png) in enumerate(outcome.protected):  # the duel's clean images: hard links, no bytes copied
-        copy = privacy.link_into(clean, folder, f"clean_{index}")
+        copy = space.link_into(clean, folder, f"clean_{index}")
         if copy is None:  # another file system: one copy at the protected PNG's size
             copy = folder / f"clean_{index}.png"
             with Image.open(png) as protected_image:
@@ -308,8 +467,16 @@ def batch(ctx: SpaceContext, files: Sequence[Any] | None, eta_levels: Any, targe
         pairs.append([str(copy), str(png)])
     # The uploads stay until the workspace's timer: Gradio's cache is content-addressed, so deleting one
     # here could delete another visitor's identical upload (and a re-run with another strength needs them).
-    warning = f"{len(outcome.failures)} of {len(outcome.rows)} files could not be protected: see the report." if outcome.failures else None
-    return BatchOutputs(str(outcome.zip_path), space.report_table(outcome.rows), pairs, warning)
+    return BatchOutputs(str(outcome.zip_path), space.report_table(outcome.rows), pairs, batch_warning(outcome.rows))
+
+
+def batch_warning(rows: Sequence[dict[str, Any]]) -> str | None:
+    """Every failed file with its whole reason (a table cell would cut it off), or None when all were protected."""
+    failed = [row for row in rows if row.get("status") != "ok"]
+    if not failed:
+        return None
+    reasons = " ".join(f"{row['file']}: {str(row.get('message') or 'not protected').rstrip('.')}." for row in failed)
+    return f"{len(failed)} of {len(rows)} files could not be protected. {reasons}"
 
 
 def load_and_fit(source: str | os.PathLike, size: tuple[int, int], destination: Path) -> None:
@@ -325,7 +492,7 @@ class RoundTripOutputs(NamedTuple):
     markdown: str
 
 
-def _last_images(last: dict[str, str] | None):
+def _last_images(last: dict[str, Any] | None):
     if not last:
         raise VisitorError("Protect an image in the Protect tab first (or click an example); its clean and protected copies are compared here.")
     if not all(Path(last[key]).exists() for key in ("clean", "protected")):
@@ -343,20 +510,40 @@ def round_trip_caption(ctx: SpaceContext) -> str:
     return f"{autoencoder_name(ctx.protector)}, the autoencoder the protection was computed against"
 
 
-def round_trip(ctx: SpaceContext, last: dict[str, str] | None, *, progress: Progress | None = None) -> RoundTripOutputs:
-    """decode(encode(x)) of the last protected image and of its clean original."""
+def showing(last: dict[str, Any] | None) -> str:
+    """Which result the Mimic's view is about, by the image's own name and settings."""
+    if not last:
+        return "Protect an image in the Protect tab first (or click an example)."
+    return f"Your protected **{last.get('name', 'image')}** ({last.get('settings', '')}): press the button to see its round trip."
+
+
+def round_trip(ctx: SpaceContext, last: dict[str, Any] | None, *, progress: Progress | None = None) -> RoundTripOutputs:
+    """decode(encode(x)) of the last protected image and of its clean original, named. Without a mimic the
+    numbers are the result's own verdict (one measurement per result); a mimic's VAE is another network,
+    measured here and named."""
     clean, protected = _last_images(last)
     model = ctx.need_protector()
     if progress is not None:
         progress(0.2, "encoding and decoding")
+    head = f"**{last.get('name', 'image')}**, protected with {last.get('settings', 'the settings shown on the Protect tab')}. Autoencoder: {round_trip_caption(ctx)}."
     if ctx.mimic is not None:
         from attack.mimic import family_autoencoder
 
         seen = views.mimic_round_trip(model, clean, protected, max_side=ctx.limits.round_trip_max_side,
                                       autoencoder=family_autoencoder(ctx.mimic), device=ctx.mimic.device)
-    else:
-        seen = views.mimic_round_trip(model, clean, protected, max_side=ctx.limits.round_trip_max_side)
-    return RoundTripOutputs(seen.clean, seen.protected, f"Autoencoder: {round_trip_caption(ctx)}.\n\n{seen.markdown}")
+        return RoundTripOutputs(seen.clean, seen.protected, f"{head}\n\n{seen.markdown}")
+    seen = views.mimic_round_trip(model, clean, protected, max_side=ctx.limits.round_trip_max_side, measure=False)
+    return RoundTripOutputs(seen.clean, seen.protected, f"{head}\n\n{verdict_table(last.get('verdict'))}")
+
+
+def verdict_table(verdict: dict[str, Any] | None) -> str:
+    """The result's own verdict numbers, as the Protect tab's verdict and Details show them."""
+    if not verdict or verdict.get("lpips") is None:
+        return "Visibility and strength were not measured for this result (LPIPS is not loaded on this server): pictures only."
+    rows = [("how different the protected copy looks (LPIPS)", number(verdict.get("lpips"))),
+            ("damage: how much farther the autoencoder's view of the protected copy lands", number(verdict.get("damage"))),
+            ("damage of random noise of the same energy", number(verdict.get("noise_damage")))]
+    return "\n".join(["| measured once, when protected (the verdict's numbers) | value |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)])
 
 
 def img2img(ctx: SpaceContext, last: dict[str, str] | None, prompt: str, strength: float) -> tuple[Image.Image, Image.Image]:

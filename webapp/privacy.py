@@ -13,7 +13,7 @@ below it. Four things remove them, each proved by tests/test_privacy.py:
 
 A request never deletes a file it did not create: Gradio's upload cache is content-addressed (two
 visitors who upload the same bytes under the same name share one path), so uploads go only with
-the timer or the whole folder. Each picture a result shows is written once (:func:`store_views`),
+the timer or the whole folder. Each picture a result shows is written once (:func:`store_detail_views`),
 inside the request's folder, which Gradio then serves without copying.
 """
 
@@ -27,14 +27,13 @@ import sys
 import tempfile
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from .limits import SpaceLimits
-from .space import ProtectOutcome, Workspace, fit_view
+from .space import ProtectOutcome, Workspace
 
 logger = logging.getLogger("fastprotect.app")
 
@@ -164,53 +163,13 @@ def guard(workspace: Workspace, limits: SpaceLimits, *, signals: bool = True) ->
 
 
 # --------------------------------------------------------------------------- one result, stored once
-@dataclass(frozen=True)
-class StoredViews:
-    """Paths of the pictures one result shows, each file written once in the request's folder."""
-
-    before: str  # the slider's left half and the mimic tab's clean image
-    after: str  # the slider's right half and the mimic tab's protected image
-    perturbation: str
-    lpips_map: str
-
-
-BROWSER_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
-
-
-def store_views(outcome: ProtectOutcome, folder: Path, upload: str | os.PathLike, max_side: int) -> StoredViews:
-    """Write what the page shows for ``outcome`` once each, into ``folder``.
-
-    * after: the protected PNG itself when its long side fits ``max_side`` (no second copy), else one
-      smaller copy;
-    * before: a hard link to the upload when a browser shows that file as it is (PNG / JPEG / WebP,
-      upright, fits): no bytes are copied, and deleting the link never touches the upload, which
-      another visitor may share; else one smaller copy;
-    * the perturbation and the map: one PNG each (Gradio would otherwise write them into its cache
-      under a content hash, outside the request's folder).
-    """
+def store_detail_views(outcome: ProtectOutcome, folder: Path) -> tuple[str, str]:
+    """The perturbation and the map of ``outcome`` as one PNG each in the request's folder (Gradio would
+    otherwise write them into its cache under a content hash, outside that folder). The slider's halves are
+    written once by :func:`webapp.space.protect_upload`: the protected PNG itself when it fits the view, and a
+    hard link to the upload as "before" when the browser shows that file as the protection saw it."""
     folder = Path(folder)
-    protected = outcome.protected
-    if max(protected.size) <= max_side:
-        after = str(outcome.png_path)
-    else:
-        after = _save(fit_view(protected, max_side).convert("RGB"), folder / "view_protected.png")
-    before = _link_upload(Path(upload), folder, max_side, protected.size)
-    if before is None:
-        before = _save(fit_view(outcome.original, max_side), folder / "view_clean.png")
-    return StoredViews(before, after, _save(outcome.perturbation_view, folder / "perturbation.png"),
-                       _save(outcome.lpips_map_view, folder / "map.png"))
-
-
-def link_into(source: str | os.PathLike, folder: Path, stem: str) -> Path | None:
-    """``folder/<stem><source's suffix>`` as a hard link to ``source`` (the request keeps the upload's bytes
-    without copying them, and deleting its folder never touches the upload); None when the file system
-    cannot link."""
-    link = Path(folder) / f"{stem}{Path(source).suffix.lower()}"
-    try:
-        os.link(source, link)
-    except OSError:
-        return None
-    return link
+    return _save(outcome.perturbation_view, folder / "perturbation.png"), _save(outcome.lpips_map_view, folder / "map.png")
 
 
 def _save(image: Image.Image, path: Path) -> str:
@@ -218,23 +177,3 @@ def _save(image: Image.Image, path: Path) -> str:
     return str(path)
 
 
-def _link_upload(upload: Path, folder: Path, max_side: int, size: tuple[int, int]) -> str | None:
-    """A hard link ``folder/before.<ext>`` to the upload, or None when the browser would not show the
-    upload exactly as the protection saw it (another format, EXIF-rotated, another size) or the file
-    system cannot link."""
-    try:
-        with Image.open(upload) as image:
-            orientation = image.getexif().get(0x0112, 1)
-            usable = (image.format in BROWSER_FORMATS and orientation == 1 and image.size == size
-                      and max(image.size) <= max_side and image.mode in ("RGB", "RGBA", "L", "LA", "P"))
-            suffix = {"JPEG": ".jpg"}.get(image.format, f".{str(image.format).lower()}")
-    except Exception:  # unreadable here: the protection would have failed before
-        return None
-    if not usable:
-        return None
-    link = folder / f"before{suffix}"
-    try:
-        os.link(upload, link)
-    except OSError:  # another file system, or links not allowed
-        return None
-    return str(link)  # named by the upload's real format, which the browser is served by

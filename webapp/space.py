@@ -16,9 +16,11 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Sequence
@@ -30,32 +32,13 @@ import torch
 from PIL import Image
 
 from fastprotect.images import ImageError, LoadedImage, load_image, save_png, to_pil, unique_stem
-from fastprotect.vocabulary import DEFAULT_ETA_LEVELS, MAX_ETA_LEVELS, check_min_energy, check_refine_steps, check_target, eta_from_levels
+from fastprotect.vocabulary import DEFAULT_ETA_LEVELS, check_min_energy, check_refine_steps, check_target, eta_from_levels
 
 ProgressCallback = Callable[[float, str], None]
 logger = logging.getLogger(__name__)
 
-# Plain-language scale for the L∞ budget, in 8-bit levels (η = levels / 255).
-STRENGTH_SCALE: tuple[tuple[int, str], ...] = (
-    (2, "very light: weakest protection"),
-    (4, "light: faint texture may show on flat areas"),
-    (8, "standard (the paper's setting): texture or rings can show on flat skies and skin"),
-    (12, "strong: visible texture on flat areas"),
-    (16, "very strong: plainly visible texture"),
-    (MAX_ETA_LEVELS, "maximum: clearly visible"),
-)
-
-
 class SpaceInputError(ValueError):
     """A visitor's request that cannot be served (empty input, too many files); one readable line."""
-
-
-def strength_label(levels: int) -> str:
-    """Plain-language description of an η of ``levels``/255."""
-    for bound, label in STRENGTH_SCALE:
-        if levels <= bound:
-            return f"{levels}/255 — {label}"
-    return f"{levels}/255"
 
 
 @dataclass(frozen=True)
@@ -215,11 +198,80 @@ class LoadOutcome:
     details: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class CheckpointFacts:
+    """What the page's layout needs to know of the checkpoint, read from its config.json in milliseconds, so that
+    the page can answer before the weights are loaded. ``min_energy``: "Lift flat images" (0 = the checkpoint has none)."""
+
+    method: str = "per-image"  # generator, mixture or per-image
+    target: str | None = None  # the generator's trained pattern
+    min_energy: float = 0.0
+    family: str = "flux.2-klein"  # the mimic family the checkpoint targets
+    encoder_kind: str = "taef2"  # the autoencoder every number is measured with
+
+    @classmethod
+    def of(cls, protector: Any) -> CheckpointFacts:
+        """The facts of a loaded Protector (tests build the page from one)."""
+        generator = getattr(protector, "generator", None)
+        config = getattr(protector, "checkpoint_config", None)
+        from .handlers import family_of
+
+        return cls(method=getattr(protector, "method", "per-image"), target=generator.config.target if generator is not None else None,
+                   min_energy=float(generator.config.fill_rms_levels) if generator is not None else 0.0,
+                   family=config.mimic_base if config is not None else family_of(protector),
+                   encoder_kind=getattr(getattr(protector, "autoencoder", None), "kind", cls.encoder_kind))
+
+    @classmethod
+    def read(cls, checkpoint: str | None = None) -> CheckpointFacts:
+        """From the checkpoint's config.json (environment and bundle as ``Protector.from_pretrained``); the
+        defaults when it cannot be read (the load then fails and says why)."""
+        try:
+            from fastprotect.sources import checkpoint_source, local_folder
+
+            folder = local_folder(checkpoint_source(checkpoint).location)
+            raw = json.loads((folder / "config.json").read_text()) if folder is not None else {}
+        except Exception:  # the real load reports it, on the page
+            return cls()
+        method = raw.get("method", "mixture")
+        return cls(method=method, target=raw.get("target") if method == "generator" else None,
+                   min_energy=float(raw.get("fill_rms_levels") or 0.0) if method == "generator" else 0.0,
+                   family=raw.get("mimic_base", cls.family), encoder_kind=raw.get("encoder_kind", cls.encoder_kind))
+
+
+class BackgroundLoad:
+    """The models, loaded in a thread started at once, so that the page answers while they load (a request
+    waits for them: :meth:`wait`). ``facts`` come from the checkpoint's config and are ready immediately."""
+
+    def __init__(self, load: Callable[[], LoadOutcome], facts: CheckpointFacts) -> None:
+        self.facts = facts
+        self._outcome: LoadOutcome | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(load,), name="fastprotect-load", daemon=True)
+        self._thread.start()
+
+    def _run(self, load: Callable[[], LoadOutcome]) -> None:
+        try:
+            self._outcome = load()
+        except Exception as error:  # load_space_protector never raises; anything else still reaches the page
+            self._outcome = LoadOutcome(None, f"{type(error).__name__}: {error}")
+        finally:
+            self._done.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = 300.0) -> LoadOutcome | None:
+        """The outcome once loaded; None when ``timeout`` seconds pass first."""
+        self._done.wait(timeout)
+        return self._outcome
+
+
 def load_space_protector(**options: Any) -> LoadOutcome:
     """``Protector.from_pretrained(**options)`` (environment variables apply), never raising.
 
     Missing weights (offline, wrong id, empty folder) and malformed checkpoints give a LoadOutcome
-    with ``protector=None`` and a one-paragraph ``error`` for the page.
+    with ``protector=None`` and a one-paragraph ``error`` for the page (file paths in it replaced by their names).
     """
     start = time.perf_counter()
     try:
@@ -228,7 +280,7 @@ def load_space_protector(**options: Any) -> LoadOutcome:
         protector = Protector.from_pretrained(**options)
     except Exception as error:  # start-up must survive anything: the page explains instead
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return LoadOutcome(None, f"{type(error).__name__}: {message}", time.perf_counter() - start)
+        return LoadOutcome(None, without_paths(f"{type(error).__name__}: {message}"), time.perf_counter() - start)
     from fastprotect.sources import checkpoint_source
 
     checkpoint = checkpoint_source(options.get("checkpoint")).location
@@ -239,6 +291,11 @@ def load_space_protector(**options: Any) -> LoadOutcome:
     return LoadOutcome(protector, None, time.perf_counter() - start, details)
 
 
+def without_paths(text: str) -> str:
+    """``text`` with every absolute file path replaced by its last part: a page never shows where the server keeps files."""
+    return re.sub(r"(?<![\w:])/(?:[^\s/'\"`]+/)+([^\s/'\"`]+)", r"\1", text)
+
+
 def describe_protector(protector: Any, details: dict[str, str] | None = None) -> dict[str, str]:
     """Which checkpoint, encoder and LPIPS model are loaded, as short strings for the About tab."""
     autoencoder = protector.autoencoder
@@ -246,7 +303,8 @@ def describe_protector(protector: Any, details: dict[str, str] | None = None) ->
     described = {
         "mode": protector.mode,
         "method": protector.method,
-        "encoder": f"{getattr(autoencoder, 'kind', type(autoencoder).__name__)} from {getattr(autoencoder, 'source', 'memory')}",
+        # the encoder's kind and where it came from by name only: a local folder's path is the server's business
+        "encoder": f"{getattr(autoencoder, 'kind', type(autoencoder).__name__)} from {_source_name(getattr(autoencoder, 'source', 'memory'))}",
         "LPIPS": type(protector.perceptual).__name__ if protector.perceptual is not None else "not loaded (adaptive strength off)",
         "device": str(protector.device),
     }
@@ -268,22 +326,46 @@ def describe_protector(protector: Any, details: dict[str, str] | None = None) ->
     return described
 
 
+def _source_name(source: Any) -> str:
+    """A Hub id as it is; a local folder by its name only."""
+    text = str(source)
+    return Path(text).name if text.startswith(("/", "~", ".")) or Path(text).exists() else text
+
+
 # ---------------------------------------------------------------------------------------------
 # one image
 
 
+# The page's own copies (the slider's halves) are written fast: they are viewed once and swept with the result.
+VIEW_COMPRESS_LEVEL = 1
+
+
 @dataclass
 class ProtectOutcome:
-    """One protected upload: the PNG on disk and what the page shows."""
+    """One protected upload: the PNG on disk and what the page shows. The pictures for Details are made only
+    when asked for (after the protected image is on the page)."""
 
     png_path: Path
-    original: Image.Image  # RGB(A), as uploaded (upright)
-    protected: Image.Image  # RGB(A), exactly the PNG's pixels
-    perturbation_view: Image.Image  # RGB, δ amplified so that ±η spans black…white
-    lpips_map_view: Image.Image  # RGB heat map: the visibility map (mixture), the texture budget (generator); flat grey without either
+    view_paths: tuple[Path, Path]  # the slider's halves: clean and protected, the same size (long side ≤ the view size)
     info: dict[str, Any]
     loaded: LoadedImage = field(repr=False)
     protected_pixels: torch.Tensor = field(repr=False)  # 1×3×H×W in [0, 1]
+    result: Any = field(repr=False)  # fastprotect.protect.ProtectionResult
+    eta: float = 8 / 255
+
+    @property
+    def perturbation_view(self) -> Image.Image:
+        """RGB, δ amplified so that ±η spans black…white."""
+        return perturbation_view(self.result.perturbation, self.eta)
+
+    @property
+    def lpips_map_view(self) -> Image.Image:
+        """RGB heat map: the visibility map (mixture), the texture budget (generator); flat grey without either.
+        Never None: Gradio's lazily cached examples cannot read back an empty image output."""
+        result = self.result
+        if result.lpips_map is not None:
+            return heat_map(result.lpips_map)
+        return heat_map(result.budget_map) if result.budget_map is not None else _no_map(result.image)
 
 
 def protect_upload(
@@ -295,33 +377,73 @@ def protect_upload(
     name: str | None = None,
     max_pixels: int | None = None,
     progress: ProgressCallback | None = None,
+    compute_metrics: bool = True,
+    view_max_side: int = 1536,
+    upload: str | os.PathLike | None = None,
 ) -> ProtectOutcome:
-    """Load, protect and save one image as ``<name>_protected_eta<levels>.png`` in ``output_dir``.
+    """Load, protect and save one image as ``<name>_protected_eta<levels>.png`` in ``output_dir``, with the two
+    halves of the before/after view beside it (the same size, so that they line up pixel for pixel).
 
-    Raises :class:`ImageError` (bad file) or :class:`SpaceInputError` (bad options), both with a
-    one-line message.
+    ``compute_metrics=False``: no full-image PSNR/SSIM/LPIPS (the Space measures each result once, with its verdict).
+    ``upload``: the visitor's file; the "before" half is a hard link to it when a browser shows it as it is (no bytes
+    copied, and deleting the link never touches the upload, which another visitor may share).
+    Raises :class:`ImageError` (bad file) or :class:`SpaceInputError` (bad options), both with a one-line message.
     """
     loaded = load_image(source, max_pixels=max_pixels, name=name)
     result = protector.protect(
         loaded, eta=options.eta, target=options.target, adaptive_strength=options.adaptive_strength,
         refine_steps=int(options.refine_steps), seed=int(options.seed), progress=progress,
-        min_energy=options.min_energy,
+        min_energy=options.min_energy, compute_metrics=compute_metrics,
     )
     path = Path(output_dir) / output_name(loaded.name, options)
     save_png(loaded, result.image, path)
-    info = _json_safe(result.info.as_dict())
-    return ProtectOutcome(
-        png_path=path,
-        original=to_pil(loaded, loaded.pixels),
-        protected=to_pil(loaded, result.image),
-        perturbation_view=perturbation_view(result.perturbation, options.eta),
-        # Never None: Gradio's lazily cached examples cannot read back an empty image output.
-        lpips_map_view=(heat_map(result.lpips_map) if result.lpips_map is not None
-                        else heat_map(result.budget_map) if result.budget_map is not None else _no_map(result.image)),
-        info=info,
-        loaded=loaded,
-        protected_pixels=result.image,
-    )
+    clean_view = link_upload(Path(upload), Path(output_dir), view_max_side, (loaded.width, loaded.height)) if upload is not None else None
+    if clean_view is None:
+        clean_view = Path(output_dir) / "view_clean.png"
+        fit_view(to_pil(loaded, loaded.pixels), view_max_side).save(clean_view, compress_level=VIEW_COMPRESS_LEVEL)
+    if max(loaded.width, loaded.height) <= view_max_side:
+        protected_view = path  # the download itself: no second copy of the same pixels
+    else:
+        protected_view = Path(output_dir) / "view_protected.png"
+        fit_view(to_pil(loaded, result.image), view_max_side).save(protected_view, compress_level=VIEW_COMPRESS_LEVEL)
+    return ProtectOutcome(png_path=path, view_paths=(clean_view, protected_view), info=_json_safe(result.info.as_dict()),
+                          loaded=loaded, protected_pixels=result.image, result=result, eta=options.eta)
+
+
+# What a browser shows as it is: the slider's "before" may then be the upload itself (a hard link).
+BROWSER_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
+
+
+def link_into(source: str | os.PathLike, folder: Path, stem: str) -> Path | None:
+    """``folder/<stem><source's suffix>`` as a hard link to ``source`` (the request keeps the upload's bytes
+    without copying them, and deleting its folder never touches the upload); None when the file system
+    cannot link."""
+    return _link_as(Path(source), Path(folder) / f"{stem}{Path(source).suffix.lower()}")
+
+
+def link_upload(upload: Path, folder: Path, max_side: int, size: tuple[int, int]) -> Path | None:
+    """A hard link ``folder/before.<ext>`` to the upload, or None when the browser would not show the
+    upload exactly as the protection saw it (another format, EXIF-rotated, another size) or the file
+    system cannot link."""
+    try:
+        with Image.open(upload) as image:
+            orientation = image.getexif().get(0x0112, 1)
+            usable = (image.format in BROWSER_FORMATS and orientation == 1 and image.size == size
+                      and max(image.size) <= max_side and image.mode in ("RGB", "RGBA", "L", "LA", "P"))
+            suffix = {"JPEG": ".jpg"}.get(image.format, f".{str(image.format).lower()}")
+    except Exception:  # unreadable here: the protection would have failed before
+        return None
+    if not usable:
+        return None
+    return _link_as(upload, folder / f"before{suffix}")
+
+
+def _link_as(source: Path, link: Path) -> Path | None:
+    try:
+        os.link(source, link)
+    except OSError:  # another file system, or links not allowed
+        return None
+    return link  # named by the upload's real format, which the browser is served by
 
 
 def output_name(name: str | None, options: ProtectOptions) -> str:
@@ -393,31 +515,6 @@ def heat_map(values: torch.Tensor) -> Image.Image:
     green = (t * 2 - 1).clamp(0, 1)
     blue = 0.45 + 0.35 * torch.sin(math.pi * t) - 0.45 * (t * 2 - 1).clamp(0, 1)
     return tensor_to_pil(torch.stack([red, green, blue.clamp(0, 1)]))
-
-
-def info_markdown(info: dict[str, Any]) -> str:
-    """The info record as a short Markdown table for the page."""
-
-    def number(value: Any, fmt: str) -> str:
-        return "n/a" if value is None else format(value, fmt)
-
-    rows = [
-        ("mode", info.get("mode")),
-        ("target pattern", info.get("target")),
-        ("group", "n/a (per-image mode)" if info.get("group") is None else info.get("group")),
-        ("L∞ (8-bit levels)", f"{info.get('linf_levels')} of a budget of {info.get('eta_levels')}"),
-        ("PSNR", f"{number(info.get('psnr_db'), '.2f')} dB"),
-        ("SSIM", number(info.get("ssim"), ".4f")),
-        ("LPIPS", number(info.get("lpips"), ".4f")),
-        ("size", f"{info.get('width')}×{info.get('height')}"),
-    ]
-    timings = info.get("timings_s") or {}
-    rows += [(f"time: {stage}", f"{seconds:.3f} s") for stage, seconds in timings.items()]
-    lines = ["| measure | value |", "|---|---|", *(f"| {key} | {value} |" for key, value in rows)]
-    notes = info.get("notes") or []
-    if notes:
-        lines += ["", *(f"- {note}" for note in notes)]
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------

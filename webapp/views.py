@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from fastprotect.images import ImageError, LoadedImage, load_image
+from fastprotect.images import ImageError, LoadedImage, fit_within, load_image, resize_tensor
 from .space import ProgressCallback, SpaceInputError, _json_safe, tensor_to_pil
 
 @dataclass
@@ -25,20 +25,24 @@ class MimicViews:
     markdown: str
 
 
-def mimic_round_trip(protector: Any, clean: LoadedImage, protected: LoadedImage, *, max_side: int = 768, autoencoder: Any = None, device: Any = None) -> MimicViews:
+def mimic_round_trip(protector: Any, clean: LoadedImage, protected: LoadedImage, *, max_side: int = 768, autoencoder: Any = None,
+                     device: Any = None, measure: bool = True) -> MimicViews:
     """Round-trip a clean image and its protected copy through ``autoencoder`` (default: the
     protector's own; the Space passes the mimic's VAE, ``attack.mimic.family_autoencoder``, when a
-    mimic is loaded); with LPIPS loaded, also measure how far each view lands from the clean original."""
-    from attack.roundtrip import round_trip, roundtrip_report
-
+    mimic is loaded); with LPIPS loaded and ``measure``, also measure how far each view lands from the clean
+    original (``measure=False``: pictures only, when the result's own verdict already measured this network)."""
     autoencoder = autoencoder if autoencoder is not None else protector.autoencoder
+    if not measure and autoencoder is protector.autoencoder:  # pictures only, with the library's own autoencoder
+        return _own_round_trip(autoencoder, clean, protected, max_side=max_side, device=device if device is not None else protector.device)
+    from attack.roundtrip import round_trip, roundtrip_report  # diffusers: a one-off 5–20 s import, only when needed
+
     if (clean.width, clean.height) != (protected.width, protected.height):
         raise SpaceInputError("the clean and protected images differ in size")
     device = device if device is not None else protector.device
     x, p = clean.pixels.to(device), protected.pixels.to(device)
     numbers: dict[str, float] = {}
     with torch.no_grad():
-        if protector.perceptual is not None:
+        if measure and protector.perceptual is not None:
             report = roundtrip_report(autoencoder, x, p, protector.perceptual, max_side=max_side)
             clean_rt, protected_rt, numbers = report.clean_round_trip, report.protected_round_trip, report.as_dict()
         else:
@@ -54,6 +58,16 @@ def mimic_round_trip(protector: Any, clean: LoadedImage, protected: LoadedImage,
     lines += [f"| {labels[key]} | {value:.4f} |" for key, value in numbers.items()]
     markdown = "\n".join(lines) if numbers else "LPIPS is not loaded on this server: pictures only."
     return MimicViews(tensor_to_pil(clean_rt), tensor_to_pil(protected_rt), numbers, markdown)
+
+
+def _own_round_trip(autoencoder: Any, clean: LoadedImage, protected: LoadedImage, *, max_side: int, device: Any) -> MimicViews:
+    """decode(encode(x)) of both images with a library autoencoder, at sides that are multiples of 8 with the long
+    side at most ``max_side`` (as ``attack.roundtrip.round_trip`` does), shown at that size; no diffusers import."""
+    height, width = fit_within(clean.height, clean.width, max_side, min_side=8, multiple=8)
+    with torch.no_grad():
+        pair = torch.cat([resize_tensor(clean.pixels, height, width), resize_tensor(protected.pixels, height, width)]).to(device)
+        seen = autoencoder.round_trip(pair).float().clamp(0, 1).cpu()
+    return MimicViews(tensor_to_pil(seen[:1]), tensor_to_pil(seen[1:]), {}, "")
 
 
 def mimic_img2img(pipe: Any, clean: LoadedImage, protected: LoadedImage, prompt: str, strength: float, *, steps: int | None = None) -> tuple[Image.Image, Image.Image]:

@@ -89,6 +89,8 @@ def test_fresh_offline_app_protects_in_pretrained_mode(real_app, tmp_path):
         page.locator("#protect-input img").first.wait_for()
         page.locator("#protect-button").click()
         page.locator("#protected-file a[download='landscape_protected_eta8.png']").wait_for()
+        # the protected image is shown first; the verdict follows it
+        page.wait_for_function("() => !document.querySelector('#verdict').innerText.includes('Measuring')")
         verdict = page.locator("#verdict").inner_text()
         page.locator("#details").get_by_text("Details").first.click()
         record = page.locator("#info-record").inner_text()

@@ -140,8 +140,14 @@ def _upload(page, image: Path) -> None:
 def _upload_and_protect(page, image: Path) -> None:
     _upload(page, image)
     page.locator("#protect-button").click()
-    # The file link appears when the run ends; its download name comes from the upload and the strength.
+    # The file link appears with the protected image; its download name comes from the upload and the strength.
     page.locator(f"#protected-file a[download='{image.stem}_protected_eta8.png']").wait_for()
+    _wait_for_verdict(page)
+
+
+def _wait_for_verdict(page) -> None:
+    """The verdict follows the protected image (measured after it is shown)."""
+    page.wait_for_function("() => !document.querySelector('#verdict').innerText.includes('Measuring')")
 
 
 def _in_first_screen(page, selector: str) -> bool:
@@ -173,7 +179,7 @@ def test_one_action_and_its_result_in_the_first_screen(page, tmp_path):
     for selector in ("#verdict", "#protected-file", "#before-after"):
         assert _in_first_screen(page, selector), f"{selector} is below the first screen at 1366×900"
     verdict = page.locator("#verdict").inner_text()
-    assert "Protected at Standard" in verdict and "PSNR" in verdict
+    assert "Protected with Standard strength" in verdict and "PSNR" in verdict
 
     with page.expect_download() as download_info:
         page.locator("#protected-file a[download]").first.click()
@@ -190,7 +196,7 @@ def test_one_action_and_its_result_in_the_first_screen(page, tmp_path):
     assert page.locator("#before-after img").count() >= 1  # the before/after slider is shown
     page.locator("#details").get_by_text("Details").first.click()
     record = page.locator("#info-record").inner_text()
-    assert "PSNR" in record and "L∞" in record and "target pattern" in record and "meaning" in record
+    assert "PSNR" in record and "largest change" in record and "target pattern" in record and "meaning" in record and "Glossary" in record
     page.locator("#details").get_by_text("Details").first.click()
 
 
@@ -219,11 +225,13 @@ def test_a_text_file_gives_a_message_and_a_new_upload_clears_it(page, tmp_path):
 def test_example_click_protects_and_the_mimic_tab_follows(page):
     page.get_by_role("button", name="Example: mosaic tiles").click()
     page.locator("#protected-file a[download='mosaic_tiles_protected_eta8.png']").wait_for()
-    assert "Protected at Standard" in page.locator("#verdict").inner_text()
+    _wait_for_verdict(page)
+    assert "Protected with Standard strength" in page.locator("#verdict").inner_text()
     page.get_by_role("tab", name=TABS["mimic"]).click()
     page.locator("#roundtrip-button").click()
     page.locator("#roundtrip-protected img").first.wait_for()
-    assert "Stable Diffusion 1.5 VAE" in page.locator("#roundtrip-numbers").inner_text()  # the dummy is an SD-VAE
+    numbers = page.locator("#roundtrip-numbers").inner_text()
+    assert "Stable Diffusion 1.5 VAE" in numbers and "mosaic_tiles.png" in numbers  # the dummy is an SD-VAE; the image by name
     page.get_by_role("tab", name=TABS["protect"]).click()
 
 
@@ -282,6 +290,7 @@ def test_screenshot_every_tab(page):
     for _ in range(2):  # the same example twice: Gradio's copy of it must survive the first click
         page.get_by_role("button", name="Example: sunset hills").click()
         page.locator("#protected-file a[download='sunset_hills_protected_eta8.png']").wait_for()
+        _wait_for_verdict(page)
         page.wait_for_function(IDLE_JS)
         assert _error_badges(page) == []
     page.evaluate("window.scrollTo(0, 0)")
