@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import DEFAULT_IMAGES, DEFAULT_WEIGHTS, machine_info, machine_line, write_json
-from benchmarks.noise_control import DOMAINS, ROBUSTNESS, generator_variant, measure_per_image, per_image_pgd
+from benchmarks.noise_control import DOMAINS, ROBUSTNESS, generator_variant, measure_per_image, per_image_pgd, same_energy_noise
 from fastprotect.evaluation import Harness
 from fastprotect.images import load_image, resize_tensor
 from fastprotect.perceptual import load_perceptual
@@ -97,6 +97,22 @@ def at_long_side(pixels: torch.Tensor, long_side: int) -> torch.Tensor:
     return (resize_tensor(pixels, *size).clamp(0, 1) * 255).round() / 255
 
 
+# ------------------------------------------------------------------------------------------- transfer
+TRANSFER_NETS = ("alex", "vgg")
+
+
+@torch.no_grad()
+def feature_shift(perceptual, changed: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """How far a change moves an ImageNet network's features: the mean over the LPIPS trunk's layers (AlexNet: 5, VGG16:
+    5 stages) of ‖F(changed) − F(clean)‖ / ‖F(clean)‖, per image (B). The trunks are torchvision's ImageNet classifiers,
+    never trained on or distilled from TAEF2: a transfer check, unlike benchmarks.surrogate_encoder (distilled from TAEF2)."""
+    model = perceptual.model
+    ours = model.net(model.scaling_layer(changed.to(model.scaling_layer.shift.dtype) * 2 - 1))
+    theirs = model.net(model.scaling_layer(clean.to(model.scaling_layer.shift.dtype) * 2 - 1))
+    shifts = [(a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1).clamp_min(1e-12) for a, b in zip(ours, theirs, strict=True)]
+    return torch.stack(shifts).mean(0).float().cpu()
+
+
 # ------------------------------------------------------------------------------------------- summary
 def summarise(per_image: dict[str, list[float]], domains: list[str]) -> dict[str, dict[str, float]]:
     """Per domain and pooled ("all"): means, ratio of mean damage to mean noise damage, survival shares, and over the
@@ -109,6 +125,9 @@ def summarise(per_image: dict[str, list[float]], domains: list[str]) -> dict[str
         for name in ROBUSTNESS:
             if f"damage_{name}" in values:
                 values[f"survives_{name}"] = values[f"damage_{name}"] / max(values["damage"], 1e-6)
+        for net in TRANSFER_NETS:
+            if f"shift_{net}" in values:
+                values[f"transfer_{net}"] = values[f"shift_{net}"] / max(values[f"noise_shift_{net}"], 1e-12)
         ratios = sorted(per_image["damage"][i] / per_image["noise_damage"][i] for i in index if per_image["noise_damage"][i] > MEASURABLE)
         values["measurable"] = len(ratios)
         if ratios:
@@ -155,6 +174,8 @@ def row_line(label: str, size: int, summary: dict[str, dict[str, float]], second
     survives = " · ".join(f"{pooled[f'survives_{n}']:.0%}" for n in ROBUSTNESS if f"survives_{n}" in pooled) or "–"
     share = f"{pooled['share_at_2x']:.0%} of {pooled['measurable']}" if "share_at_2x" in pooled else "–"
     worst = f"{pooled['worst_decile_mean']:.2f}" if "worst_decile_mean" in pooled else "–"
+    transfer = " · ".join(f"{net} {pooled[f'transfer_{net}']:.2f}×" for net in TRANSFER_NETS if f"transfer_{net}" in pooled)
+    label = f"{label} (ImageNet feature shift vs noise: {transfer})" if transfer else label
     return (f"| {label} | {size} | {pooled['n']} | {pooled['lpips']:.3f} | {pooled['lpips_vgg']:.3f} | {pooled['psnr']:.1f} "
             f"| {pooled['flat_ratio']:.2f} | {pooled['damage']:.4f} | {pooled['noise_damage']:.4f} | **{pooled['ratio']:.2f}** "
             f"| {domains} | {share} | {worst} | {survives} | {seconds:.2f} |")
@@ -229,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare", type=parse_compare, nargs="*", default=[], metavar="LABEL=FOLDER")
     parser.add_argument("--no-default", action="store_true", help="leave the default row out (its numbers are in another file)")
     parser.add_argument("--pgd", action="store_true", help="add per-image PGD (8 steps, η 8) rows: slow")
+    parser.add_argument("--transfer", action="store_true",
+                        help="also the ImageNet AlexNet/VGG16 feature shift of each row and of its same-PSNR noise (feature_shift)")
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -261,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
                 entry = collected[label][size]
                 entry["seconds"].append(time.perf_counter() - tick)
                 measured = measure_per_image(harness, x, protected, targets, robust=size in args.robust_sizes)
+                if args.transfer:
+                    noise = same_energy_noise(x, protected)  # seeded: the control measure_per_image scored
+                    for net, perceptual in (("alex", default.perceptual), ("vgg", vgg)):
+                        measured[f"shift_{net}"] = feature_shift(perceptual, protected, x)
+                        measured[f"noise_shift_{net}"] = feature_shift(perceptual, noise, x)
                 for key, value in measured.items():
                     entry["per_image"].setdefault(key, []).append(round(float(value[0]), 6))
                 print(f"{size} px {index + 1}/{len(names)} {name} {label}: damage {float(measured['damage'][0]):.4f} "

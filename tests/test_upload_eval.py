@@ -78,3 +78,19 @@ def test_variants_name_config_fields_with_json_values() -> None:
     assert upload_eval.parse_variant("f=mask_floor=0.2") == ("f", {"mask_floor": 0.2})
     with pytest.raises(argparse.ArgumentTypeError):
         upload_eval.parse_variant("no-fields")
+
+
+def test_the_feature_shift_is_zero_for_no_change_and_grows_with_the_change() -> None:
+    from fastprotect.dummy import dummy_perceptual
+
+    perceptual = dummy_perceptual()
+    clean = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(upload_eval.feature_shift(perceptual, clean, clean), torch.zeros(2))
+    small, large = (upload_eval.feature_shift(perceptual, (clean + s * noise).clamp(0, 1), clean) for s in (0.01, 0.1))
+    assert bool((large > small).all()) and bool((small > 0).all())
+
+
+def test_the_transfer_ratio_is_the_mean_shift_over_the_mean_shift_of_noise() -> None:
+    per_image = _per_image([0.02, 0.02], [0.01, 0.01]) | {"shift_alex": [0.2, 0.4], "noise_shift_alex": [0.1, 0.3]}
+    assert upload_eval.summarise(per_image, ["face", "face"])["all"]["transfer_alex"] == pytest.approx(0.3 / 0.2)
