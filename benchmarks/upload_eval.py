@@ -89,6 +89,13 @@ def sample_names(images: Path, per_domain: int | None, seed: int) -> list[str]:
     return names
 
 
+def interleave(names: list[str]) -> list[str]:
+    """The names taken one domain at a time in turn (cartoon, face, object, painting, cartoon, ...): a run cut short
+    has measured every domain alike."""
+    by_domain = [[n for n in names if n.split("/")[0] == d] for d in DOMAINS]
+    return [group[i] for i in range(max(map(len, by_domain), default=0)) for group in by_domain if i < len(group)]
+
+
 def at_long_side(pixels: torch.Tensor, long_side: int) -> torch.Tensor:
     """The whole image scaled (up or down) to ``long_side``, aspect kept, rounded to 8 bits like a saved upload."""
     height, width = pixels.shape[-2:]
@@ -257,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    names = sample_names(args.images, args.per_domain, args.seed)
+    names = interleave(sample_names(args.images, args.per_domain, args.seed))
     if not names:
         parser.error(f"no images under {args.images}/{{{','.join(DOMAINS)}}}")
     domains = [name.split("/")[0] for name in names]
@@ -294,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{size} px {index + 1}/{len(names)} {name} {label}: damage {float(measured['damage'][0]):.4f} "
                       f"noise {float(measured['noise_damage'][0]):.4f} alex {float(measured['lpips'][0]):.3f}", file=sys.stderr, flush=True)
             harness._references.clear()  # one image's reference at a time: a 2048 px round trip is large
-        write_results(args, info, names, domains, collected, started, partial=size != args.sizes[-1])
+            # written after every image: a run cut short keeps what it measured (summaries of the images so far)
+            write_results(args, info, names, domains, collected, started, partial=True)
     rows = write_results(args, info, names, domains, collected, started, partial=False)
     print(report(rows))
     print(f"\n{machine_line(info)}; {len(names)} dev images ({args.per_domain or 'all'} per domain, seed {args.seed}), whole, "
@@ -308,9 +316,11 @@ def write_results(args, info, names, domains, collected, started, *, partial: bo
     rows: dict[str, dict[int, dict]] = {}
     for label, by_size in collected.items():
         for size, entry in by_size.items():
-            if len(entry["seconds"]) == len(names):
+            done = len(entry["seconds"])
+            if done:
                 rows.setdefault(label, {})[size] = {
-                    "summary": summarise(entry["per_image"], domains),
+                    "images_done": done,
+                    "summary": summarise(entry["per_image"], domains[:done]),
                     "seconds_per_image": sum(entry["seconds"]) / len(entry["seconds"]),
                     "per_image": entry["per_image"],
                 }

@@ -94,3 +94,8 @@ def test_the_feature_shift_is_zero_for_no_change_and_grows_with_the_change() -> 
 def test_the_transfer_ratio_is_the_mean_shift_over_the_mean_shift_of_noise() -> None:
     per_image = _per_image([0.02, 0.02], [0.01, 0.01]) | {"shift_alex": [0.2, 0.4], "noise_shift_alex": [0.1, 0.3]}
     assert upload_eval.summarise(per_image, ["face", "face"])["all"]["transfer_alex"] == pytest.approx(0.3 / 0.2)
+
+
+def test_images_are_measured_one_domain_at_a_time_in_turn() -> None:
+    names = ["cartoon/a", "cartoon/b", "face/c", "object/d", "object/e", "painting/f"]
+    assert upload_eval.interleave(names) == ["cartoon/a", "face/c", "object/d", "painting/f", "cartoon/b", "object/e"]
