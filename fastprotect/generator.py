@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import budget as budget_rules
 from .checkpoint_config import check_encoder_and_budget, check_integers, read_config_strictly
 from .hub import load_state_strictly
 from .images import fit_within, resize_tensor
@@ -56,9 +57,10 @@ from .targets import target_window
 from .vocabulary import DEFAULT_ETA, TARGET_NAMES, AutoencoderKind, check_min_energy
 
 METHOD = "generator"
-FORMAT_VERSION = 6  # read_config migrates versions 1 (no ``net_downscale``: a full-resolution network), 2 (no
+FORMAT_VERSION = 7  # read_config migrates versions 1 (no ``net_downscale``: a full-resolution network), 2 (no
 # minimum energy: ``fill_rms_levels`` 0, off), 3 (its minimum energy lifted brightness and colour), 4 (a boolean
-# ``fill_colour_only`` instead of ``fill_form``) and 5 (no ``fill_block``: a lift with pixel detail): MIGRATIONS
+# ``fill_colour_only`` instead of ``fill_form``), 5 (no ``fill_block``: a lift with pixel detail) and 6 (no edge or
+# colour rule, the lift judged by δ's RMS over the whole image): MIGRATIONS
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
@@ -70,6 +72,10 @@ FILL_FORMS = ("blue-yellow", "colour", "both")
 # Each form's name in tables (the benchmarks' row labels) and the JPEG components it keeps, where it drops some.
 FILL_FORM_NAMES = {"blue-yellow": "blue-yellow only", "colour": "colour only", "both": "brightness and colour"}
 FILL_FORM_COMPONENTS = {"blue-yellow": "JPEG's Cb", "colour": "Cb and Cr", "both": ""}
+# What the minimum energy judges an image by (``GeneratorConfig.fill_criterion``): "rms": δ's RMS over the whole image
+# (format ≤ 6); "flat": δ's RMS over its flat pixels (fastprotect.budget.flat_rms), for images whose flat pixels make at
+# least ``fill_flat_share`` of the frame: a cartoon's outlines no longer hide its untouched fills.
+FILL_CRITERIA = ("rms", "flat")
 
 
 class GeneratorCheckpointError(ValueError):
@@ -107,6 +113,14 @@ class GeneratorConfig:
     # all leave the squares with less damage than the detail (benchmarks/jpeg_grid.py, docs/EVALUATION.md): measured,
     # not the default.
     fill_block: int = 0
+    fill_criterion: str = "rms"
+    fill_flat_share: float = 0.25
+    # Budget rules for the eye (fastprotect.budget), 0 = off (format ≤ 6): edge_suppression s damps the budget by
+    # 1 − s·coherence⁴ where the luma's gradients share one orientation (an isolated edge, an outline: it masks a change
+    # far less than texture); chroma_reference scales δ's colour part by the clean image's local chroma ÷ it (no tint
+    # on greys, outlines, near-neutral skin). Inference-time: the network and the map it sees are unchanged.
+    edge_suppression: float = 0.0
+    chroma_reference: float = 0.0
     mask_gamma: float = 1.0
     contrast_window: int = 7
     target: str = "mid"  # the target pattern the training pulled towards (a TARGET_NAMES entry)
@@ -138,6 +152,13 @@ class GeneratorConfig:
             raise GeneratorCheckpointError(f"mask_floor must be in [0, 1] and mask_gamma > 0; got {self.mask_floor}, {self.mask_gamma}")
         if not isinstance(self.fill_floor_max, (int, float)) or not 0 <= self.fill_floor_max <= 1:
             raise GeneratorCheckpointError(f"fill_floor_max must be in [0, 1]; got {self.fill_floor_max!r}")
+        if self.fill_criterion not in FILL_CRITERIA:
+            raise GeneratorCheckpointError(f"fill_criterion must be one of {', '.join(FILL_CRITERIA)}; got {self.fill_criterion!r}")
+        for name in ("fill_flat_share", "edge_suppression"):
+            if not isinstance(getattr(self, name), (int, float)) or not 0 <= getattr(self, name) <= 1:
+                raise GeneratorCheckpointError(f"{name} must be in [0, 1]; got {getattr(self, name)!r}")
+        if not isinstance(self.chroma_reference, (int, float)) or self.chroma_reference < 0:
+            raise GeneratorCheckpointError(f"chroma_reference must be a number ≥ 0 (0: off); got {self.chroma_reference!r}")
         if self.fill_form not in FILL_FORMS:
             raise GeneratorCheckpointError(f"fill_form must be one of {', '.join(FILL_FORMS)}; got {self.fill_form!r}")
         if not isinstance(self.fill_rms_levels, (int, float)) or not 0 <= self.fill_rms_levels <= self.rms_levels:
@@ -168,7 +189,8 @@ def fill_sample_stride(height: int, width: int) -> int:
 
 
 def fill_floor(relative: torch.Tensor, raw: torch.Tensor, *, floor: float, ceiling: float, gamma: float,
-               target_rms: float, form: str = "both", iterations: int = 20, stride: int | None = None) -> torch.Tensor:
+               target_rms: float, form: str = "both", iterations: int = 20, stride: int | None = None,
+               flat: torch.Tensor | None = None, flat_share: float = 0.0) -> torch.Tensor:
     """Per image, the smallest budget floor f in [floor, ceiling] at which clamp(relative, f, 1)^γ ⊙ raw
     has an RMS of at least ``target_rms`` (B values; ``ceiling`` where even that stays below).
 
@@ -180,16 +202,27 @@ def fill_floor(relative: torch.Tensor, raw: torch.Tensor, *, floor: float, ceili
     (:func:`block_constant`) keep the energy, so they do not change it; the scaling back to ±η afterwards
     (:func:`write_lift`) can take a few percent off it. ``stride``: None, the subsample's
     (:func:`fill_sample_stride`); 1 when ``relative`` and ``raw`` are that subsample already.
+    ``flat`` (B×1×H×W booleans, :func:`fastprotect.budget.flat_mask`): judge and lift by δ's RMS over those pixels
+    only, and only images whose flat pixels make at least ``flat_share`` of the frame (the "flat" criterion).
     """
     if stride is None:
         stride = fill_sample_stride(*relative.shape[-2:])
     rel = relative[..., ::stride, ::stride].float().detach()
+    weight = None if flat is None else flat[..., ::stride, ::stride].float()
+
+    def rms(values: torch.Tensor) -> torch.Tensor:
+        energy = values.pow(2).mean(1, keepdim=True)
+        if weight is None:
+            return energy.flatten(1).mean(1).sqrt()
+        return ((energy * weight).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp_min(1)).sqrt()
 
     def reaches(f: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
-        return (_floored(rel, f).pow(gamma) * pattern).pow(2).flatten(1).mean(1).sqrt() >= target_rms
+        return rms(_floored(rel, f).pow(gamma) * pattern) >= target_rms
 
     low = torch.full((relative.shape[0],), float(floor), device=relative.device)
     needs = ~reaches(low, raw[..., ::stride, ::stride].float().detach())
+    if weight is not None:
+        needs = needs & (weight.flatten(1).mean(1) >= flat_share)
     if ceiling <= floor or not bool(needs.any()):
         return low
     lifted = in_form(raw[..., ::stride, ::stride].float().detach(), form)
@@ -358,9 +391,14 @@ class PerturbationGenerator(nn.Module):
         return value
 
     def _budget_and_lift(self, images: torch.Tensor, raw: torch.Tensor | None, min_energy: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(m(x), which images the minimum energy ``min_energy`` (checked) lifted: B booleans)."""
-        relative = relative_contrast(images, self.config.contrast_reference, self.config.contrast_window)
-        floor, lifted = self._floor(relative, raw, min_energy)
+        """(m(x), which images the minimum energy ``min_energy`` (checked) lifted: B booleans). With ``raw`` (what is
+        written), the budget rules of fastprotect.budget apply when the checkpoint turns them on."""
+        c = self.config
+        relative = relative_contrast(images, c.contrast_reference, c.contrast_window)
+        flat = budget_rules.flat_mask(relative) if c.fill_criterion == "flat" else None  # judged before any damping
+        if raw is not None and c.edge_suppression > 0:  # what is written; the network's own input map stays as trained
+            relative = relative * budget_rules.edge_damping(images, c.contrast_window, c.edge_suppression)
+        floor, lifted = self._floor(relative, raw, min_energy, flat=flat)
         return self._shape_budget(relative, floor), lifted
 
     def _shape_budget(self, relative: torch.Tensor, floor: float | torch.Tensor) -> torch.Tensor:
@@ -369,16 +407,18 @@ class PerturbationGenerator(nn.Module):
         return _floored(relative, floor).pow(self.config.mask_gamma)
 
     def _floor(self, relative: torch.Tensor, raw: torch.Tensor | None, min_energy: float,
-               stride: int | None = None) -> tuple[float | torch.Tensor, torch.Tensor]:
+               stride: int | None = None, flat: torch.Tensor | None = None) -> tuple[float | torch.Tensor, torch.Tensor]:
         """The budget's floor (``mask_floor``, or per image as far as the minimum energy lifts it) and which images
-        were lifted. ``stride``: see :func:`fill_floor` (1: ``relative`` and ``raw`` are its subsample already)."""
+        were lifted. ``stride``, ``flat``: see :func:`fill_floor` (stride 1: ``relative`` and ``raw`` are its
+        subsample already)."""
         c = self.config
         lifted = torch.zeros(relative.shape[0], dtype=torch.bool, device=relative.device)
         floor: float | torch.Tensor = c.mask_floor
         if raw is not None and min_energy > 0 and c.fill_floor_max > c.mask_floor:
             # δ = η·m⊙G and the minimum scales with η like the cap: whether δ reaches it does not depend on η.
             floor = fill_floor(relative, raw, floor=c.mask_floor, ceiling=c.fill_floor_max, gamma=c.mask_gamma,
-                               target_rms=min_energy / 255 / c.eta, form=c.fill_form, stride=stride)
+                               target_rms=min_energy / 255 / c.eta, form=c.fill_form, stride=stride,
+                               flat=flat, flat_share=c.fill_flat_share)
             lifted = floor > c.mask_floor
         return floor, lifted
 
@@ -433,12 +473,19 @@ class PerturbationGenerator(nn.Module):
             raw = self.raw(images, target)
         budget, lifted = self._budget_and_lift(images, raw, self.check_min_energy(min_energy))
         delta = eta * budget * raw
-        if (self.config.fill_form != "both" or self.config.fill_block > 1) and bool(lifted.any()):
+        # colour kept small where the image is neutral (fastprotect.budget.hide_colour); a lifted image's δ is
+        # written in its own form below, from the unhidden δ
+        hidden = budget_rules.hide_colour(delta, images, self.config.chroma_reference, self.config.contrast_window)
+        if not bool(lifted.any()):
+            delta = hidden
+        elif (self.config.fill_form != "both" or self.config.fill_block > 1) and bool(lifted.any()):
             # Where a pixel is at 0 or 1 (white, black, a saturated fill's empty channel) the protected image's
             # rounding and clipping still turn part of it into brightness: keeping the change inside what each
             # pixel can take instead left the flat held-out cartoons without any lift (measured, docs/EVALUATION.md).
             written = write_lift(delta, self.config.fill_form, self.config.fill_block, eta)
-            delta = written if bool(lifted.all()) else torch.where(lifted.view(-1, 1, 1, 1), written, delta)
+            delta = written if bool(lifted.all()) else torch.where(lifted.view(-1, 1, 1, 1), written, hidden)
+        else:
+            delta = torch.where(lifted.view(-1, 1, 1, 1), delta, hidden)
         rms = self.config.rms_levels / 255 * eta / self.config.eta
         return cap_energy(delta, rms), budget
 
@@ -453,13 +500,18 @@ class PerturbationGenerator(nn.Module):
         upsampled where it is used (:class:`_Upsampler`), δ is written into the output and the energy cap and the
         8-bit composition are applied there in place. Besides the input, the memory is the output, the budget map and a
         few bands: at 4096×3072 the plain path held six full-size float copies. Where the lift writes squares
-        (``fill_block`` > 1, a whole-image operation) or G's copy is larger than the image, the plain path runs.
+        (``fill_block`` > 1, a whole-image operation), G's copy is larger than the image or a budget rule is on, the
+        plain path runs.
         ``pattern``: :meth:`small_pattern`'s output when already computed (the Protector times the network apart)."""
         eta = self.config.eta if eta is None else eta
         min_energy = self.check_min_energy(min_energy)
         height, width = images.shape[-2:]
         pattern = self.small_pattern(images) if pattern is None else pattern
-        plain = pattern.shape[-2] > height or pattern.shape[-1] > width
+        # The budget rules (fastprotect.budget: edge damping, colour hiding, the flat criterion) need whole-image
+        # neighbourhoods; a checkpoint that turns one on runs the plain path.
+        c = self.config
+        rules = c.edge_suppression > 0 or c.chroma_reference > 0 or c.fill_criterion != "rms"
+        plain = rules or pattern.shape[-2] > height or pattern.shape[-1] > width
         if not plain:
             relative = relative_contrast(images, self.config.contrast_reference, self.config.contrast_window)
             upsample = _Upsampler(pattern, height, width)
@@ -538,12 +590,17 @@ MIGRATIONS: dict[int, dict[str, Any]] = {
     # 1 and 2 had no minimum energy: one asked of them now (``with_config``, ``min_energy=``) is today's form.
     # 3's was in brightness and colour, and a version-3 checkpoint keeps what it was measured with; 4 named its form
     # with a boolean (read by _named_form). Every version before 6 lifted with G's pixel detail (no ``fill_block``).
+    # Every version before 7 had no edge or colour rule and judged the lift by δ's RMS over the whole image (_BEFORE_7).
     1: {"net_downscale": 1, "fill_rms_levels": 0.0, "fill_floor_max": 0.5, "fill_form": GeneratorConfig.fill_form, "fill_block": 0},
     2: {"fill_rms_levels": 0.0, "fill_floor_max": 0.5, "fill_form": GeneratorConfig.fill_form, "fill_block": 0},
     3: {"fill_form": "both", "fill_block": 0},
     4: {"fill_block": 0},
     5: {"fill_block": 0},
+    6: {},
 }
+_BEFORE_7 = {"fill_criterion": "rms", "fill_flat_share": 0.25, "edge_suppression": 0.0, "chroma_reference": 0.0}
+for _fields in MIGRATIONS.values():
+    _fields.update(_BEFORE_7)
 
 
 def _named_form(raw: dict[str, Any]) -> dict[str, Any]:

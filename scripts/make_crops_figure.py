@@ -16,18 +16,27 @@ images (0.056 vs 0.057), so the two columns are "equally visible" by AlexNet; th
 
     python -m scripts.make_crops_figure --images ../shared/data/images --pgd 4 --output docs/images/crops_vs_pgd.png \
         --pick painting/painting_099.jpg:flat face/face_046.jpg:centre cartoon/cartoon_042.jpg:centre
+
+``--rules field=value,...`` puts the default generator under those config fields (the same weights; issue 29's budget
+rules, e.g. ``edge_suppression=0.8,chroma_reference=0.25``) in the third column, and ``--presets 4 8 12`` makes one row
+per picked image and η (the Space's Light / Standard / Strong):
+
+    python -m scripts.make_crops_figure --images ../shared/data/images --presets 4 8 12 \
+        --rules edge_suppression=0.8,chroma_reference=0.25 --output docs/images/crops_budget_rules.png \
+        --pick painting/painting_099.jpg:flat face/face_046.jpg:centre cartoon/cartoon_042.jpg:centre
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from benchmarks.noise_control import per_image_pgd
+from benchmarks.noise_control import generator_variant, per_image_pgd
 from fastprotect.bundle import bundled_checkpoint_for
 from fastprotect.evaluation import local_contrast
 from fastprotect.images import fit_within, load_image, resize_tensor
@@ -52,6 +61,20 @@ def pick_window(image: torch.Tensor, rule: str, crop: int) -> tuple[int, int]:
     return row * (crop // 4), col * (crop // 4)
 
 
+def parse_rules(text: str) -> dict:
+    """'field=value,field=value' -> {field: value}, values read as JSON where they parse (numbers), else as text."""
+    rules = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected field=value[,field=value], got {text!r}")
+        try:
+            rules[key] = json.loads(value)
+        except json.JSONDecodeError:
+            rules[key] = value
+    return rules
+
+
 def to_pil(image: torch.Tensor, scale: int) -> Image.Image:
     array = (image[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
     picture = Image.fromarray(array)
@@ -67,17 +90,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eta", type=int, default=8)
     parser.add_argument("--pgd", type=int, default=0, metavar="N",
                         help="per-image PGD at η N (8 steps) in the mixture's place (0: the mixture)")
+    parser.add_argument("--presets", type=int, nargs="+", default=None, metavar="ETA",
+                        help="one row per picked image and η (levels; default: --eta alone)")
+    parser.add_argument("--rules", type=parse_rules, default=None, metavar="field=value,...",
+                        help="the default generator under these config fields in the third column (same weights)")
     parser.add_argument("--output", type=Path, default=Path("docs/images/crops_100pct.png"))
     args = parser.parse_args(argv)
     methods = {name: Protector.from_pretrained(bundled_checkpoint_for(name)) for name in ("generator", "mixture")}
-    eta = eta_from_levels(args.eta)
+    if args.rules:
+        methods["rules"] = generator_variant(methods["generator"], **args.rules)
     scale, gap, label_h = 2, 6, 18
     tile = args.crop * scale
-    other = f"PGD eta {args.pgd}" if args.pgd else "mixture"
-    columns = ["clean", f"generator (default, eta {args.eta})", f"per-image PGD, eta {args.pgd}, 8 steps" if args.pgd
-               else "mixture (paper)", "generator change x8", f"{other} change x8"]
+    other = "with rules" if args.rules else f"PGD eta {args.pgd}" if args.pgd else "mixture"
+    third = (f"generator + {','.join(f'{k}={v}' for k, v in args.rules.items())}" if args.rules
+             else f"per-image PGD, eta {args.pgd}, 8 steps" if args.pgd else "mixture (paper)")
+    columns = ["clean", "generator (default)", third[:48], "generator change x8", f"{other} change x8"]
     rows = []
-    for pick in args.pick:
+    for pick, levels in [(pick, levels) for pick in args.pick for levels in (args.presets or [args.eta])]:
+        eta = eta_from_levels(levels)
         name, rule = pick.rsplit(":", 1)
         image = load_image(args.images / name).pixels
         height, width = fit_within(*image.shape[-2:], args.max_side, min_side=args.crop)
@@ -86,15 +116,17 @@ def main(argv: list[str] | None = None) -> int:
         window = (slice(None), slice(None), slice(top, top + args.crop), slice(left, left + args.crop))
         clean = image[window]
         protected = {"generator": methods["generator"].protect(image, eta=eta, compute_metrics=False).image[window]}
-        if args.pgd:
+        if args.rules:
+            protected[other] = methods["rules"].protect(image, eta=eta, compute_metrics=False).image[window]
+        elif args.pgd:
             # the evaluation's PGD (seeded start, signed steps of η/4), on the mixture's TAEF2
             protected[other] = per_image_pgd(methods["mixture"], image, eta_from_levels(args.pgd))[0][window]
         else:
             protected[other] = methods["mixture"].protect(image, eta=eta, compute_metrics=False).image[window]
-        line = f"{name} ({rule}, {width}×{height}, crop at {left},{top}):"
+        line = f"{name} η {levels} ({rule}, {width}×{height}, crop at {left},{top}):"
         print(line, " · ".join(f"{m} PSNR {psnr(p, clean):.1f} dB" for m, p in protected.items()))
         changes = [0.5 + (protected[m] - clean) * 8 for m in ("generator", other)]
-        rows.append((name, [clean, protected["generator"], protected[other], *changes]))
+        rows.append((f"{name}, eta {levels}", [clean, protected["generator"], protected[other], *changes]))
     figure = Image.new("RGB", (len(columns) * (tile + gap) + gap, label_h + len(rows) * (tile + label_h + gap)), "white")
     draw = ImageDraw.Draw(figure)
     for c, title in enumerate(columns):

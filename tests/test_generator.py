@@ -211,7 +211,7 @@ def test_the_lifted_floor_stops_at_its_ceiling():
 def test_the_minimum_energy_is_off_in_older_configs_and_bounded_by_the_cap(tmp_path):
     folder = dummy_generator().save_pretrained(tmp_path / "gen")
     config = json.loads((folder / "config.json").read_text())
-    assert config["format_version"] == 6 and config["fill_form"] == "blue-yellow" and config["fill_block"] == 0
+    assert config["format_version"] == 7 and config["fill_form"] == "blue-yellow" and config["fill_block"] == 0
     for name in ("fill_rms_levels", "fill_floor_max", "fill_form", "fill_block"):
         del config[name]
     (folder / "config.json").write_text(json.dumps(config | {"format_version": 2}))  # written before the fields existed
@@ -236,8 +236,8 @@ def test_the_minimum_energy_is_off_in_older_configs_and_bounded_by_the_cap(tmp_p
     (folder / "config.json").write_text(json.dumps(config | {"format_version": 5, "fill_rms_levels": 2.5, "fill_floor_max": 0.5,
                                                              "fill_form": "blue-yellow"}))
     five = PerturbationGenerator.from_pretrained(folder).config
-    assert five.fill_form == "blue-yellow" and five.fill_block == 0 and five.format_version == 6
-    (folder / "config.json").write_text(json.dumps(config))  # version 6 must name them
+    assert five.fill_form == "blue-yellow" and five.fill_block == 0 and five.format_version == 7
+    (folder / "config.json").write_text(json.dumps(config))  # version 7 must name them
     with pytest.raises(GeneratorCheckpointError, match="missing \\['fill_block', 'fill_floor_max', 'fill_form', 'fill_rms_levels'\\]"):
         PerturbationGenerator.from_pretrained(folder)
     for bad in (-1, 2.5, True, "8"):
@@ -357,7 +357,7 @@ def test_a_downscaled_network_sees_a_shrunk_copy_and_writes_a_smooth_full_size_p
 def test_a_version_1_config_loads_as_a_full_resolution_network(tmp_path):
     folder = dummy_generator().save_pretrained(tmp_path / "gen")
     config = json.loads((folder / "config.json").read_text())
-    assert config["format_version"] == 6 and config["net_downscale"] == 1
+    assert config["format_version"] == 7 and config["net_downscale"] == 1
     del config["net_downscale"]
     (folder / "config.json").write_text(json.dumps(config | {"format_version": 1}))
     assert PerturbationGenerator.from_pretrained(folder).config.net_downscale == 1
