@@ -351,6 +351,9 @@ def test_the_generator_trains_on_whole_frames_with_input_diversity_and_reuses_it
     assert [r["step"] for r in log] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in log)
     args = json.loads((out / "train_info.json").read_text())["args"]
     assert args["frames"] is True and args["input_diversity"] == 1.0
+    exported = tmp_path / "export"
+    assert trainer.main(["export", "--run", str(out), "--output", str(exported)]) == 0
+    assert "whole frames at long side 64 px" in (exported / "README.md").read_text()  # the card says at which scale
     # a cache of centre squares is not read as frames: one sentence, no traceback
     torch.save({"images": torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "names": ["x"]}, cache)
     with pytest.raises(SystemExit):
