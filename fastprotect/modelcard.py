@@ -206,6 +206,17 @@ def _eot_words(training: Mapping[str, Any], options: Mapping[str, Any]) -> str:
     return f"through random {' / '.join(n if n != 'jpeg' else 'JPEG' for n in names)} (expectation over transformations)"
 
 
+def _scale_words(options: dict) -> str:
+    """Where the crops came from and what the loss saw (train.generator --frames / --input-diversity):
+    what a reader needs to know at which pixel scale the network was trained."""
+    words = ""
+    if options.get("frames"):
+        words += f" (whole frames at long side {options.get('load_size', '?')} px, crops at scale ≈ 1)"
+    if options.get("input_diversity"):
+        words += f"; input diversity on {options['input_diversity']:.0%} of steps"
+    return words
+
+
 def generator_card(config: GeneratorConfig, *, parameters: int, training: Mapping[str, Any] | None = None,
                    evaluation: str | None = None) -> str:
     """The README.md (YAML header + markdown) of a generator checkpoint (fastprotect.generator).
@@ -232,7 +243,7 @@ def generator_card(config: GeneratorConfig, *, parameters: int, training: Mappin
         f"with long side ≤ {config.work_size} px{_downscale_words(config.net_downscale)} |",
         f"| target | `{config.target}` pattern (pull of the encoder's latent and features towards it) |",
         f"| training | {training.get('step', 'not recorded')} steps, batch {options.get('batch', '?')}, {options.get('crop', '?')}² crops, "
-        f"{training.get('images', '?')} images |",
+        f"{training.get('images', '?')} images{_scale_words(options)} |",
         "| licence | MIT |",
         "",
         *USE_SECTION,

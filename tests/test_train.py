@@ -268,3 +268,97 @@ def test_headroom_runs_on_dummy_models(image_root, tmp_path, dummy_loader, monke
     assert "| K-means |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no such file"):
         headroom.main(["--checkpoint", str(run / "final"), "--data", str(image_root), "--split", str(tmp_path / "missing.json")])
+
+
+# ----------------------------------------------------------------------------- the generator at upload scale
+# (train.generator --frames / --input-diversity, issue 29: the product runs the network on the whole frame)
+
+
+def odd_frames(tmp_path: Path, monkeypatch) -> Path:
+    """Three images of different aspect ratios (one portrait, one landscape, one square) and a dummy
+    encoder for the generator trainer. Returns the data root."""
+    root = tmp_path / "frames" / "painting"
+    root.mkdir(parents=True)
+    for index, size in enumerate(((96, 64), (48, 80), (72, 72))):
+        pixels = (torch.rand(size[1], size[0], 3, generator=torch.Generator().manual_seed(index)) * 255).byte().numpy()
+        Image.fromarray(pixels).save(root / f"p{index}.png")
+    monkeypatch.setattr("fastprotect.encoders.load_autoencoder", lambda *a, **k: dummy_autoencoder("sd-vae"))
+    return tmp_path / "frames"
+
+
+def test_frames_keep_their_aspect_ratio_at_the_long_side(tmp_path: Path) -> None:
+    path = tmp_path / "wide.png"
+    Image.new("RGB", (300, 120), (10, 200, 30)).save(path)
+    frame = data.load_frame(path, 150)
+    assert frame.dtype == torch.uint8 and tuple(frame.shape) == (3, 60, 150)
+    assert frame[:, 30, 75].tolist() == [10, 200, 30]
+
+
+def test_frame_crops_are_the_frames_own_pixels_with_the_frames_pattern_under_them() -> None:
+    """At scale 1 a crop is a piece of the frame as uploaded, and the pattern the generator sees beside it is
+    the window of the pattern drawn over the whole frame (what inference draws), flipped with the crop."""
+    import train.generator as trainer
+    from fastprotect.generator import GeneratorConfig, PerturbationGenerator
+
+    frames = [(torch.rand(3, 40, 70, generator=torch.Generator().manual_seed(i)) * 255).byte() for i in range(2)]
+    model = PerturbationGenerator(GeneratorConfig(width=8, blocks=1))
+    crops, windows = trainer.random_frame_crops(frames, 6, 32, torch.Generator().manual_seed(3), largest_scale=1.0)
+    patterns = trainer.frame_patterns(model, 32, windows)
+    assert crops.shape == (6, 3, 32, 32) and patterns.shape == (6, 3, 32, 32)
+    assert {w["full"] for w in windows} == {(40, 70)} and {w["flip"] for w in windows} == {True, False}
+    whole = model.target(40, 70)[0]
+    for crop, pattern, window in zip(crops, patterns, windows):
+        top, left = window["offset"]
+        flip = (lambda t: t.flip(-1)) if window["flip"] else (lambda t: t)
+        found = [i for i, f in enumerate(frames) if torch.equal(flip(f[:, top : top + 32, left : left + 32]).float() / 255, crop)]
+        assert found, "a crop at scale 1 must be the frame's pixels at its window's offset"
+        assert torch.allclose(pattern, flip(whole[:, top : top + 32, left : left + 32]), atol=1e-6)
+
+
+def test_input_diversity_resizes_and_shifts_keeping_the_size_and_the_gradient() -> None:
+    import train.generator as trainer
+
+    images = torch.rand(2, 3, 48, 40, requires_grad=True)
+    assert torch.equal(trainer.apply_diversity(images, {"scale": 1.0, "shift": (0, 0)}), images)
+    shifted = trainer.apply_diversity(images, {"scale": 1.0, "shift": (3, -5)})
+    assert shifted.shape == images.shape
+    # a pure shift: the content moves 3 px down and 5 px left, the uncovered border reflected
+    assert torch.equal(shifted[..., 3:, :-5], images[..., :-3, 5:])
+    for scale in (0.84, 1.19):
+        out = trainer.apply_diversity(images, {"scale": scale, "shift": (-4, 4)})
+        assert out.shape == images.shape and not torch.allclose(out, images)
+        out.sum().backward()
+        assert images.grad is not None and images.grad.abs().sum() > 0
+        images.grad = None
+    draws = [trainer.random_diversity(48, 40, torch.Generator().manual_seed(s)) for s in range(50)]
+    assert all(1 / 1.2 - 1e-9 <= d["scale"] <= 1.2 + 1e-9 and abs(d["shift"][0]) <= 6 and abs(d["shift"][1]) <= 5 for d in draws)
+    assert len({round(d["scale"], 3) for d in draws}) > 10  # it is random, not one fixed resize
+
+
+def test_the_generator_trains_on_whole_frames_with_input_diversity_and_reuses_its_frame_cache(tmp_path: Path, monkeypatch, capsys) -> None:
+    import train.generator as trainer
+
+    root = odd_frames(tmp_path, monkeypatch)
+    out, cache = tmp_path / "run", tmp_path / "frames.pt"
+    common = ["--data", str(root), "--out", str(out), "--frames", "--load-size", "64", "--crop", "32", "--batch", "2",
+              "--width", "8", "--blocks", "1", "--net-downscale", "2", "--input-diversity", "1", "--log-every", "1",
+              "--cache", str(cache)]
+    assert trainer.main([*common, "--steps", "2"]) == 0
+    saved = torch.load(cache)
+    assert saved["kind"] == "frames" and sorted(tuple(f.shape[1:]) for f in saved["frames"]) == [(43, 64), (64, 38), (64, 64)]
+    assert trainer.main([*common, "--steps", "3", "--resume"]) == 0  # from the cache this time
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in log)
+    args = json.loads((out / "train_info.json").read_text())["args"]
+    assert args["frames"] is True and args["input_diversity"] == 1.0
+    exported = tmp_path / "export"
+    assert trainer.main(["export", "--run", str(out), "--output", str(exported)]) == 0
+    assert "whole frames at long side 64 px" in (exported / "README.md").read_text()  # the card says at which scale
+    # a cache of centre squares is not read as frames: one sentence, no traceback
+    torch.save({"images": torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "names": ["x"]}, cache)
+    with pytest.raises(SystemExit):
+        trainer.main([*common, "--steps", "4", "--resume"])
+    assert "does not hold frames at long side 64" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        trainer.main([*common, "--steps", "4", "--input-diversity", "1.5"])
+    assert "--input-diversity must be a share between 0 and 1" in capsys.readouterr().err

@@ -130,3 +130,16 @@ def load_square(path: Path, size: int) -> torch.Tensor:
 def load_entries(roots: list[Path], entries: list[Entry], size: int) -> torch.Tensor:
     """N×3×size×size uint8 (kept as 8 bits: 250 images at 256² are 50 MB)."""
     return torch.stack([load_square(roots[e.root] / e.path, size) for e in entries])
+
+
+def load_frame(path: Path, long_side: int) -> torch.Tensor:
+    """Image file -> 3×H×W uint8 with its aspect ratio: EXIF-rotated, RGB, resized (bicubic, antialiased
+    by PIL) so that its long side is ``long_side`` — the whole frame, as a person uploads it."""
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image).convert("RGB")
+        width, height = image.size
+        scale = long_side / max(width, height)
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
+        data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    return data.reshape(new_h, new_w, 3).permute(2, 0, 1).contiguous()

@@ -181,6 +181,96 @@ def random_crops(images_u8: torch.Tensor, batch: int, crop: int, generator: torc
     return (torch.cat(out).clamp(0, 1) * 255).round() / 255
 
 
+def random_frame_crops(frames: list[torch.Tensor], batch: int, crop: int, generator: torch.Generator,
+                       largest_scale: float = 1.25) -> tuple[torch.Tensor, list[dict]]:
+    """B×3×crop×crop in [0, 1] from whole frames (``--frames``) at their own pixel scale, and each crop's
+    target window (target_window's arguments) over its frame.
+
+    At an upload of long side 512 the product runs the network on the whole frame (shrunk
+    ``net_downscale``×) and draws the target pattern over the whole frame; a crop of a frame kept at
+    long side 512 therefore shows the network content at the pixel scale it meets there, and the window
+    is the part of *that frame's* pattern under the crop (not a virtual square). Each crop covers a square
+    of side ``crop``…``largest_scale``·``crop`` (at most the frame's short side), resized to ``crop``:
+    scale ≈ 1 with a little jitter; a frame shorter than ``crop`` is enlarged to fit. Randomly flipped
+    (the window is flipped with it, so image and pattern stay aligned)."""
+    out, windows = [], []
+    for index in torch.randint(0, len(frames), (batch,), generator=generator).tolist():
+        image = frames[index].unsqueeze(0).float() / 255
+        height, width = image.shape[-2:]
+        short = min(height, width)
+        low, high = min(crop, short), min(short, round(largest_scale * crop))
+        side = int(torch.randint(low, max(low, high) + 1, (), generator=generator))
+        top = int(torch.randint(0, height - side + 1, (), generator=generator))
+        left = int(torch.randint(0, width - side + 1, (), generator=generator))
+        patch = image[..., top : top + side, left : left + side]
+        if side != crop:
+            patch = F.interpolate(patch, size=(crop, crop), mode="bilinear", align_corners=False, antialias=True)
+        scale = crop / side  # the frame as the crop sees it
+        window = {"full": (max(crop, round(height * scale)), max(crop, round(width * scale))),
+                  "offset": (round(top * scale), round(left * scale)), "flip": False}
+        if torch.rand((), generator=generator) < 0.5:
+            patch = patch.flip(-1)
+            window["flip"] = True
+        out.append(patch)
+        windows.append(window)
+    return (torch.cat(out).clamp(0, 1) * 255).round() / 255, windows
+
+
+def frame_patterns(model: PerturbationGenerator, crop: int, windows: list[dict]) -> torch.Tensor:
+    """B×3×crop×crop: each crop's window of the target pattern over its frame (flipped with the crop)."""
+    patterns = []
+    for window in windows:
+        pattern = model.target(crop, crop, full=window["full"], offset=window["offset"])
+        patterns.append(pattern.flip(-1) if window["flip"] else pattern)
+    return torch.cat(patterns)
+
+
+def random_diversity(height: int, width: int, generator: torch.Generator, largest: float = 1.2) -> dict:
+    """Parameters of one input-diversity draw (:func:`apply_diversity`): a resize by 1/``largest``…``largest``
+    and a shift of up to an eighth of the side, so the encoder meets δ on another pixel grid than the one
+    it was made on (off its stride-8/16 grid, at another scale)."""
+    u = float(torch.rand((), generator=generator))
+    scale = largest ** (2 * u - 1)
+    shift = [int(torch.randint(-(side // 8), side // 8 + 1, (), generator=generator)) for side in (height, width)]
+    return {"scale": scale, "shift": tuple(shift)}
+
+
+def apply_diversity(images: torch.Tensor, params: dict) -> torch.Tensor:
+    """Input diversity (Xie et al. 2019, "Improving transferability of adversarial examples with input
+    diversity"): resize by ``scale`` (bilinear), then shift by ``shift`` pixels with reflection padding,
+    the output keeping the input's size. Differentiable; applied with the same parameters to the
+    protected image, the clean one and the target pattern, so their latents stay aligned and the
+    normalised pull compares like with like."""
+    height, width = images.shape[-2:]
+    size = (max(8, round(height * params["scale"])), max(8, round(width * params["scale"])))
+    resized = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=params["scale"] < 1)
+    dy, dx = params["shift"]
+    # pad enough on every side to take the shift and to reach the input's size, then cut the window out
+    pad_h, pad_w = max(0, height - size[0]) + abs(dy), max(0, width - size[1]) + abs(dx)
+    # reflection needs a pad smaller than the side; past that (a tiny input), replicate the edge
+    mode = "reflect" if pad_h < size[0] and pad_w < size[1] else "replicate"
+    padded = F.pad(resized, (pad_w, pad_w, pad_h, pad_h), mode=mode) if (pad_h or pad_w) else resized
+    top = pad_h + (size[0] - height) // 2 - dy
+    left = pad_w + (size[1] - width) // 2 - dx
+    return padded[..., top : top + height, left : left + width]
+
+
+def load_frames(roots: list[Path], long_side: int, cache: Path | None) -> tuple[list[torch.Tensor], list[str]]:
+    """Every image under ``roots`` as a 3×H×W uint8 frame with its aspect ratio, long side ``long_side``
+    (cached to ``cache`` when given; a cache of centre squares is refused, not misread)."""
+    if cache is not None and cache.is_file():
+        payload = torch.load(cache)
+        if payload.get("kind") != "frames" or payload.get("long_side") != long_side:
+            raise ValueError(f"--cache {cache} does not hold frames at long side {long_side}; give another file")
+        return payload["frames"], payload["names"]
+    entries, _ = data.scan(roots)
+    frames = [data.load_frame(roots[e.root] / e.path, long_side) for e in entries]
+    names = [f"{roots[e.root]}/{e.path}" for e in entries]
+    if cache is not None:
+        torch.save({"kind": "frames", "long_side": long_side, "frames": frames, "names": names}, cache)
+    return frames, names
+
+
 def load_images(roots: list[Path], size: int, cache: Path | None) -> tuple[torch.Tensor, list[str]]:
     """Every image under ``roots`` as N×3×size×size uint8 (cached to ``cache`` when given)."""
     if cache is not None and cache.is_file():
@@ -257,7 +347,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, default=128)
-    parser.add_argument("--load-size", type=int, default=256, help="images are kept as centre squares of this side")
+    parser.add_argument("--load-size", type=int, default=256,
+                        help="images are kept as centre squares of this side (with --frames: whole frames of this long side)")
+    parser.add_argument("--frames", action="store_true",
+                        help="train on whole frames kept with their aspect ratio at long side --load-size (e.g. 512, the upload "
+                             "size), cropped at scale ≈ 1 with each crop's window of its frame's target pattern: the scale the "
+                             "product runs at, instead of shrunk centre squares")
+    parser.add_argument("--input-diversity", type=float, default=0.0, metavar="P",
+                        help="share of steps whose loss sees the protected image, the clean one and the target resized "
+                             "(±20 %%) and shifted (reflection padding) before the encoder: input diversity, for transfer; 0 = off")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
                         help="constant, or cosine: from --lr down to 0 at --steps (fine-tuning below a plateau)")
@@ -361,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 1 or args.batch < 1 or args.crop < 32 or args.net_downscale < 1:
         parser.error("--steps, --batch and --net-downscale must be at least 1 and --crop at least 32")
+    if not 0 <= args.input_diversity <= 1:
+        parser.error("--input-diversity must be a share between 0 and 1")
     try:
         weights = transform_weights(args.jpeg_weight)
     except ValueError as error:
@@ -401,7 +501,13 @@ def main(argv: list[str] | None = None) -> int:
         optimiser.load_state_dict(state["optimiser"])
         rng.set_state(state["rng"])
         step = state["step"]
-    images, names = load_images(args.data, args.load_size, args.cache)
+    try:
+        if args.frames:
+            frames, names = load_frames(args.data, args.load_size, args.cache)
+        else:
+            images, names = load_images(args.data, args.load_size, args.cache)
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
     log = (args.out / "log.jsonl").open("a")
     print(f"{len(names)} training images, generator {model.parameter_count():,} parameters, from step {step}", flush=True)
     # A resumed run's wall time goes on from the snapshot's (the card reports the whole run's time).
@@ -411,13 +517,21 @@ def main(argv: list[str] | None = None) -> int:
     while step < args.steps:
         for group in optimiser.param_groups:
             group["lr"] = learning_rate(step, args.steps, args.lr, args.lr_schedule)
-        x = random_crops(images, args.batch, args.crop, rng).to(args.device)
-        pattern = model.target(args.crop, args.crop, **random_window(args.crop, rng)).to(args.device)
+        if args.frames:
+            x, windows = random_frame_crops(frames, args.batch, args.crop, rng)
+            x, pattern = x.to(args.device), frame_patterns(model, args.crop, windows).to(args.device)
+        else:
+            x = random_crops(images, args.batch, args.crop, rng).to(args.device)
+            pattern = model.target(args.crop, args.crop, **random_window(args.crop, rng)).to(args.device)
         delta = model.perturbation(x, target=pattern)
         protected = (x + delta).clamp(0, 1)
         name, params = ("identity", {}) if args.no_eot else random_transform(x, rng, weights)
-        per_encoder = ensemble_pull(encoders, apply_transform(protected, name, params), apply_transform(x, name, params),
-                                    pattern, args.feature_weight)
+        protected_seen, clean_seen = apply_transform(protected, name, params), apply_transform(x, name, params)
+        # drawn only when on, so a run without it keeps the random stream (and batches) of the earlier runs
+        if args.input_diversity and float(torch.rand((), generator=rng)) < args.input_diversity:
+            shape = random_diversity(args.crop, args.crop, rng)
+            protected_seen, clean_seen, pattern = (apply_diversity(t, shape) for t in (protected_seen, clean_seen, pattern))
+        per_encoder = ensemble_pull(encoders, protected_seen, clean_seen, pattern, args.feature_weight)
         loss = per_encoder.mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
