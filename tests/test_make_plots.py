@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-pytest.importorskip("matplotlib")
-
-from scripts.make_plots import DOMAINS, SERIES, MissingSeries, main, make_plots, series_points  # noqa: E402
+from scripts.make_plots import DOMAINS, SERIES, MissingSeries, main, make_plots, series_points
 
 PLOTS = ("eval_frontier.png", "eval_domains.png", "eval_robustness.png")
 
