@@ -25,7 +25,6 @@ crops, ``python -m benchmarks.noise_control``) stays as the *fast development ch
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -36,6 +35,7 @@ import torch
 
 from benchmarks.common import DEFAULT_IMAGES, DEFAULT_WEIGHTS, machine_info, machine_line, write_json
 from benchmarks.noise_control import DOMAINS, ROBUSTNESS, generator_variant, measure_per_image, per_image_pgd, same_energy_noise
+from fastprotect.argparsing import field_values
 from fastprotect.evaluation import Harness
 from fastprotect.images import load_image, resize_tensor
 from fastprotect.perceptual import load_perceptual
@@ -212,17 +212,12 @@ def report(rows: dict[str, dict[int, dict]]) -> str:
 
 # ------------------------------------------------------------------------------------------- rows
 def parse_variant(text: str) -> tuple[str, dict]:
-    """'LABEL=field=value,field=value' -> (LABEL, {field: value}); values read as JSON (numbers, strings in quotes or bare)."""
+    """'LABEL=field=value,field=value' -> (LABEL, {field: value}) (fastprotect.argparsing.field_values)."""
     label, _, rest = text.partition("=")
-    changes = {}
-    for item in filter(None, rest.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise argparse.ArgumentTypeError(f"expected LABEL=field=value[,field=value], got {text!r}")
-        try:
-            changes[key] = json.loads(value)
-        except json.JSONDecodeError:
-            changes[key] = value
+    try:
+        changes = field_values(rest)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected LABEL=field=value[,field=value], got {text!r}") from None
     if not label or not changes:
         raise argparse.ArgumentTypeError(f"expected LABEL=field=value[,field=value], got {text!r}")
     return label, changes

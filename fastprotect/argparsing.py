@@ -7,7 +7,8 @@ that hides the one line that matters. ``--help`` still prints the full usage.
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+import json
+from typing import Any, NoReturn
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
@@ -16,3 +17,18 @@ class OneLineArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
+
+
+def field_values(text: str) -> dict[str, Any]:
+    """'field=value,field=value' -> {field: value}: a config override on a command line (benchmarks, figures).
+    Values read as JSON where they parse (numbers, true/false), else as text; a malformed item is argparse's error."""
+    values: dict[str, Any] = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"expected field=value[,field=value], got {text!r}")
+        try:
+            values[key] = json.loads(value)
+        except json.JSONDecodeError:
+            values[key] = value
+    return values

@@ -29,7 +29,6 @@ per picked image and η (the Space's Light / Standard / Strong):
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from benchmarks.noise_control import generator_variant, per_image_pgd
+from fastprotect.argparsing import field_values
 from fastprotect.bundle import bundled_checkpoint_for
 from fastprotect.evaluation import local_contrast
 from fastprotect.images import fit_within, load_image, resize_tensor
@@ -61,20 +61,6 @@ def pick_window(image: torch.Tensor, rule: str, crop: int) -> tuple[int, int]:
     return row * (crop // 4), col * (crop // 4)
 
 
-def parse_rules(text: str) -> dict:
-    """'field=value,field=value' -> {field: value}, values read as JSON where they parse (numbers), else as text."""
-    rules = {}
-    for item in filter(None, text.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise argparse.ArgumentTypeError(f"expected field=value[,field=value], got {text!r}")
-        try:
-            rules[key] = json.loads(value)
-        except json.JSONDecodeError:
-            rules[key] = value
-    return rules
-
-
 def to_pil(image: torch.Tensor, scale: int) -> Image.Image:
     array = (image[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
     picture = Image.fromarray(array)
@@ -92,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="per-image PGD at η N (8 steps) in the mixture's place (0: the mixture)")
     parser.add_argument("--presets", type=int, nargs="+", default=None, metavar="ETA",
                         help="one row per picked image and η (levels; default: --eta alone)")
-    parser.add_argument("--rules", type=parse_rules, default=None, metavar="field=value,...",
+    parser.add_argument("--rules", type=field_values, default=None, metavar="field=value,...",
                         help="the default generator under these config fields in the third column (same weights)")
     parser.add_argument("--output", type=Path, default=Path("docs/images/crops_100pct.png"))
     args = parser.parse_args(argv)
