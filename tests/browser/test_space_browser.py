@@ -106,6 +106,8 @@ def _open(browser, app_url, viewport):
     page.set_default_timeout(60_000)
     page.goto(app_url, wait_until="load")  # not "networkidle": Gradio keeps a connection open
     page.locator("#protect-button").wait_for()
+    # Gradio renders the examples a moment after the rest of the page: checks must not run before they exist.
+    page.get_by_role("button", name="Example: sunset hills").wait_for()
     return page
 
 
@@ -142,6 +144,20 @@ def _upload_and_protect(page, image: Path) -> None:
     page.locator("#protect-button").click()
     # The file link appears with the protected image; its download name comes from the upload and the strength.
     page.locator(f"#protected-file a[download='{image.stem}_protected_eta8.png']").wait_for()
+    _wait_for_verdict(page)
+
+
+def _result_link(page) -> str | None:
+    """The download link's address: each request writes into its own folder, so a new result has a new one."""
+    link = page.locator("#protected-file a[download]")
+    return link.first.get_attribute("href") if link.count() else None
+
+
+def _wait_for_new_result(page, download_name: str, previous: str | None) -> None:
+    """A result of the click just made, not the one already on show under the same file name, with its verdict."""
+    page.wait_for_function("""([name, previous]) => {
+        const link = document.querySelector(`#protected-file a[download='${name}']`);
+        return link !== null && link.getAttribute('href') !== previous; }""", arg=[download_name, previous])
     _wait_for_verdict(page)
 
 
@@ -288,9 +304,11 @@ def test_screenshot_every_tab(page):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.get_by_role("tab", name=TABS["protect"]).click()
     for _ in range(2):  # the same example twice: Gradio's copy of it must survive the first click
+        # The second click's waits must not be met by the first result (same file name): its verdict, streamed
+        # seconds later, would replace the round trip below with "press the button".
+        previous = _result_link(page)
         page.get_by_role("button", name="Example: sunset hills").click()
-        page.locator("#protected-file a[download='sunset_hills_protected_eta8.png']").wait_for()
-        _wait_for_verdict(page)
+        _wait_for_new_result(page, "sunset_hills_protected_eta8.png", previous)
         page.wait_for_function(IDLE_JS)
         assert _error_badges(page) == []
     page.evaluate("window.scrollTo(0, 0)")
