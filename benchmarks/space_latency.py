@@ -71,7 +71,7 @@ WATCH_JS = """
 """
 
 
-# ------------------------------------------------------------------------------ pure helpers (tested)
+# ------------------------------------------------------------------------------ pure functions (tested)
 def parse_sizes(text: str) -> list[int]:
     """"512,1024" -> [512, 1024]: square uploads of these sides."""
     sizes = [int(part) for part in text.split(",") if part.strip()]

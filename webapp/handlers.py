@@ -33,7 +33,7 @@ from .limits import SpaceLimits
 logger = logging.getLogger("fastprotect.app")
 Progress = Callable[[float, str], None]
 
-# The strength presets, with what the evaluation measured for each η (docs/EVALUATION.md, issue 10's table;
+# The strength presets, with what the evaluation measured for each η (docs/EVALUATION_HISTORY.md, "The default method against every reference (issue 10's protocol)";
 # benchmarks/results/noise_control_cpu_taef2.json, rows "generator η 4/8/12"): mean LPIPS-alex of the bundled
 # generator on 16 held-out images at 256², against TAEF2.
 PRESETS: tuple[tuple[str, int, float], ...] = (("Light", 4, 0.014), ("Standard", 8, 0.057), ("Strong", 12, 0.110))
