@@ -72,7 +72,7 @@ CSS = """
 .tab-container[role=tablist] { flex-wrap: wrap !important; height: auto !important; row-gap: 2px; }
 .overflow-menu { display: none !important; }
 /* tables: numbers are never broken mid-digit; a wide table scrolls sideways instead */
-.prose table { display: block; overflow-x: auto; }
+.prose table { display: block; overflow-x: auto; width: fit-content; max-width: 100%; border: 0 !important; }  /* the cells carry the lines: no second frame */
 .prose td, .prose th { white-space: nowrap; }
 .prose td:last-child { white-space: normal; min-width: 14em; }
 #batch-report td, #batch-report th { white-space: nowrap; }
@@ -84,6 +84,9 @@ CSS = """
 #before-after .content { position: relative !important; }
 #before-after .content img { position: absolute !important; inset: 0 !important; width: 100% !important; height: 100% !important;
   max-height: none !important; max-width: none !important; margin: 0 !important; object-fit: contain !important; }
+/* before any result the download box is one line high, not Gradio's 236 px placeholder: the examples stay in
+   the first screen at 1366×900 (the hint above them says "click an example below") */
+#protected-file .empty, #batch-zip .empty { min-height: 48px !important; height: 48px !important; }
 /* the target captions (low / mid / high) are never cut off */
 #targets .caption-label { white-space: nowrap; overflow: visible; text-overflow: clip; opacity: 1 !important; }
 #targets .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
@@ -431,10 +434,11 @@ the one-shot step.
 - **mimic family the proofs run**: {handlers.family_name(ctx.family)} ({'loaded on the GPU' if ctx.attacks_on else 'not loaded: no GPU here'})
 - **what the numbers are measured with**: {encoder}; the page makes no claim about {handlers.family_name(ctx.family)} itself
 
+## Privacy
+{privacy.privacy_markdown(ctx.limits)}
+
 ## Licence
 Code: MIT. The example images are drawn procedurally at start-up (CC0).
-
-{privacy.privacy_markdown(ctx.limits)}
 """
 
 
@@ -454,7 +458,7 @@ def load_mimic_once(family: str) -> tuple[Any | None, str | None]:
 
 def main() -> tuple[gr.Blocks, SpaceLimits]:
     """The Space, built before its models are loaded: they load in a thread (the page says so, and a
-    request waits for them), so the page answers within seconds of ``python app.py`` (docs/SPACE.md)."""
+    request waits for them), so the page answers before the models are in (start-up measured in docs/SPACE.md)."""
     limits = SpaceLimits.from_environment()
     workspace = space.Workspace()
     # Before any page is built: the workspace becomes Gradio's cache, and the timer, the signal handlers

@@ -64,6 +64,7 @@ def test_protect_returns_the_page_outputs_and_keeps_the_original_for_another_str
     assert out.verdict.startswith("**Protected with Standard strength") and " s." in out.verdict
     assert "meaning" in out.details and "until shown" in out.details
     assert out.info["timings_s"]["until shown"] > 0
+    assert {"verdict", "pictures"} <= set(out.info["timings_s"]) and "time: pictures" in out.details  # where the wait goes
     assert all(Path(out.last[key]).exists() for key in ("clean", "protected"))  # the mimic tab's copies
     stronger = handlers.protect(ctx, source, 12)  # the visitor tries another strength on the same upload
     assert Path(stronger.png).name == "my photo_protected_eta12.png"

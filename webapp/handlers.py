@@ -33,7 +33,7 @@ from .limits import SpaceLimits
 logger = logging.getLogger("fastprotect.app")
 Progress = Callable[[float, str], None]
 
-# The strength presets, with what the evaluation measured for each η (docs/EVALUATION.md, issue 10's table;
+# The strength presets, with what the evaluation measured for each η (docs/EVALUATION_HISTORY.md, "The default method against every reference (issue 10's protocol)";
 # benchmarks/results/noise_control_cpu_taef2.json, rows "generator η 4/8/12"): mean LPIPS-alex of the bundled
 # generator on 16 held-out images at 256², against TAEF2.
 PRESETS: tuple[tuple[str, int, float], ...] = (("Light", 4, 0.014), ("Standard", 8, 0.057), ("Strong", 12, 0.110))
@@ -44,6 +44,7 @@ TIMING_MEANINGS = {
     "total": "the protection itself (all the stages above)",
     "until shown": "from your click's arrival to the protected image on the page",
     "verdict": "the visibility and strength readout at the top, measured after the image was shown",
+    "pictures": "writing the perturbation and map pictures below, before the verdict is sent",
 }
 
 
@@ -339,7 +340,9 @@ def protect_steps(ctx: SpaceContext, image: Any, eta_levels: Any = DEFAULT_ETA_L
     now = page.settings if page is not None else None
     text = f"{head} {verdict.sentence}" if verdict is not None else f"{head} The visibility and strength readout could not be measured on this image."
     last["verdict_markdown"] = text
+    pictures_start = time.perf_counter()
     perturbation, lpips_map = privacy.store_detail_views(outcome, folder)  # each picture written once
+    info["timings_s"]["pictures"] = round(time.perf_counter() - pictures_start, 3)
     yield ProtectOutputs(marked(text, made_with, now), str(outcome.png_path), outcome.view_paths, details_markdown(info, verdict, model),
                          perturbation, lpips_map, info, last)
 

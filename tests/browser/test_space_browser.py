@@ -190,6 +190,8 @@ def _close_toasts(page) -> None:
 def test_one_action_and_its_result_in_the_first_screen(page, tmp_path):
     assert _in_first_screen(page, "#protect-input") and _in_first_screen(page, "#strength") and _in_first_screen(page, "#protect-button")
     assert page.get_by_role("button", name="Example: sunset hills").is_visible()
+    # before any result, the examples the first hint points to ("click an example below") are on the first screen too
+    assert _in_first_screen(page, "role=button[name='Example: blue marble']")
     source = _rgba_png(tmp_path / "sunflower.png")
     _upload_and_protect(page, source)
     for selector in ("#verdict", "#protected-file", "#before-after"):
@@ -312,6 +314,7 @@ def test_screenshot_every_tab(page):
         page.wait_for_function(IDLE_JS)
         assert _error_badges(page) == []
     page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(1000)  # Gradio fades a result in (a CSS transition) after its event ends: not half-faded
     page.screenshot(path=str(SCREENSHOTS / "screenshot_protect.png"))  # the first screen, as a visitor sees it
     for key, title in TABS.items():
         if key == "protect":

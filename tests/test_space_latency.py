@@ -1,0 +1,56 @@
+"""benchmarks.space_latency's tables, medians and goal lines (its logic, not its timings: no Space is started)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from benchmarks import space_latency
+
+
+def _results(verdict_1024: float | None, page_s: float | None) -> dict:
+    runs = [{"arrived_s": 0.4, "shown_s": 0.5, "verdict_s": verdict_1024}, {"arrived_s": 0.6, "shown_s": 0.7, "verdict_s": None}]
+    stages = [{"total": 0.3, "until shown": 0.35, "verdict": 2.0}, {"total": 0.5, "until shown": 0.55, "verdict": 4.0}]
+    return {
+        "machine": "test CPU", "runs": 2, "load_before": [0.1], "load_after": [0.2],
+        "startup": {"page_s": page_s, "page_all_s": [page_s] if page_s is not None else [], "first_result_s": 9.0},
+        "rows": [space_latency.summarise(1024, runs, stages)],
+    }
+
+
+def test_sizes_are_parsed_and_nonsense_refused() -> None:
+    assert space_latency.parse_sizes("512,1024") == [512, 1024]
+    for bad in ("", "16", "512,abc"):
+        with pytest.raises((argparse.ArgumentTypeError, ValueError)):
+            space_latency.parse_sizes(bad)
+
+
+def test_a_row_holds_the_medians_of_what_was_measured_and_every_run() -> None:
+    row = _results(0.9, 4.0)["rows"][0]
+    assert row["size"] == "1024²" and row["runs"] == 2
+    assert row["arrived_s"] == pytest.approx(0.5) and row["shown_s"] == pytest.approx(0.6)
+    assert row["verdict_s"] == pytest.approx(0.9)  # a run without a verdict is left out, not counted as 0
+    assert row["shown_all_s"] == [0.5, 0.7] and row["verdict_all_s"] == [0.9, None]
+    assert list(row["handler_s"]) == ["total", "until shown", "verdict"]  # the handler's order
+    assert row["handler_s"]["verdict"] == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize(("verdict", "page", "expected"), [
+    (0.9, 4.0, ["met", "met"]),
+    (1.2, 6.0, ["NOT MET", "NOT MET"]),
+    (None, None, ["NOT MET", "NOT MET"]),  # nothing measured is never "met"
+])
+def test_each_goal_is_met_or_not_with_its_number(verdict, page, expected) -> None:
+    lines = space_latency.goal_lines(_results(verdict, page))
+    assert [line.split()[0] if not line.strip().startswith("NOT") else "NOT MET" for line in lines] == expected
+    assert "1024² click to verdict shown ≤ 1.0 s" in lines[0] and "start-up" in lines[1]
+    if verdict is not None:
+        assert f"measured {verdict:.2f} s" in lines[0]
+
+
+def test_the_report_has_one_table_row_per_size_and_the_goals() -> None:
+    report = space_latency.markdown(_results(1.5, 7.0))
+    assert "| 1024² | 0.50 s | 0.60 s | 1.50 s | 0.40/0.50/1.50, 0.60/0.70/– |" in report
+    assert "| 1024² | 0.40 s | 0.45 s | 3.00 s |" in report  # the handler's stages, median
+    assert "page answers HTTP 200 after 7.00 s" in report and "NOT MET" in report
