@@ -21,7 +21,6 @@ from typing import Any, NamedTuple
 from PIL import Image
 
 from fastprotect.images import ImageError, load_image
-from fastprotect.mixture import MIMIC_FAMILY_OF_ENCODER
 from fastprotect.protect import Protector
 from fastprotect.verdict import VISIBILITY_SCALE, Verdict, quick_verdict
 from fastprotect.vocabulary import (AUTOENCODER_DISPLAY_NAMES, DEFAULT_ETA_LEVELS, MAX_ETA_LEVELS, MAX_REFINE_STEPS,
@@ -29,6 +28,7 @@ from fastprotect.vocabulary import (AUTOENCODER_DISPLAY_NAMES, DEFAULT_ETA_LEVEL
 
 from . import privacy, space, views
 from .limits import SpaceLimits
+from .space import family_of  # noqa: F401  (the page and tests ask the handlers for it)
 
 logger = logging.getLogger("fastprotect.app")
 Progress = Callable[[float, str], None]
@@ -57,16 +57,6 @@ METHOD_WORDS = {
 
 class VisitorError(Exception):
     """A request that cannot be served, with one line that says why (shown on the page)."""
-
-
-def family_of(protector: Protector | None) -> str:
-    """The mimic family the loaded protection targets: the checkpoint's ``mimic_base``; in
-    per-image mode, the family of the encoder kind."""
-    if protector is None:
-        return "flux.2-klein"
-    if protector.checkpoint_config is not None:
-        return protector.checkpoint_config.mimic_base
-    return MIMIC_FAMILY_OF_ENCODER.get(getattr(protector.autoencoder, "kind", "taef2"), "sd-1.5")
 
 
 def family_name(family: str) -> str:
@@ -575,4 +565,3 @@ def duel(ctx: SpaceContext, files: Sequence[Any] | None, reuse_batch: bool, batc
 
 
 # ------------------------------------------------------------------------------- shutdown
-install_cleanup = privacy.install_cleanup  # SIGTERM / SIGINT delete the workspace (kept here for callers)

@@ -32,7 +32,8 @@ import torch
 from PIL import Image
 
 from fastprotect.images import ImageError, LoadedImage, load_image, save_png, to_pil, unique_stem
-from fastprotect.vocabulary import DEFAULT_ETA_LEVELS, check_min_energy, check_refine_steps, check_target, eta_from_levels
+from fastprotect.vocabulary import (DEFAULT_ETA_LEVELS, MIMIC_FAMILY_OF_ENCODER, check_min_energy, check_refine_steps, check_target,
+                                    eta_from_levels)
 
 ProgressCallback = Callable[[float, str], None]
 logger = logging.getLogger(__name__)
@@ -198,6 +199,16 @@ class LoadOutcome:
     details: dict[str, str] = field(default_factory=dict)
 
 
+def family_of(protector: Any) -> str:
+    """The mimic family the loaded protection targets: the checkpoint's ``mimic_base``; in
+    per-image mode, the family of the encoder kind; FLUX.2 [klein] while nothing is loaded."""
+    if protector is None:
+        return "flux.2-klein"
+    if protector.checkpoint_config is not None:
+        return protector.checkpoint_config.mimic_base
+    return MIMIC_FAMILY_OF_ENCODER.get(getattr(protector.autoencoder, "kind", "taef2"), "sd-1.5")
+
+
 @dataclass(frozen=True)
 class CheckpointFacts:
     """What the page's layout needs to know of the checkpoint, read from its config.json in milliseconds, so that
@@ -214,8 +225,6 @@ class CheckpointFacts:
         """The facts of a loaded Protector (tests build the page from one)."""
         generator = getattr(protector, "generator", None)
         config = getattr(protector, "checkpoint_config", None)
-        from .handlers import family_of
-
         return cls(method=getattr(protector, "method", "per-image"), target=generator.config.target if generator is not None else None,
                    min_energy=float(generator.config.fill_rms_levels) if generator is not None else 0.0,
                    family=config.mimic_base if config is not None else family_of(protector),

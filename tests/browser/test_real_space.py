@@ -10,7 +10,6 @@ busy CI machine does not fail it.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,8 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[2]
+from tests.browser.serving import CHROMIUM, ROOT, free_port
+
 SERVE_BOUND_S = 90
 
 pytestmark = [
@@ -31,15 +30,9 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def real_app(tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("FASTPROTECT_")}
     env.update(HF_HUB_OFFLINE="1", GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False")
     log = tmp_path_factory.mktemp("real-app") / "app.log"

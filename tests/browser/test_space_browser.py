@@ -10,20 +10,15 @@ contrast. Saves screenshots as screenshot_<tab>.png (and screenshot_protect_phon
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[2]
+from tests.browser.serving import CHROMIUM, serve_dummy_app
+
 # Screenshots go to a scratch folder unless FASTPROTECT_SCREENSHOTS names one (docs/images to refresh the
 # documentation), so that a test run never leaves the committed pictures modified.
 SCREENSHOTS = Path(os.environ.get("FASTPROTECT_SCREENSHOTS", Path(tempfile.gettempdir()) / "fastprotect-screenshots"))
@@ -50,54 +45,10 @@ pytestmark = [
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url():
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.launch_dummy_app", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    deadline, lines = time.monotonic() + 120, []
-    try:
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line and process.poll() is not None:
-                pytest.fail("the dummy app exited:\n" + "".join(lines))
-            lines.append(line)
-            if line.startswith("READY"):
-                break
-        else:
-            pytest.fail("the dummy app did not start in 120 s:\n" + "".join(lines))
-        # Keep reading the app's output: a full pipe would block the server mid-request.
-        threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
-        yield f"http://127.0.0.1:{port}/"
-        if process.poll() is None:
-            print("".join(lines[-40:]))  # the app's log tail, shown with -s or on failure
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run", "--disable-dev-shm-usage"],
-        )
-        yield browser
-        browser.close()
+    with serve_dummy_app() as url:
+        yield url
 
 
 def _open(browser, app_url, viewport):

@@ -10,21 +10,15 @@
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[2]
+from tests.browser.serving import CHROMIUM, serve_dummy_app
+
 DESKTOP, PHONE = {"width": 1366, "height": 900}, {"width": 390, "height": 844}
 SLOW_S = 3.0
 
@@ -35,47 +29,10 @@ pytestmark = [
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url():
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "tests.launch_dummy_app", "--port", str(port), "--no-lpips", "--slow-protect", str(SLOW_S)],
-                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line and process.poll() is not None:
-                pytest.fail("the dummy app exited:\n" + "".join(lines))
-            lines.append(line)
-            if line.startswith("READY"):
-                break
-        else:
-            pytest.fail("the dummy app did not start in 120 s:\n" + "".join(lines))
-        threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()  # never let its pipe fill
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"])
-        yield browser
-        browser.close()
+    with serve_dummy_app("--no-lpips", "--slow-protect", str(SLOW_S)) as url:
+        yield url
 
 
 def _open(browser, url, viewport):
