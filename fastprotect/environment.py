@@ -3,8 +3,9 @@
 Code reads a variable only through :func:`get` (an unknown name is a bug, not a silent None), and
 docs/CONFIGURATION.md is this list printed by ``python -m fastprotect.environment`` (a test keeps
 the two equal). Library variables change where weights come from and what input is accepted; Space
-variables change the web page's limits. None is needed on a fresh machine: the bundled checkpoint
-carries its encoder and LPIPS backbone.
+variables change the web page's limits. None is needed on a fresh machine: the bundled default
+checkpoint (``checkpoints/taef2-generator``, fastprotect.bundle) carries its encoder and LPIPS backbone.
+The paragraphs above the table in docs/CONFIGURATION.md are written by hand: keep them in step with this.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ an error naming it, never a silently thinner plot.
   default generator's η-curve, the mixture, per-image PGD and random noise.
 - ``eval_domains.png``: the damage ÷ matched-noise ratio per domain, with the 2× bar.
 - ``eval_robustness.png``: the share of the damage left after JPEG q75 and after resize-half, against η.
+- ``eval_upload.png``: the upload-size evaluation (``python -m benchmarks.upload_eval`` results, its ``default`` row):
+  each image's damage ÷ same-PSNR noise damage per domain at one size, and the per-domain ratios of the same images
+  at every size the ``--upload-sizes`` files hold.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_MAIN = RESULTS / "noise_control_cpu_taef2.json"
 DEFAULT_HELDOUT = RESULTS / "noise_control_generator_heldout47.json"
+DEFAULT_UPLOAD = RESULTS / "upload_eval_512_default.json"
+# The same 4 images (one per domain, seed 0) at each long side, one file per run; a later file's size wins.
+DEFAULT_UPLOAD_SIZES = tuple(RESULTS / name for name in (
+    "upload_eval_512_same4_as_1024.json", "upload_eval_1024_operating_resolution.json", "upload_eval_2048_same4.json"))
 DEFAULT_OUT = ROOT / "docs" / "images"
 DOMAINS = ("cartoon", "face", "object", "painting")
 
@@ -191,6 +198,68 @@ def plot_robustness(rows: dict[str, dict], out: Path, note: str) -> Path:
     return _save(figure, out / "eval_robustness.png")
 
 
+# ------------------------------------------------------------------------------------------- upload size
+def upload_default_row(path: Path) -> dict[int, dict]:
+    """Long side → the ``default`` row's entry (``summary``, ``per_image``) of a benchmarks.upload_eval results file."""
+    data = json.loads(Path(path).read_text())
+    rows = data.get("rows", {}).get("default") if isinstance(data, dict) else None
+    if not isinstance(rows, dict) or not rows:
+        raise MissingSeries(f"{path} has no 'default' row of benchmarks.upload_eval (the shipped default's results).")
+    for size, entry in rows.items():
+        per_image = entry.get("per_image", {}) if isinstance(entry, dict) else {}
+        if not isinstance(entry, dict) or "summary" not in entry or not {"damage", "noise_damage"} <= set(per_image):
+            raise MissingSeries(f"{path}: the default row at {size} px lacks its summary or per-image damage.")
+    return {int(size): entry for size, entry in rows.items()}
+
+
+def plot_upload(per_image_file: Path, size_files: list[Path], out: Path) -> Path:
+    """Left: each image's ratio per domain at the per-image file's size (dots), the domain's pooled ratio (bar).
+    Right: the per-domain and pooled ratios of the size files' images at each long side."""
+    by_size = upload_default_row(per_image_file)
+    size, entry = min(by_size.items())
+    names = json.loads(Path(per_image_file).read_text()).get("images", [])
+    damage, noise = entry["per_image"]["damage"], entry["per_image"]["noise_damage"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1, 1.3]})
+    groups = [*DOMAINS, "all"]
+    for index, domain in enumerate(groups):
+        pooled = _ratio(entry["summary"].get(domain, {}))
+        left.bar(index, pooled or 0.0, width=0.6, color="#8fbce6")
+        picked = [i for i, name in enumerate(names) if domain == "all" or name.split("/")[0] == domain]
+        ratios = [damage[i] / noise[i] for i in picked if noise[i] > MEASURABLE_NOISE_DAMAGE]
+        left.scatter([index] * len(ratios), ratios, color="C0", s=14, zorder=3)
+        left.annotate(f"{pooled:.2f}" if pooled else "n/m", (index, pooled or 0.0), textcoords="offset points",
+                      xytext=(14, 0), fontsize=7)
+        left.annotate(f"{len(ratios)} of {len(picked)}", (index, 0.3), ha="center", fontsize=7, color="0.35")
+    left.set_yscale("log")
+    left.set_ylim(0.25, None)
+    left.axhline(GOAL_RATIO_PER_DOMAIN, color="k", linewidth=0.9, linestyle="--", label="bar: 2× (each domain, 90 % of images)")
+    left.set_xticks(range(len(groups)), [*DOMAINS, "pooled"])
+    left.set_ylabel("damage ÷ damage of same-PSNR noise (log)")
+    left.legend(fontsize=8, loc="upper left")
+    left.set_title(f"{Path(per_image_file).name}: {len(names)} images at {size} px\n"
+                   f"bars: pooled ratio; dots: each image where noise's damage is measurable (count below)", fontsize=9)
+    sized: dict[int, dict] = {}
+    for path in size_files:
+        if Path(path).exists():
+            sized.update(upload_default_row(path))
+    width = 0.8 / max(len(sized), 1)
+    for index, (long_side, row) in enumerate(sorted(sized.items())):
+        xs = [g + (index - (len(sized) - 1) / 2) * width for g in range(len(groups))]
+        values = [_ratio(row["summary"].get(domain, {})) for domain in groups]
+        drawn = right.bar(xs, [v or 0.0 for v in values], width=width, label=f"long side {long_side} px", color=f"C{index}")
+        for bar, value in zip(drawn, values):
+            right.annotate("n/m" if value is None else f"{value:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                           textcoords="offset points", xytext=(0, 2), ha="center", fontsize=6.5)
+    right.axhline(GOAL_RATIO_PER_DOMAIN, color="k", linewidth=0.9, linestyle="--")
+    right.set_xticks(range(len(groups)), [*DOMAINS, "pooled"])
+    right.grid(axis="y", alpha=0.3)
+    right.legend(fontsize=8)
+    right.set_title("the same images (one per domain) at each long side; above 512 px upscaled from ≤ 768 px", fontsize=9)
+    figure.suptitle("Upload size: whole dev images through Protector.protect with no options, damage through TAEF2", fontsize=10)
+    figure.tight_layout()
+    return _save(figure, out / "eval_upload.png")
+
+
 def _save(figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # A fixed DPI and no metadata date, so an unchanged results file gives an unchanged PNG (no git noise).
@@ -199,9 +268,13 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
-def make_plots(main: Path, out: Path, heldout: Path | None = None) -> list[Path]:
-    """Draw the three plots from ``main`` (and the generator's larger sample from ``heldout``) into ``out``."""
+def make_plots(main: Path, out: Path, heldout: Path | None = None, upload: Path | None = None,
+               upload_sizes: list[Path] | None = None) -> list[Path]:
+    """Draw the three plots from ``main`` (and the generator's larger sample from ``heldout``) into ``out``, and the
+    upload-size plot from ``upload`` (and ``upload_sizes``) when given."""
     rows = load_rows(main)
+    if upload is not None:  # checked before anything is drawn, like the series below
+        upload_default_row(upload)
     for series in SERIES:  # every required series checked before anything is drawn: no half-written set of plots
         series_points(rows, series)
     data = json.loads(Path(main).read_text())
@@ -212,7 +285,7 @@ def make_plots(main: Path, out: Path, heldout: Path | None = None) -> list[Path]
         plot_frontier(rows, out, note),
         plot_domains(rows, out, note + ("; pale blue: " + Path(heldout).name if heldout is not None else ""), heldout_rows),
         plot_robustness(rows, out, note),
-    ]
+    ] + ([plot_upload(upload, list(upload_sizes or []), out)] if upload is not None else [])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,11 +293,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=DEFAULT_MAIN, help="noise_control results file with every method's rows")
     parser.add_argument("--heldout", default=str(DEFAULT_HELDOUT),
                         help="results file of the generator on a larger sample, drawn beside it per domain ('' to leave out)")
+    parser.add_argument("--upload", default=str(DEFAULT_UPLOAD),
+                        help="benchmarks.upload_eval results drawn image by image ('' to leave the upload plot out)")
+    parser.add_argument("--upload-sizes", type=Path, nargs="*", default=list(DEFAULT_UPLOAD_SIZES),
+                        help="upload_eval results of the same images at other long sides (missing files are skipped)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder the PNGs are written to")
     args = parser.parse_args(argv)
     heldout = Path(args.heldout) if args.heldout else None
+    upload = Path(args.upload) if args.upload else None
     try:
-        written = make_plots(args.results, args.out, heldout)
+        written = make_plots(args.results, args.out, heldout, upload, args.upload_sizes)
     except (MissingSeries, OSError, json.JSONDecodeError) as error:
         print(f"error: {error}")
         return 2

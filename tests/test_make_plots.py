@@ -73,3 +73,38 @@ def test_the_committed_results_hold_every_series_the_plots_need() -> None:
     for series in SERIES:
         if series.required:
             assert len(series_points(rows, series)) >= 2, series.label
+
+
+def _upload_results(tmp_path: Path, name: str, sizes: tuple[int, ...], *, default: bool = True) -> Path:
+    """An upload_eval results file in its own shape: two images per domain, the default row at each size."""
+    images = [f"{domain}/{domain}_{i}.jpg" for domain in DOMAINS for i in range(2)]
+    per_image = {"damage": [0.04] * len(images), "noise_damage": [0.01, 0.001] * len(DOMAINS)}
+    summary = {domain: {"ratio": 4.0, "noise_damage": 0.0055} for domain in [*DOMAINS, "all"]}
+    rows = {str(size): {"summary": summary, "per_image": per_image} for size in sizes}
+    path = tmp_path / name
+    path.write_text(json.dumps({"images": images, "rows": {"default": rows} if default else {"k4": rows}}))
+    return path
+
+
+def test_the_upload_plot_is_drawn_from_upload_eval_results(tmp_path: Path) -> None:
+    upload = _upload_results(tmp_path, "u512.json", (512,))
+    sizes = [upload, _upload_results(tmp_path, "u1024.json", (1024, 2048)), tmp_path / "not_run_yet.json"]
+    written = make_plots(_fixture(tmp_path), tmp_path / "out", upload=upload, upload_sizes=sizes)
+    assert [path.name for path in written][-1] == "eval_upload.png"
+    with Image.open(tmp_path / "out" / "eval_upload.png") as image:
+        assert image.format == "PNG" and image.width > 600
+
+
+def test_upload_results_without_the_default_row_are_refused_before_drawing(tmp_path: Path, capsys) -> None:
+    upload = _upload_results(tmp_path, "variants_only.json", (512,), default=False)
+    with pytest.raises(MissingSeries):
+        make_plots(_fixture(tmp_path), tmp_path / "out", upload=upload)
+    assert not (tmp_path / "out").exists()
+    assert main(["--results", str(_fixture(tmp_path)), "--heldout", "", "--upload", str(upload), "--out", str(tmp_path / "cli")]) == 2
+    assert "no 'default' row" in capsys.readouterr().out
+
+
+def test_the_committed_upload_results_hold_the_default_row() -> None:
+    from scripts.make_plots import DEFAULT_UPLOAD, upload_default_row
+
+    assert 512 in upload_default_row(DEFAULT_UPLOAD)
