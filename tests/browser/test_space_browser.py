@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.browser.serving import CHROMIUM, serve_dummy_app
+from tests.browser.serving import CHROMIUM, browser, serve_dummy_app  # noqa: F401  (browser: a fixture)
 
 # Screenshots go to a scratch folder unless FASTPROTECT_SCREENSHOTS names one (docs/images to refresh the
 # documentation), so that a test run never leaves the committed pictures modified.

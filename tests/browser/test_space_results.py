@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.browser.serving import CHROMIUM, serve_dummy_app
+from tests.browser.serving import CHROMIUM, browser, serve_dummy_app  # noqa: F401  (browser: a fixture)
 
 DESKTOP, PHONE = {"width": 1366, "height": 900}, {"width": 390, "height": 844}
 SLOW_S = 3.0
