@@ -257,32 +257,8 @@ def unreadable_reason(path: Path) -> str | None:
     return None
 
 
-def release_freed_memory() -> None:
-    """Have glibc give large freed blocks back to the system at once (Linux; elsewhere nothing happens).
-
-    By default glibc raises its mmap threshold each time a large block is freed (up to 32 MB), after which the
-    protection's band-sized temporaries come from the heap and stay in the process's resident memory when freed:
-    fixing the threshold at 128 KiB took 80–150 MB off the peak of a 4096×3072 image (measured with /usr/bin/time)."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not sys.platform.startswith("linux") or not name:
-        return
-    try:
-        libc = ctypes.CDLL(name)
-        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)  # a fixed threshold also stops the automatic raising
-        libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
-    except (OSError, AttributeError):  # another C library (musl has no mallopt): its own policy stays
-        pass
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    release_freed_memory()
     found = collect_inputs(args.inputs, args.recursive, args.output)
     files = found.files
     for path, reason in found.skipped:
@@ -304,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.checkpoint, per_image=args.per_image, encoder_kind=args.encoder_kind,
             encoder_source=args.encoder_source, lpips_backbone=args.lpips_backbone, device=args.device,
             dtype=torch.float16 if args.half else torch.float32, min_energy=args.min_energy,
+            with_lpips=True if args.report else None,  # without a report, LPIPS only where the method protects with it
         )
     except (WeightsUnavailableError, ValueError) as error:
         print(f"error: {_first_line(error)}", file=sys.stderr)
@@ -336,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     result = protector.protect(
                         loaded, eta=eta_from_levels(args.eta), target=args.target, adaptive_strength=args.adaptive_strength,
                         refine_steps=args.refine_steps, seed=args.seed, keep_budget_map=False,
+                        compute_metrics=args.report is not None,  # PSNR, SSIM and LPIPS are read from the report only
                     )
                     info, protected = result.info, dataclasses.replace(loaded, pixels=result.image)
                     del loaded, result  # the clean pixels go before the PNG is encoded; its side information stays

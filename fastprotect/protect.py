@@ -165,6 +165,7 @@ class Protector:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         min_energy: float | None = None,
+        with_lpips: bool | None = True,
         **options,
     ) -> "Protector":
         """Load the mixture, the encoder it was trained against, and LPIPS.
@@ -181,6 +182,9 @@ class Protector:
         which an image's texture-budget floor is raised (``GeneratorConfig.fill_rms_levels``; 0 = off,
         None = the checkpoint's) and its δ written in the checkpoint's ``fill_form`` (blue-yellow only by default):
         flat-colour images get protection, with a faint colour pattern on their flat areas (docs/EVALUATION.md). A ValueError when out of range or for another method.
+        ``with_lpips``: load LPIPS (True); None: only where the method uses it to protect (the mixture's and per-image
+        mode's adaptive strength), so that a generator protector's results carry no LPIPS value (``info.lpips`` None)
+        and the process never imports lpips and torchvision (≈ 180 MB of resident memory, seconds of start-up).
         """
         mixture, generator, bundle = None, None, None
         if not per_image:
@@ -210,12 +214,16 @@ class Protector:
             hub_default = None
         source = sources.encoder_source(kind, argument=encoder_source, bundle=bundle, hub_default=hub_default)
         autoencoder = load_autoencoder(kind, source.location, subfolder=source.subfolder, with_decoder=True, device=device, dtype=dtype)
-        from .perceptual import load_perceptual  # lazy: lpips pulls torchvision
+        protector_sources = {"encoder": source.describe()}
+        perceptual = None
+        if with_lpips or (with_lpips is None and generator is None):
+            from .perceptual import load_perceptual  # lazy: lpips pulls torchvision
 
-        backbone = sources.lpips_source(argument=lpips_backbone, bundle=bundle if lpips_net == "alex" else None)
-        perceptual = load_perceptual(lpips_net, None if backbone.origin == "download" else backbone.location, device=device)
+            backbone = sources.lpips_source(argument=lpips_backbone, bundle=bundle if lpips_net == "alex" else None)
+            perceptual = load_perceptual(lpips_net, None if backbone.origin == "download" else backbone.location, device=device)
+            protector_sources["lpips"] = backbone.describe()
         protector = cls(autoencoder, mixture=mixture, generator=generator, perceptual=perceptual, device=device, **options)
-        protector.sources = {"encoder": source.describe(), "lpips": backbone.describe()}
+        protector.sources = protector_sources
         return protector
 
     # ----------------------------------------------------------------------------- protect
