@@ -16,10 +16,9 @@ the peak RSS of this process during the timed runs of that size (CPU: models, an
 left behind, included; the library's float path) or the peak allocated CUDA memory (GPU).
 
 The memory goals are the peak RSS of the command line's own process for one image of the size
-(``cli_peak_rss_bytes``: ``python -m fastprotect IMAGE -o FOLDER`` run as a child process, its
-``ru_maxrss`` from ``os.wait4``: Python, torch, the models and the image together, as
-``/usr/bin/time -v`` reports it), measured on the CPU when the checkpoint is a folder
-(``--no-cli-memory`` skips it).
+(``cli_peak_rss_bytes``: the command line's ``main`` run in a child process, which reports its own
+VmHWM: Python, torch, the models and the image together, as ``/usr/bin/time -v`` reports it),
+measured on Linux's CPU when the checkpoint is a folder (``--no-cli-memory`` skips it).
 
 The PGD baseline is the library's own encoder attack (``fastprotect.pgd.pgd_perturb``, the code
 per-image mode and refinement run) on the same encoder at ``--pgd-size``²: seconds per step, times
@@ -150,7 +149,7 @@ def measure_size(protector, width: int, height: int, args: argparse.Namespace) -
     metrics_s = protector.protect(loaded).info.timings_s.get("metrics", float("nan"))
     row = {name: median([r[name] for r in runs]) for name in (*STAGES, "total", "protect", "cpu")}
     cli = {}
-    if args.cli_memory and not args.device.startswith("cuda") and Path(args.checkpoint).is_dir():
+    if args.cli_memory and not args.device.startswith("cuda") and Path(args.checkpoint).is_dir() and Path("/proc/self/status").is_file():
         cli_peak, cli_seconds = cli_peak_memory(data, width, height, args.checkpoint)
         cli = {"cli_peak_rss_bytes": cli_peak, "cli_seconds": cli_seconds}
     return {**cli,
@@ -163,27 +162,36 @@ def measure_size(protector, width: int, height: int, args: argparse.Namespace) -
     }
 
 
+# The command line in a child process that writes its own peak RSS (VmHWM) to the file named first. A child's
+# ru_maxrss from wait4 would not do: Linux carries the parent's peak over into it through fork and exec.
+_CLI_CHILD = """import sys
+from pathlib import Path
+from fastprotect.cli import main
+code = main(sys.argv[2:])
+peak = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
+Path(sys.argv[1]).write_text(peak.split()[1])
+sys.exit(code)
+"""
+
+
 def cli_peak_memory(data: bytes, width: int, height: int, checkpoint: str) -> tuple[int, float]:
     """(peak RSS in bytes, wall seconds) of ``python -m fastprotect`` protecting ``data`` (an image of width × height)
-    in a child process of its own: what ``/usr/bin/time -v`` reports as its maximum resident set size."""
-    import os
+    in a child process of its own: its VmHWM at the end (Linux), what ``/usr/bin/time -v`` reports as its maximum
+    resident set size."""
     import subprocess
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
-        image = Path(folder) / "photo.jpg"
+        image, peak = Path(folder) / "photo.jpg", Path(folder) / "peak_kb"
         image.write_bytes(data)
-        command = [sys.executable, "-m", "fastprotect", str(image), "-o", str(Path(folder) / "out"),
+        command = [sys.executable, "-c", _CLI_CHILD, str(peak), str(image), "-o", str(Path(folder) / "out"),
                    "--checkpoint", str(Path(checkpoint).resolve()), "--max-pixels", str(width * height)]
         start = time.perf_counter()
-        child = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        stderr = child.stderr.read()
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
+        child = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
         seconds = time.perf_counter() - start
-        if child.returncode != 0:
-            raise RuntimeError(f"the command line failed ({child.returncode}): {stderr.decode(errors='replace').strip()[-500:]}")
-    return int(usage.ru_maxrss) * 1024, seconds  # Linux reports kilobytes
+        if child.returncode != 0 or not peak.is_file():
+            raise RuntimeError(f"the command line failed ({child.returncode}): {child.stderr.decode(errors='replace').strip()[-500:]}")
+        return int(peak.read_text()) * 1024, seconds
 
 
 def pgd_step_times(models, args: argparse.Namespace) -> list[float]:
