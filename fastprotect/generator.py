@@ -50,7 +50,7 @@ from torch import nn
 from . import budget as budget_rules
 from .checkpoint_config import check_encoder_and_budget, check_integers, read_config_strictly
 from .hub import load_state_strictly
-from .images import fit_within, levels_to_pixels, pixel_rows, resize_image, resize_tensor
+from .images import fit_within, is_levels, levels_to_pixels, pixel_rows, resize_image, resize_tensor
 from .metrics import local_contrast, luma
 from .strength import compose_, compose_levels_
 from .targets import target_window
@@ -281,6 +281,18 @@ def write_lift(delta: torch.Tensor, form: str, block: int, limit: float) -> torc
     form and the squares are kept; blue-yellow puts 1.772·Cb in blue)."""
     written = block_constant(in_form(delta, form), block)
     return written * (limit / written.abs().amax(1, keepdim=True).clamp_min(1e-12)).clamp(max=1)
+
+
+# protect_image writes its result in its first pass where the subsample's δ has an RMS below this share of the cap.
+_SPECULATE_BELOW = 0.9
+
+
+def _sample_rms(budget: torch.Tensor, pattern: torch.Tensor, lifted: torch.Tensor, form: str, eta: float) -> torch.Tensor:
+    """δ's RMS per image estimated on protect_image's strided subsample (budget B×1×h×w, G's pattern B×3×h×w)."""
+    delta = pattern * (budget * eta)
+    if bool(lifted.any()):
+        delta = torch.where(lifted.view(-1, 1, 1, 1), write_lift(delta, form, 0, eta), delta)
+    return delta.pow(2).flatten(1).mean(1).sqrt()
 
 
 def cap_energy(delta: torch.Tensor, rms: float) -> torch.Tensor:
@@ -520,7 +532,8 @@ class PerturbationGenerator(nn.Module):
             relative = self._banded_relative_contrast(images, band_rows)
             upsample = _Upsampler(pattern, height, width)
             stride = fill_sample_stride(height, width)
-            floor, lifted = self._floor(relative[..., ::stride, ::stride], upsample(0, height, stride), min_energy, stride=1)
+            sample, sample_pattern = relative[..., ::stride, ::stride], upsample(0, height, stride)
+            floor, lifted = self._floor(sample, sample_pattern, min_energy, stride=1)
             plain = self.config.fill_block > 1 and bool(lifted.any())
         if plain:
             x = levels_to_pixels(images)
@@ -529,6 +542,12 @@ class PerturbationGenerator(nn.Module):
             return (protected.mul(255).round_().to(torch.uint8) if levels else protected), (budget if keep_budget else None)
         budget = relative  # becomes the budget, band by band, in the first pass
         bands = [(start, min(height, start + band_rows)) for start in range(0, height, band_rows)]
+        rms = self.config.rms_levels / 255 * eta / self.config.eta  # the energy cap
+        out = torch.empty(images.shape, dtype=torch.uint8 if levels else torch.float32, device=images.device)
+
+        def write(start: int, stop: int, delta: torch.Tensor) -> None:  # x + δ on the 8-bit grid within ±η, into out
+            written = compose_levels_(pixel_rows(images, start, stop), delta.clamp_(-eta, eta), eta)
+            out[..., start:stop, :] = written if levels else written.div_(255)
 
         def delta_of(start: int, stop: int) -> torch.Tensor:
             """δ = η · m ⊙ G on rows start:stop, written in its form where lifted: the same numbers in both passes."""
@@ -538,28 +557,36 @@ class PerturbationGenerator(nn.Module):
                 delta = written if bool(lifted.all()) else torch.where(lifted.view(-1, 1, 1, 1), written, delta)
             return delta
 
+        # Where the subsample's δ stays well below the cap (an image the cap will not scale: flat ones, lifted ones),
+        # the first pass also writes the result as if the scale were 1, and the second pass is not needed when it is.
+        # Only a guess about the cost: when the cap does act after all, the second pass writes every band again.
+        speculate = bool((_sample_rms(self._shape_budget(sample, floor), sample_pattern, lifted, self.config.fill_form, eta)
+                          < _SPECULATE_BELOW * rms).all())
         energy = torch.zeros(images.shape[0], dtype=torch.float64, device=images.device)
         for start, stop in bands:  # the budget shaped, δ's energy summed
             band_budget = budget[..., start:stop, :]
             band_budget.copy_(self._shape_budget(band_budget, floor))
-            flat = delta_of(start, stop).reshape(images.shape[0], 1, -1)
+            delta = delta_of(start, stop)
+            flat = delta.reshape(images.shape[0], 1, -1)
             energy += torch.bmm(flat, flat.transpose(1, 2)).view(-1)  # Σδ² per image: a BLAS dot, float32 per band
+            if speculate:
+                write(start, stop, delta)
         # cap_energy's scale, from the summed energy: each image's δ scaled down to an RMS of at most rms
-        rms = self.config.rms_levels / 255 * eta / self.config.eta
         current = (energy / (images[0].numel())).sqrt().clamp_min(1e-12)
         scale = (rms / current).clamp(max=1).to(torch.float32).view(-1, 1, 1, 1)
-        out = torch.empty(images.shape, dtype=torch.uint8 if levels else torch.float32, device=images.device)
-        for start, stop in bands:
-            written = compose_levels_(pixel_rows(images, start, stop), delta_of(start, stop).mul_(scale).clamp_(-eta, eta), eta)
-            out[..., start:stop, :] = written if levels else written.div_(255)
+        if not speculate or bool((scale < 1).any()):  # δ · 1 is δ: the first pass's result stands where nothing scaled
+            for start, stop in bands:
+                write(start, stop, delta_of(start, stop).mul_(scale))
         return out, (budget if keep_budget else None)
 
-    def _banded_relative_contrast(self, images: torch.Tensor, band_rows: int) -> torch.Tensor:
+    def _banded_relative_contrast(self, images: torch.Tensor, band_rows: int, *, whole_floats: bool = True) -> torch.Tensor:
         """:func:`relative_contrast` of the whole images, B×1×H×W, computed ``band_rows`` rows at a time from float
         rows (:func:`pixel_rows`) with the window's reach of rows around each band: every pixel's window sum adds the
         same numbers in the same order as on the whole image, and the reflection at the image's top and bottom is the
         band's own there, so the same values bit for bit (tests/test_generator.py)."""
         c = self.config
+        if whole_floats and not is_levels(images):  # a float image is there whole: one call, no band-edge copies
+            return relative_contrast(images, c.contrast_reference, c.contrast_window)
         reach, height = c.contrast_window // 2, images.shape[-2]
         out = torch.empty((images.shape[0], 1, *images.shape[-2:]), dtype=torch.float32, device=images.device)
         for start in range(0, height, band_rows):

@@ -725,4 +725,21 @@ def test_the_banded_relative_contrast_is_the_whole_image_one_bit_for_bit():
         levels = torch.randint(0, 256, (1, 3, height, width), dtype=torch.uint8, generator=generator)
         expected = relative_contrast(levels.float() / 255, c.contrast_reference, c.contrast_window)
         for images in (levels, levels.float() / 255):
-            assert torch.equal(model._banded_relative_contrast(images, band_rows), expected), (height, width, band_rows)
+            assert torch.equal(model._banded_relative_contrast(images, band_rows, whole_floats=False), expected), (height, width, band_rows)
+
+
+def test_the_first_pass_result_is_the_two_pass_one_whether_the_cap_acts_or_not(monkeypatch):
+    """protect_image writes its result in its first pass when it guesses the energy cap will not act; a wrong guess
+    costs a second pass, never a different image: always guessing and never guessing give the same pixels, for an
+    image the cap scales (textured) and one it leaves alone (flat, lifted)."""
+    import fastprotect.generator as generator_module
+
+    model = dummy_generator(mask_floor=0.05, contrast_reference=0.06, rms_levels=3.5, fill_rms_levels=2.5, work_size=512, net_downscale=2)
+    eta = eta_from_levels(8)
+    for image in (half_flat_image(300, 517, seed=4), mostly_flat_image(517)[..., :300, :]):
+        levels = (image * 255).round().to(torch.uint8)
+        results = []
+        for share in (0.0, 1e9):  # never, always
+            monkeypatch.setattr(generator_module, "_SPECULATE_BELOW", share)
+            results.append(model.protect_image(levels, eta, levels=True, band_rows=64)[0])
+        assert torch.equal(*results)
