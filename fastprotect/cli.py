@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -279,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.checkpoint, per_image=args.per_image, encoder_kind=args.encoder_kind,
             encoder_source=args.encoder_source, lpips_backbone=args.lpips_backbone, device=args.device,
             dtype=torch.float16 if args.half else torch.float32, min_energy=args.min_energy,
+            with_lpips=True if args.report else None,  # without a report, LPIPS only where the method protects with it
         )
     except (WeightsUnavailableError, ValueError) as error:
         print(f"error: {_first_line(error)}", file=sys.stderr)
@@ -306,14 +308,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     reason = unreadable_reason(path)
                     if reason:
                         raise ImageError(reason)
-                    loaded = load_image(path, max_pixels=args.max_pixels)
+                    # 8-bit levels, no budget map: a quarter of the float image's memory, and no map nobody sees
+                    loaded = load_image(path, max_pixels=args.max_pixels, levels=True)
                     result = protector.protect(
                         loaded, eta=eta_from_levels(args.eta), target=args.target, adaptive_strength=args.adaptive_strength,
-                        refine_steps=args.refine_steps, seed=args.seed,
+                        refine_steps=args.refine_steps, seed=args.seed, keep_budget_map=False,
+                        compute_metrics=args.report is not None,  # PSNR, SSIM and LPIPS are read from the report only
                     )
+                    info, protected = result.info, dataclasses.replace(loaded, pixels=result.image)
+                    del loaded, result  # the clean pixels go before the PNG is encoded; its side information stays
                     destination = args.output / name
-                    write_atomically(destination, lambda handle: save_png(loaded, result.image, handle))
-                    report.append({"input": str(path), "output": str(destination), "ok": True, **result.info.as_dict()})
+                    write_atomically(destination, lambda handle: save_png(protected, protected.pixels, handle))
+                    report.append({"input": str(path), "output": str(destination), "ok": True, **info.as_dict()})
                 except (ImageError, OSError, ValueError) as error:
                     failed += 1
                     message = _describe(error)

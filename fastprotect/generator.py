@@ -50,9 +50,9 @@ from torch import nn
 from . import budget as budget_rules
 from .checkpoint_config import check_encoder_and_budget, check_integers, read_config_strictly
 from .hub import load_state_strictly
-from .images import fit_within, resize_tensor
+from .images import fit_within, is_levels, levels_to_pixels, pixel_rows, resize_image, resize_tensor
 from .metrics import local_contrast, luma
-from .strength import compose_
+from .strength import compose_, compose_levels_
 from .targets import target_window
 from .vocabulary import DEFAULT_ETA, TARGET_NAMES, AutoencoderKind, check_min_energy
 
@@ -283,6 +283,18 @@ def write_lift(delta: torch.Tensor, form: str, block: int, limit: float) -> torc
     return written * (limit / written.abs().amax(1, keepdim=True).clamp_min(1e-12)).clamp(max=1)
 
 
+# protect_image writes its result in its first pass where the subsample's δ has an RMS below this share of the cap.
+_SPECULATE_BELOW = 0.9
+
+
+def _sample_rms(budget: torch.Tensor, pattern: torch.Tensor, lifted: torch.Tensor, form: str, eta: float) -> torch.Tensor:
+    """δ's RMS per image estimated on protect_image's strided subsample (budget B×1×h×w, G's pattern B×3×h×w)."""
+    delta = pattern * (budget * eta)
+    if bool(lifted.any()):
+        delta = torch.where(lifted.view(-1, 1, 1, 1), write_lift(delta, form, 0, eta), delta)
+    return delta.pow(2).flatten(1).mean(1).sqrt()
+
+
 def cap_energy(delta: torch.Tensor, rms: float) -> torch.Tensor:
     """Scale each image's δ (B×3×H×W) down so that its RMS is at most ``rms`` ([0, 1] units)."""
     current = delta.pow(2).flatten(1).mean(1).sqrt().clamp_min(1e-12)
@@ -436,17 +448,17 @@ class PerturbationGenerator(nn.Module):
 
     def small_pattern(self, images: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         """G's output at :meth:`network_size`, before it is upsampled to the images' size (:meth:`raw`), in the
-        images' dtype. The network runs in its parameters' dtype (float16 on a GPU with ``--half``: the pattern
+        images' dtype (float32 for 8-bit levels, :func:`fastprotect.images.resize_image`). The network runs in its parameters' dtype (float16 on a GPU with ``--half``: the pattern
         is bounded by tanh, and the budget, cap and rounding that follow stay in float32)."""
         size = self.network_size(*images.shape[-2:])
-        small = resize_tensor(images, *size).contiguous(memory_format=torch.channels_last)
+        small = resize_image(images, *size).contiguous(memory_format=torch.channels_last)  # 8-bit levels: float32
         if target is None:
             target = self.target(*size)
         elif target.shape[-2:] != size:
             target = resize_tensor(target, *size)
         dtype = self.net.head.weight.dtype
         budget = self.budget(small)
-        return self.net(small.to(dtype), budget.to(dtype), target.to(small.device, dtype)).to(images.dtype).contiguous()
+        return self.net(small.to(dtype), budget.to(dtype), target.to(small.device, dtype)).to(small.dtype).contiguous()
 
     def network_size(self, height: int, width: int) -> tuple[int, int]:
         """Where the network runs for an H×W image: the working copy (long side ≤ ``work_size``, cost
@@ -491,17 +503,21 @@ class PerturbationGenerator(nn.Module):
 
     @torch.no_grad()
     def protect_image(self, images: torch.Tensor, eta: float | None = None, *, min_energy: float | None = None,
-                      pattern: torch.Tensor | None = None, band_rows: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+                      pattern: torch.Tensor | None = None, band_rows: int = 256, levels: bool = False,
+                      keep_budget: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Inference: (the protected images — x + δ rounded to the 8-bit grid within ±η, as
         :func:`fastprotect.strength.compose_` makes it from :meth:`perturbation_and_budget`'s δ — and the budget map).
 
         The same numbers as that plain path up to float rounding (tests/test_generator.py: within one 8-bit level,
-        nearly all pixels equal), with the full-resolution work done band by band (``band_rows`` rows): G's pattern is
-        upsampled where it is used (:class:`_Upsampler`), δ is written into the output and the energy cap and the
-        8-bit composition are applied there in place. Besides the input, the memory is the output, the budget map and a
-        few bands: at 4096×3072 the plain path held six full-size float copies. Where the lift writes squares
-        (``fill_block`` > 1, a whole-image operation), G's copy is larger than the image or a budget rule is on, the
-        plain path runs.
+        nearly all pixels equal), with the full-resolution work done band by band (``band_rows`` rows): the clean
+        image is read a band at a time (float in [0, 1], or 8-bit levels converted per band: :func:`pixel_rows`), its
+        local contrast computed per band with the window's rows around it, G's pattern upsampled where it is used
+        (:class:`_Upsampler`). A first pass shapes the budget and sums δ's energy; a second makes the same δ again,
+        applies the energy cap and the 8-bit composition and writes the result. Besides the input, the memory is the
+        budget map, the output and a few bands: with ``levels`` the output is uint8 levels (a quarter of float32; the
+        same pixels × 255). ``keep_budget=False`` returns None for the map (callers that never show it let it go).
+        Where the lift writes squares (``fill_block`` > 1, a whole-image operation), G's copy is larger than the image
+        or a budget rule is on, the plain path runs (on a float copy of levels).
         ``pattern``: :meth:`small_pattern`'s output when already computed (the Protector times the network apart)."""
         eta = self.config.eta if eta is None else eta
         min_energy = self.check_min_energy(min_energy)
@@ -513,35 +529,72 @@ class PerturbationGenerator(nn.Module):
         rules = c.edge_suppression > 0 or c.chroma_reference > 0 or c.fill_criterion != "rms"
         plain = rules or pattern.shape[-2] > height or pattern.shape[-1] > width
         if not plain:
-            relative = relative_contrast(images, self.config.contrast_reference, self.config.contrast_window)
+            relative = self._banded_relative_contrast(images, band_rows)
             upsample = _Upsampler(pattern, height, width)
             stride = fill_sample_stride(height, width)
-            floor, lifted = self._floor(relative[..., ::stride, ::stride], upsample(0, height, stride), min_energy, stride=1)
+            sample, sample_pattern = relative[..., ::stride, ::stride], upsample(0, height, stride)
+            floor, lifted = self._floor(sample, sample_pattern, min_energy, stride=1)
             plain = self.config.fill_block > 1 and bool(lifted.any())
         if plain:
-            delta, budget = self.perturbation_and_budget(images, eta, raw=resize_tensor(pattern, height, width), min_energy=min_energy)
-            return compose_(images, delta.clamp_(-eta, eta), eta), budget
-        budget, out = relative, torch.empty_like(images, dtype=torch.float32)  # relative becomes the budget, band by band
-        energy = torch.zeros(images.shape[0], dtype=torch.float64, device=images.device)
+            x = levels_to_pixels(images)
+            delta, budget = self.perturbation_and_budget(x, eta, raw=resize_tensor(pattern, height, width), min_energy=min_energy)
+            protected = compose_(x, delta.clamp_(-eta, eta), eta)
+            return (protected.mul(255).round_().to(torch.uint8) if levels else protected), (budget if keep_budget else None)
+        budget = relative  # becomes the budget, band by band, in the first pass
         bands = [(start, min(height, start + band_rows)) for start in range(0, height, band_rows)]
-        for start, stop in bands:  # δ = η · m ⊙ G, written in its form where lifted; its energy summed
-            band_budget = budget[..., start:stop, :]
-            band_budget.copy_(self._shape_budget(band_budget, floor))
-            delta = upsample(start, stop).mul_(band_budget * eta)
+        rms = self.config.rms_levels / 255 * eta / self.config.eta  # the energy cap
+        out = torch.empty(images.shape, dtype=torch.uint8 if levels else torch.float32, device=images.device)
+
+        def write(start: int, stop: int, delta: torch.Tensor) -> None:  # x + δ on the 8-bit grid within ±η, into out
+            written = compose_levels_(pixel_rows(images, start, stop), delta.clamp_(-eta, eta), eta)
+            out[..., start:stop, :] = written if levels else written.div_(255)
+
+        def delta_of(start: int, stop: int) -> torch.Tensor:
+            """δ = η · m ⊙ G on rows start:stop, written in its form where lifted: the same numbers in both passes."""
+            delta = upsample(start, stop).mul_(budget[..., start:stop, :] * eta)
             if bool(lifted.any()):
                 written = write_lift(delta, self.config.fill_form, 0, eta)
                 delta = written if bool(lifted.all()) else torch.where(lifted.view(-1, 1, 1, 1), written, delta)
-            flat = delta.reshape(delta.shape[0], 1, -1)
+            return delta
+
+        # Where the subsample's δ stays well below the cap (an image the cap will not scale: flat ones, lifted ones),
+        # the first pass also writes the result as if the scale were 1, and the second pass is not needed when it is.
+        # Only a guess about the cost: when the cap does act after all, the second pass writes every band again.
+        speculate = bool((_sample_rms(self._shape_budget(sample, floor), sample_pattern, lifted, self.config.fill_form, eta)
+                          < _SPECULATE_BELOW * rms).all())
+        energy = torch.zeros(images.shape[0], dtype=torch.float64, device=images.device)
+        for start, stop in bands:  # the budget shaped, δ's energy summed
+            band_budget = budget[..., start:stop, :]
+            band_budget.copy_(self._shape_budget(band_budget, floor))
+            delta = delta_of(start, stop)
+            flat = delta.reshape(images.shape[0], 1, -1)
             energy += torch.bmm(flat, flat.transpose(1, 2)).view(-1)  # Σδ² per image: a BLAS dot, float32 per band
-            out[..., start:stop, :] = delta
+            if speculate:
+                write(start, stop, delta)
         # cap_energy's scale, from the summed energy: each image's δ scaled down to an RMS of at most rms
-        rms = self.config.rms_levels / 255 * eta / self.config.eta
-        current = (energy / out[0].numel()).sqrt().clamp_min(1e-12)
+        current = (energy / (images[0].numel())).sqrt().clamp_min(1e-12)
         scale = (rms / current).clamp(max=1).to(torch.float32).view(-1, 1, 1, 1)
-        for start, stop in bands:
-            band = out[..., start:stop, :]
-            compose_(images[..., start:stop, :], band.mul_(scale).clamp_(-eta, eta), eta)
-        return out, budget
+        if not speculate or bool((scale < 1).any()):  # δ · 1 is δ: the first pass's result stands where nothing scaled
+            for start, stop in bands:
+                write(start, stop, delta_of(start, stop).mul_(scale))
+        return out, (budget if keep_budget else None)
+
+    def _banded_relative_contrast(self, images: torch.Tensor, band_rows: int, *, whole_floats: bool = True) -> torch.Tensor:
+        """:func:`relative_contrast` of the whole images, B×1×H×W, computed ``band_rows`` rows at a time from float
+        rows (:func:`pixel_rows`) with the window's reach of rows around each band: every pixel's window sum adds the
+        same numbers in the same order as on the whole image, and the reflection at the image's top and bottom is the
+        band's own there, so the same values bit for bit (tests/test_generator.py)."""
+        c = self.config
+        if whole_floats and not is_levels(images):  # a float image is there whole: one call, no band-edge copies
+            return relative_contrast(images, c.contrast_reference, c.contrast_window)
+        reach, height = c.contrast_window // 2, images.shape[-2]
+        out = torch.empty((images.shape[0], 1, *images.shape[-2:]), dtype=torch.float32, device=images.device)
+        for start in range(0, height, band_rows):
+            stop = min(height, start + band_rows)
+            low, high = max(0, start - reach), min(height, stop + reach)
+            band = relative_contrast(pixel_rows(images, low, high), c.contrast_reference, c.contrast_window)
+            out[..., start:stop, :] = band[..., start - low : stop - low, :]
+        return out
 
     def forward(self, images: torch.Tensor, eta: float | None = None) -> torch.Tensor:
         return self.perturbation(images, eta)

@@ -19,6 +19,7 @@ import struct
 import sys
 import unicodedata
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -80,7 +81,9 @@ class ImageError(ValueError):
 class LoadedImage:
     """An image ready for protection, plus the side information ``save_png`` writes back.
 
-    pixels: ``1×3×H×W`` float32 in ``[0, 1]``, upright (EXIF orientation applied), values ``k/255``.
+    pixels: ``1×3×H×W`` float32 in ``[0, 1]``, upright (EXIF orientation applied), values ``k/255``; or, when
+        loaded with ``load_image(..., levels=True)``, the same pixels as their 8-bit levels (uint8, a view of the
+        decoded H×W×3 array): a quarter of the memory, read as floats band by band (:func:`pixel_rows`).
     alpha: the original alpha channel (mode ``"L"``, size ``W×H``), or None; never modified.
     icc_profile / exif: raw bytes written back into the PNG (EXIF orientation reset to 1).
     text: PNG text chunks to write (keyword -> value; ``PngImagePlugin.iTXt`` values keep their
@@ -134,8 +137,8 @@ def _check_pixels(pixels: torch.Tensor) -> None:
 
 
 def pixels_to_uint8(pixels: torch.Tensor, *, channels: int = 3) -> np.ndarray:
-    """``1×3×H×W`` float in ``[0, 1]`` (any device) -> ``H×W×channels`` uint8, rounded to nearest (channels 4: the
-    fourth left for the caller to fill, e.g. with alpha).
+    """``1×3×H×W`` float in ``[0, 1]`` or uint8 levels (any device) -> ``H×W×channels`` uint8, rounded to nearest
+    (channels 4: the fourth left for the caller to fill, e.g. with alpha).
 
     Values outside ``[0, 1]`` are clamped (float error at the ends is expected); NaN or
     infinity is a bug upstream and raises ValueError rather than writing garbage. Works in bands of rows: no
@@ -144,12 +147,56 @@ def pixels_to_uint8(pixels: torch.Tensor, *, channels: int = 3) -> np.ndarray:
     _check_pixels(pixels)
     height, width = pixels.shape[-2:]
     out = np.empty((height, width, channels), dtype=np.uint8)
-    target = torch.from_numpy(out)
     for start in range(0, height, _BAND_ROWS):
-        band = pixels[0, :, start : start + _BAND_ROWS].detach().to("cpu", torch.float32)
-        if not torch.isfinite(band).all():
-            raise ValueError("pixels contain NaN or infinity")
-        target[start : start + _BAND_ROWS, :, :3] = (band.clamp(0, 1) * 255).round_().permute(1, 2, 0)
+        _rows_to_uint8(pixels, start, min(height, start + _BAND_ROWS), out[start : start + _BAND_ROWS])
+    return out
+
+
+def _rows_to_uint8(pixels: torch.Tensor, start: int, stop: int, out: np.ndarray) -> None:
+    """Rows ``start:stop`` of ``1×3×H×W`` pixels (float in [0, 1] or uint8 levels) into ``out[..., :3]``
+    (``(stop − start)×W×channels`` uint8), as :func:`pixels_to_uint8` converts them."""
+    target = torch.from_numpy(out)
+    band = pixels[0, :, start:stop].detach()
+    if band.dtype == torch.uint8:
+        target[..., :3] = band.cpu().permute(1, 2, 0)
+        return
+    band = band.to("cpu", torch.float32)
+    if not torch.isfinite(band).all():
+        raise ValueError("pixels contain NaN or infinity")
+    target[..., :3] = (band.clamp(0, 1) * 255).round_().permute(1, 2, 0)
+
+
+def is_levels(pixels: torch.Tensor) -> bool:
+    """Whether ``pixels`` are 8-bit levels (uint8, 0–255) rather than floats in [0, 1]."""
+    return pixels.dtype == torch.uint8
+
+
+def pixel_rows(images: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Rows ``start:stop`` of B×C×H×W images as float32 in [0, 1], contiguous: a view of float32 images, or uint8
+    levels ÷ 255 (the very values :func:`uint8_to_pixels` gives: the level converted to float, then divided)."""
+    rows = images[..., start:stop, :]
+    if not is_levels(rows):
+        return rows.float()
+    return rows.to(torch.float32, memory_format=torch.contiguous_format).div_(255)
+
+
+def levels_to_pixels(images: torch.Tensor) -> torch.Tensor:
+    """B×C×H×W uint8 levels -> float32 in [0, 1] (``k/255``, contiguous), band by band; float images as they are."""
+    if not is_levels(images):
+        return images
+    out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
+    for start in range(0, images.shape[-2], _BAND_ROWS):
+        out[..., start : start + _BAND_ROWS, :] = pixel_rows(images, start, start + _BAND_ROWS)
+    return out
+
+
+def pixels_to_levels(images: torch.Tensor) -> torch.Tensor:
+    """B×C×H×W float in [0, 1] on the 8-bit grid -> its uint8 levels (rounded, clamped), band by band; levels as they are."""
+    if is_levels(images):
+        return images
+    out = torch.empty(images.shape, dtype=torch.uint8, device=images.device)
+    for start in range(0, images.shape[-2], _BAND_ROWS):
+        out[..., start : start + _BAND_ROWS, :] = (images[..., start : start + _BAND_ROWS, :].clamp(0, 1) * 255).round_()
     return out
 
 
@@ -198,6 +245,31 @@ def resize_tensor(images: torch.Tensor, height: int, width: int) -> torch.Tensor
         return images
     shrinking = height < images.shape[-2] or width < images.shape[-1]
     return torch.nn.functional.interpolate(images, size=(height, width), mode="bilinear", align_corners=False, antialias=shrinking)
+
+
+def resize_image(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """:func:`resize_tensor` of images that may be uint8 levels (float32 out): the values it gives on the float
+    pixels, without their full-size float copy.
+
+    On the CPU PyTorch's bilinear resize is separable: the rows are resized along the width into a temporary, then
+    that is resized along the height. Here the first pass runs band by band on rows converted to float
+    (:func:`pixel_rows`) and the second on the narrow temporary, with the same antialias setting as the one call:
+    the same numbers bit for bit (tests/test_images.py compares them). Float images, and levels on other devices, take
+    the one call."""
+    if not is_levels(images) or images.device.type != "cpu":
+        return resize_tensor(levels_to_pixels(images), height, width)
+    rows, columns = images.shape[-2:]
+    if (rows, columns) == (height, width):
+        return levels_to_pixels(images)
+    antialias = height < rows or width < columns
+    narrow = torch.empty((*images.shape[:-1], width), dtype=torch.float32)
+    for start in range(0, rows, _BAND_ROWS):
+        band = pixel_rows(images, start, start + _BAND_ROWS)
+        narrow[..., start : start + _BAND_ROWS, :] = band if width == columns else torch.nn.functional.interpolate(
+            band, size=(band.shape[-2], width), mode="bilinear", align_corners=False, antialias=antialias)
+    if height == rows:
+        return narrow
+    return torch.nn.functional.interpolate(narrow, size=(height, width), mode="bilinear", align_corners=False, antialias=antialias)
 
 
 def fit_within(height: int, width: int, long_side: int | None, *, min_side: int = 1, multiple: int = 1) -> tuple[int, int]:
@@ -754,23 +826,33 @@ def load_image(
     *,
     max_pixels: int | None = None,
     name: str | None = None,
+    levels: bool = False,
 ) -> LoadedImage:
     """Load a still image as upright RGB pixels (``1×3×H×W`` float32, ``[0, 1]``) + side info.
 
     ``max_pixels`` defaults to ``$FASTPROTECT_MAX_PIXELS`` or ``DEFAULT_MAX_PIXELS``; ``name``
     (a file name; ``safe_stem`` of it is kept) overrides the name taken from the source.
+    ``levels``: keep the pixels as their 8-bit levels (uint8, a quarter of the float tensor's memory: 115 MB instead
+    of 460 MB at 40 MP), for callers that read them band by band (``Protector.protect``, ``save_png``).
     Raises ImageError for anything that is not a single still image we can protect.
     """
     limit = _max_pixels(max_pixels)
     if isinstance(source, Image.Image):
         file_name = Path(getattr(source, "filename", "") or "").name or None
-        return _load_opened(source, limit, name or file_name, None, own=False)
+        return _load_opened(source, limit, name or file_name, None, own=False, levels=levels)
     image, file_name, png_text = _open(source, limit)
     with image:  # closes files we opened; a caller's file object is left open
-        return _load_opened(image, limit, name or file_name, png_text, own=True)
+        return _load_opened(image, limit, name or file_name, png_text, own=True, levels=levels)
 
 
-def _load_opened(image: Image.Image, limit: int, name: str | None, png_text: _PngText | None, *, own: bool) -> LoadedImage:
+def _levels_view(array: np.ndarray) -> torch.Tensor:
+    """An H×W×3 uint8 array as ``1×3×H×W`` levels without a copy (a channels-last view; only ever read)."""
+    levels = torch.from_numpy(array) if array.flags.writeable else torch.frombuffer(_readonly_buffer(array), dtype=torch.uint8)
+    return levels.view(array.shape).permute(2, 0, 1).unsqueeze(0)
+
+
+def _load_opened(image: Image.Image, limit: int, name: str | None, png_text: _PngText | None, *, own: bool,
+                 levels: bool = False) -> LoadedImage:
     notes: list[str] = []
     _check_size(image, limit)
     try:
@@ -805,7 +887,7 @@ def _load_opened(image: Image.Image, limit: int, name: str | None, png_text: _Pn
     if managed:  # colours now sRGB: the source's gamma/chromaticities no longer describe them
         png_colour = {}
     return LoadedImage(
-        pixels=uint8_to_pixels(np.asarray(rgb)),
+        pixels=_levels_view(np.asarray(rgb)) if levels else uint8_to_pixels(np.asarray(rgb)),
         alpha=alpha,
         icc_profile=icc,
         exif=exif,
@@ -998,18 +1080,31 @@ def png_info(original: LoadedImage) -> PngImagePlugin.PngInfo:
 
 
 def save_png(original: LoadedImage, pixels: torch.Tensor, destination: str | os.PathLike | BinaryIO) -> None:
-    """Write protected pixels as an 8-bit PNG (RGBA if the input had alpha) of the input's
-    upright size, with its ICC profile, EXIF, text chunks, XMP, IPTC, resolution and PNG colour
-    chunks. Always PNG, whatever the destination's suffix."""
-    data = png_bytes(original, pixels)
-    if isinstance(destination, (str, os.PathLike)):
-        Path(destination).write_bytes(data)
-    else:
-        destination.write(data)
+    """Write protected pixels (``1×3×H×W`` float in [0, 1], or uint8 levels) as an 8-bit PNG (RGBA if the input had
+    alpha) of the input's upright size, with its ICC profile, EXIF, text chunks, XMP, IPTC, resolution and PNG colour
+    chunks. Always PNG, whatever the destination's suffix. The file is written as it is encoded (a path: removed
+    again if encoding fails), so the whole PNG never sits in memory."""
+    if not isinstance(destination, (str, os.PathLike)):
+        _write_png(original, pixels, destination.write)
+        return
+    _check_same_size(original, pixels)  # before the file is created
+    try:
+        with open(destination, "wb") as handle:
+            _write_png(original, pixels, handle.write)
+    except BaseException:
+        Path(destination).unlink(missing_ok=True)
+        raise
 
 
 def png_bytes(original: LoadedImage, pixels: torch.Tensor) -> bytes:
-    """``save_png`` into memory.
+    """``save_png`` into memory."""
+    parts: list[bytes] = []
+    _write_png(original, pixels, parts.append)
+    return b"".join(parts)
+
+
+def _write_png(original: LoadedImage, pixels: torch.Tensor, write: Callable[[bytes], object]) -> None:
+    """The PNG of ``save_png``, chunk by chunk through ``write``.
 
     The pixels are written by our own encoder, the metadata chunks by Pillow. Measured on a protected 4096×3072 photo
     (benchmarks/png_writers.py, under load): Pillow at compress_level 1 took 3.4 s for 11.2 MB, most of it in its
@@ -1023,11 +1118,17 @@ def png_bytes(original: LoadedImage, pixels: torch.Tensor) -> bytes:
     image.save(small, format="PNG", pnginfo=png_info(original), **image.info)
     before, after = _pillow_chunks(small.getvalue())
     channels = 4 if original.alpha is not None else 3
-    rows = pixels_to_uint8(pixels, channels=channels)
-    if original.alpha is not None:
-        rows[..., 3] = np.asarray(original.alpha)
     header = struct.pack(">IIBBBBB", original.width, original.height, 8, 6 if channels == 4 else 2, 0, 0, 0)
-    return b"".join((PNG_SIGNATURE, _chunk(b"IHDR", header), *before, *_idat_chunks(rows), *after, _chunk(b"IEND", b"")))
+    write(PNG_SIGNATURE)
+    write(_chunk(b"IHDR", header))
+    for chunk in before:
+        write(chunk)
+    alpha = np.asarray(original.alpha) if original.alpha is not None else None
+    for chunk in _idat_chunks(pixels, alpha):
+        write(chunk)
+    for chunk in after:
+        write(chunk)
+    write(_chunk(b"IEND", b""))
 
 
 def _chunk(kind: bytes, data: bytes | memoryview) -> bytes:
@@ -1059,39 +1160,86 @@ except ImportError:  # pragma: no cover - isal is in requirements.txt; zlib keep
     _deflate = zlib
 
 _IDAT_BYTES = 1 << 20  # IDAT chunk size: readers take any; a MiB keeps each chunk's CRC pass cheap
+# The PNG writer converts, filters and compresses this many rows at a time: its memory is a few blocks (≈ 4 MB at
+# 7296 px wide with alpha), not whole-image arrays (three of them, 0.46 GB at 40 MP, before).
+_PNG_BLOCK_ROWS = 128
 
 
-def _idat_chunks(rows: np.ndarray) -> list[bytes]:
-    """The image data: every row filtered with PNG's "Up" filter (type 2: the difference to the row above, modulo
-    256, the first row against zeros), DEFLATE level ``PNG_COMPRESS_LEVEL`` in one zlib stream, split into chunks.
+@dataclass
+class _Deflated:
+    """One part of the image data, compressed: its DEFLATE pieces, and the Adler-32 and length of what went in."""
 
-    Large images are compressed in two halves on two threads (both DEFLATE implementations release the GIL): each
-    half a raw DEFLATE stream, the first ended by a sync flush (byte-aligned, not final), so that their concatenation
-    is one valid stream, as pigz does; the zlib checksum is of the whole data."""
-    height = rows.shape[0]
-    flat = rows.reshape(height, -1)
-    filtered = np.empty((height, flat.shape[1] + 1), dtype=np.uint8)
-    filtered[:, 0] = 2
-    filtered[0, 1:] = flat[0]
-    for start in range(1, height, _BAND_ROWS):
-        stop = min(height, start + _BAND_ROWS)
-        np.subtract(flat[start:stop], flat[start - 1 : stop - 1], out=filtered[start:stop, 1:])
-    data = memoryview(filtered).cast("B")
-    parts = 2 if len(data) >= 8 << 20 and (os.cpu_count() or 1) > 1 else 1
-    cut = [len(data) * i // parts for i in range(parts + 1)]
+    pieces: list[bytes]
+    adler: int
+    length: int
 
-    def deflate(i: int) -> bytes:
+
+def _idat_chunks(pixels: torch.Tensor, alpha: np.ndarray | None) -> Iterator[bytes]:
+    """The image data of ``1×3×H×W`` pixels (float in [0, 1] or uint8 levels) and the alpha (H×W uint8 or None) as
+    IDAT chunks: every row filtered with PNG's "Up" filter (type 2: the difference to the row above, modulo 256, the
+    first row against zeros), DEFLATE level ``PNG_COMPRESS_LEVEL`` in one zlib stream, split into chunks.
+
+    The rows are converted, filtered and compressed ``_PNG_BLOCK_ROWS`` at a time. Large images are compressed in two
+    halves on two threads (both DEFLATE implementations release the GIL): each half a raw DEFLATE stream, the first
+    ended by a sync flush (byte-aligned, not final), so that their concatenation is one valid stream, as pigz does;
+    the zlib checksum of the whole data is combined from the halves' (:func:`_adler32_combine`)."""
+    height, width = pixels.shape[-2:]
+    channels = 3 if alpha is None else 4
+    parts = 2 if height >= 2 and height * (width * channels + 1) >= 8 << 20 and (os.cpu_count() or 1) > 1 else 1
+    cut = [height * i // parts for i in range(parts + 1)]
+
+    def deflate(i: int) -> _Deflated:
         compressor = _deflate.compressobj(PNG_COMPRESS_LEVEL, _deflate.DEFLATED, -15)
-        last = i == parts - 1
-        return compressor.compress(data[cut[i] : cut[i + 1]]) + compressor.flush(_deflate.Z_FINISH if last else _deflate.Z_SYNC_FLUSH)
+        done = _Deflated([], 1, 0)
+        for start in range(cut[i], cut[i + 1], _PNG_BLOCK_ROWS):
+            stop = min(cut[i + 1], start + _PNG_BLOCK_ROWS)
+            first = max(0, start - 1)  # the row above the block: the Up filter's reference
+            block = np.empty((stop - first, width, channels), dtype=np.uint8)
+            _rows_to_uint8(pixels, first, stop, block)
+            if alpha is not None:
+                block[..., 3] = alpha[first:stop]
+            rows = block.reshape(stop - first, -1)
+            filtered = np.empty((stop - start, rows.shape[1] + 1), dtype=np.uint8)
+            filtered[:, 0] = 2
+            if start == 0:
+                filtered[0, 1:] = rows[0]
+                np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
+            else:
+                np.subtract(rows[1:], rows[:-1], out=filtered[:, 1:])
+            data = memoryview(filtered).cast("B")
+            done.adler, done.length = zlib.adler32(data, done.adler), done.length + len(data)
+            done.pieces.append(compressor.compress(data))
+        done.pieces.append(compressor.flush(_deflate.Z_FINISH if i == parts - 1 else _deflate.Z_SYNC_FLUSH))
+        return done
 
     if parts == 1:
-        pieces = [deflate(0)]
+        halves = [deflate(0)]
     else:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(parts) as pool:
-            pieces = list(pool.map(deflate, range(parts)))
-    stream = b"".join((b"\x78\x01", *pieces, struct.pack(">I", zlib.adler32(data))))  # zlib header: DEFLATE, 32 KiB window
-    view = memoryview(stream)
-    return [_chunk(b"IDAT", view[i : i + _IDAT_BYTES]) for i in range(0, len(view), _IDAT_BYTES)]
+            halves = list(pool.map(deflate, range(parts)))
+    adler = halves[0].adler
+    for half in halves[1:]:
+        adler = _adler32_combine(adler, half.adler, half.length)
+    pieces = (b"\x78\x01", *(piece for half in halves for piece in half.pieces), struct.pack(">I", adler))  # zlib header: DEFLATE, 32 KiB window
+    buffer = bytearray()
+    for piece in pieces:
+        buffer += piece
+        while len(buffer) >= _IDAT_BYTES:
+            yield _chunk(b"IDAT", bytes(buffer[:_IDAT_BYTES]))
+            del buffer[:_IDAT_BYTES]
+    if buffer:
+        yield _chunk(b"IDAT", bytes(buffer))
+
+
+_ADLER_BASE = 65521
+
+
+def _adler32_combine(first: int, second: int, second_length: int) -> int:
+    """The Adler-32 of two byte strings one after the other from each one's own and the second's length (zlib's
+    ``adler32_combine``, which Python's zlib does not expose)."""
+    remainder = second_length % _ADLER_BASE
+    low = ((first & 0xFFFF) + (second & 0xFFFF) + _ADLER_BASE - 1) % _ADLER_BASE
+    high = (remainder * (first & 0xFFFF) + (first >> 16) + (second >> 16) + _ADLER_BASE - remainder) % _ADLER_BASE
+    return low | high << 16

@@ -18,6 +18,7 @@ so that its cost does not grow with the photo's resolution.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ import torch
 from . import metrics
 from . import environment, sources
 from .encoders import Autoencoder, load_autoencoder
-from .images import LoadedImage, fit_within, load_image, resize_tensor
+from .images import LoadedImage, fit_within, is_levels, levels_to_pixels, load_image, pixel_rows, pixels_to_levels, resize_image, resize_tensor
 from .losses import encode_target
 from .pgd import pgd_perturb
 from .strength import adaptive_scale, compose_, project_linf
@@ -74,15 +75,19 @@ class ProtectionInfo:
 
 @dataclass
 class ProtectionResult:
-    image: torch.Tensor  # 1×3×H×W in [0, 1] on the 8-bit grid: the protected image
-    original: torch.Tensor = field(repr=False)  # 1×3×H×W: the clean input it was made from
+    # 1×3×H×W in [0, 1] on the 8-bit grid: the protected image; its uint8 levels (0–255) when the input was levels
+    image: torch.Tensor
+    original: torch.Tensor = field(repr=False)  # 1×3×H×W: the clean input it was made from (float or levels, as given)
     lpips_map: torch.Tensor | None  # 1×1×H×W visibility map used by adaptive strength (None when off)
     info: ProtectionInfo
-    budget_map: torch.Tensor | None = None  # 1×1×H×W texture budget of the generator in [0, 1] (None otherwise)
+    # 1×1×H×W texture budget of the generator in [0, 1] (None otherwise, or when the caller did not keep it)
+    budget_map: torch.Tensor | None = None
 
     @property
     def perturbation(self) -> torch.Tensor:
-        """image − original, 1×3×H×W, within ±eta: made when asked (a full-size copy the CLI never needs)."""
+        """image − original, 1×3×H×W float, within ±eta: made when asked (a full-size copy the CLI never needs)."""
+        if is_levels(self.image):
+            return (self.image.float() - self.original.float()).div_(255)
         return self.image - self.original
 
 
@@ -160,6 +165,7 @@ class Protector:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         min_energy: float | None = None,
+        with_lpips: bool | None = True,
         **options,
     ) -> "Protector":
         """Load the mixture, the encoder it was trained against, and LPIPS.
@@ -176,6 +182,9 @@ class Protector:
         which an image's texture-budget floor is raised (``GeneratorConfig.fill_rms_levels``; 0 = off,
         None = the checkpoint's) and its δ written in the checkpoint's ``fill_form`` (blue-yellow only by default):
         flat-colour images get protection, with a faint colour pattern on their flat areas (docs/EVALUATION.md). A ValueError when out of range or for another method.
+        ``with_lpips``: load LPIPS (True); None: only where the method uses it to protect (the mixture's and per-image
+        mode's adaptive strength), so that a generator protector's results carry no LPIPS value (``info.lpips`` None)
+        and the process never imports lpips and torchvision (≈ 180 MB of resident memory, seconds of start-up).
         """
         mixture, generator, bundle = None, None, None
         if not per_image:
@@ -205,12 +214,16 @@ class Protector:
             hub_default = None
         source = sources.encoder_source(kind, argument=encoder_source, bundle=bundle, hub_default=hub_default)
         autoencoder = load_autoencoder(kind, source.location, subfolder=source.subfolder, with_decoder=True, device=device, dtype=dtype)
-        from .perceptual import load_perceptual  # lazy: lpips pulls torchvision
+        protector_sources = {"encoder": source.describe()}
+        perceptual = None
+        if with_lpips or (with_lpips is None and generator is None):
+            from .perceptual import load_perceptual  # lazy: lpips pulls torchvision
 
-        backbone = sources.lpips_source(argument=lpips_backbone, bundle=bundle if lpips_net == "alex" else None)
-        perceptual = load_perceptual(lpips_net, None if backbone.origin == "download" else backbone.location, device=device)
+            backbone = sources.lpips_source(argument=lpips_backbone, bundle=bundle if lpips_net == "alex" else None)
+            perceptual = load_perceptual(lpips_net, None if backbone.origin == "download" else backbone.location, device=device)
+            protector_sources["lpips"] = backbone.describe()
         protector = cls(autoencoder, mixture=mixture, generator=generator, perceptual=perceptual, device=device, **options)
-        protector.sources = {"encoder": source.describe(), "lpips": backbone.describe()}
+        protector.sources = protector_sources
         return protector
 
     # ----------------------------------------------------------------------------- protect
@@ -227,8 +240,13 @@ class Protector:
         compute_metrics: bool = True,
         progress: ProgressCallback | None = None,
         min_energy: float | None = None,
+        keep_budget_map: bool = True,
     ) -> ProtectionResult:
         """Protect one image. ``image``: 1×3×H×W in [0, 1] on the 8-bit grid, a LoadedImage or a path.
+        Given as 8-bit levels (uint8, e.g. ``load_image(..., levels=True)``), the result's image is levels too and the
+        generator reads the clean image band by band: no full-size float copy of it is ever made (the other methods
+        convert it first). ``keep_budget_map=False``: the result's ``budget_map`` is None (a full-size float map,
+        160 MB at 40 MP, that a caller who never shows it need not hold).
 
         ``eta``: L∞ budget in [0, 1] units (DEFAULT_ETA = 8/255; at most MAX_ETA, see
         :mod:`fastprotect.vocabulary`). ``target``: a pattern name or "auto" (entropy selection).
@@ -248,8 +266,16 @@ class Protector:
         run = _Run(report=progress or (lambda fraction, stage: None), timings={},
                    notes=[*self.notes, *(image.notes if isinstance(image, LoadedImage) else [])],
                    generator=torch.Generator(device="cpu").manual_seed(seed))
+        levels = is_levels(x)
+        if levels and (self.method != "generator" or refine_steps):  # only the generator's banded path reads levels
+            result = self.protect(levels_to_pixels(x), eta=eta, target=target, adaptive_strength=adaptive_strength,
+                                  refine_steps=refine_steps, seed=seed, compute_metrics=compute_metrics, progress=progress,
+                                  min_energy=min_energy, keep_budget_map=keep_budget_map)
+            result.info.notes = [*run.notes, *result.info.notes[len(self.notes):]]  # with the LoadedImage's notes
+            result.image, result.original = pixels_to_levels(result.image), x
+            return result
         if self.method == "generator":
-            step = self._generator_step(x, eta, target, min_energy, refine_steps, run)
+            step = self._generator_step(x, eta, target, min_energy, refine_steps, run, keep_budget_map)
         elif self.method == "mixture":
             step = self._mixture_step(x, eta, target, adaptive_strength, run)
         else:
@@ -257,7 +283,7 @@ class Protector:
         return self._finish(x, step, eta, refine_steps, compute_metrics, run)
 
     def _generator_step(self, x: torch.Tensor, eta: float, target: TargetChoice, min_energy: float | None, refine_steps: int,
-                        run: _Run) -> _Step:
+                        run: _Run, keep_budget_map: bool = True) -> _Step:
         """The generator's δ and its budget map. No encoder runs: the target is the one it was trained towards.
         Its texture budget and energy cap replace the LPIPS-driven adaptive strength, which only re-weights the
         mixture's fixed patterns (issue 10: measured there). Without refinement the generator composes the
@@ -270,11 +296,12 @@ class Protector:
                 with self.timer(run.timings, "network"):  # on a copy of bounded size
                     pattern = self.generator.small_pattern(x)
                 with self.timer(run.timings, "generate"):  # at full resolution: budget, upsampling, cap, composition
-                    protected, budget_map = self.generator.protect_image(x, eta, min_energy=min_energy, pattern=pattern)
+                    protected, budget_map = self.generator.protect_image(x, eta, min_energy=min_energy, pattern=pattern,
+                                                                         levels=is_levels(x), keep_budget=keep_budget_map)
             return _Step(delta=None, target_index=target_index, budget_map=budget_map, protected=protected)
         with torch.no_grad(), self.timer(run.timings, "generate"):
             delta, budget_map = self._generate(self.generator, x, eta, min_energy)
-        return _Step(delta=project_linf(delta, eta), target_index=target_index, budget_map=budget_map)
+        return _Step(delta=project_linf(delta, eta), target_index=target_index, budget_map=budget_map if keep_budget_map else None)
 
     def _mixture_step(self, x: torch.Tensor, eta: float, target: TargetChoice, adaptive_strength: bool, run: _Run) -> _Step:
         """The paper's method: assign x to a group, pick a target, resize that pattern to x's size and scale it to
@@ -321,7 +348,7 @@ class Protector:
             run.report(0.9, "metrics")
             info = ProtectionInfo(
                 mode=self.mode, method=self.method, target=TARGET_NAMES[step.target_index], group=step.group,
-                eta_levels=levels_from_eta(eta), linf_levels=metrics.linf_levels(protected, x),
+                eta_levels=levels_from_eta(eta), linf_levels=_linf_levels(protected, x),
                 psnr_db=float("nan"), ssim=float("nan"), lpips=None,
                 adaptive_strength=step.lpips_map is not None,
                 refine_steps=refine_steps if self.mode == "pretrained" else 0,
@@ -337,12 +364,13 @@ class Protector:
 
     # ----------------------------------------------------------------------------- helpers
     def _as_tensor(self, image: torch.Tensor | LoadedImage | str | Path) -> torch.Tensor:
+        """The image as 1×3×H×W float32 on the device, or as uint8 levels (kept: read band by band)."""
         if isinstance(image, (str, Path)):
             image = load_image(image)
         pixels = image.pixels if isinstance(image, LoadedImage) else image
         if pixels.ndim != 4 or pixels.shape[:2] != (1, 3):
             raise ValueError(f"expected a 1×3×H×W image tensor, got shape {tuple(pixels.shape)}")
-        return pixels.to(self.device, torch.float32)
+        return pixels.to(self.device) if is_levels(pixels) else pixels.to(self.device, torch.float32)
 
     def _assign_latent(self, x: torch.Tensor, run: _Run) -> torch.Tensor:
         """The encoder's latent of x resized to assign_size² (the mixture's group and the entropy target)."""
@@ -406,9 +434,12 @@ class Protector:
         return resize_tensor(small_map, *x.shape[-2:])
 
     def _fill_metrics(self, info: ProtectionInfo, x: torch.Tensor, protected: torch.Tensor) -> None:
-        info.psnr_db = metrics.psnr(protected, x)
+        """PSNR at full size (band by band), SSIM and LPIPS on copies whose long side ≤ metrics_size."""
+        info.psnr_db = _psnr(protected, x)
         h, w = fit_within(*x.shape[-2:], self.metrics_size, min_side=_LPIPS_MIN_SIDE)
-        small_x, small_p = resize_tensor(x, h, w), resize_tensor(protected, h, w)
+        # channels-last: PyTorch's grouped 11×11 convolution in SSIM then runs without its unfolded copy (+150 MB
+        # instead of +320 MB at 1024 px, the same value)
+        small_x, small_p = (resize_image(t, h, w).contiguous(memory_format=torch.channels_last) for t in (x, protected))
         info.ssim = metrics.ssim(small_p, small_x)
         if self.perceptual is not None:
             info.lpips = float(self.perceptual(small_p, small_x)[0])
@@ -438,3 +469,24 @@ class _Step:
 
 # LPIPS's AlexNet/VGG trunks pool five times: smaller inputs have no spatial extent left.
 _LPIPS_MIN_SIDE = 64
+_METRIC_BAND_ROWS = 256
+
+
+def _linf_levels(a: torch.Tensor, b: torch.Tensor) -> int:
+    """:func:`fastprotect.metrics.linf_levels` of images given as floats in [0, 1] or as 8-bit levels, band by band."""
+    largest = 0.0
+    for start in range(0, a.shape[-2], _METRIC_BAND_ROWS):
+        stop = start + _METRIC_BAND_ROWS
+        largest = max(largest, float((pixel_rows(a, start, stop) - pixel_rows(b, start, stop)).abs().max()))
+    return int(round(largest * 255))
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """:func:`fastprotect.metrics.psnr` (data range 1) band by band, the squared error summed in float64: two full-size
+    float temporaries (0.9 GB at 40 MP) fewer; the same value to about 1e-6 dB."""
+    total = 0.0
+    for start in range(0, a.shape[-2], _METRIC_BAND_ROWS):
+        stop = start + _METRIC_BAND_ROWS
+        total += float((pixel_rows(a, start, stop) - pixel_rows(b, start, stop)).square_().sum(dtype=torch.float64))
+    mse = total / a.numel()
+    return float("inf") if mse == 0 else -10 * math.log10(mse)

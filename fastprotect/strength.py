@@ -72,12 +72,18 @@ def compose_(original: torch.Tensor, delta: torch.Tensor, eta: float) -> torch.T
 
     The same operations in the same order as the plain expression, so the same values; the final clamp to [0, 255] is
     left out because it cannot act (the rounded levels are in [0, 255] before they are held to base ± levels)."""
-    levels = levels_from_eta(eta)
     for start in range(0, delta.shape[-2], COMPOSE_BAND_ROWS):
         band, clean = delta[..., start : start + COMPOSE_BAND_ROWS, :], original[..., start : start + COMPOSE_BAND_ROWS, :]
-        band.add_(clean).clamp_(0, 1).mul_(255).round_()
-        bound = (clean * 255).round_().sub_(levels)
-        torch.maximum(band, bound, out=band)
-        torch.minimum(band, bound.add_(2 * levels), out=band)
-        band.div_(255)
+        compose_levels_(clean, band, eta).div_(255)
+    return delta
+
+
+def compose_levels_(original: torch.Tensor, delta: torch.Tensor, eta: float) -> torch.Tensor:
+    """:func:`compose_` before its last step: the protected image's 8-bit levels (whole numbers 0–255, as floats),
+    written over ``delta`` in one pass (the caller bands it). ``original`` in [0, 1] on the 8-bit grid, float."""
+    levels = levels_from_eta(eta)
+    delta.add_(original).clamp_(0, 1).mul_(255).round_()
+    bound = (original * 255).round_().sub_(levels)
+    torch.maximum(delta, bound, out=delta)
+    torch.minimum(delta, bound.add_(2 * levels), out=delta)
     return delta

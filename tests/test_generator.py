@@ -692,6 +692,9 @@ def test_the_banded_path_protects_as_the_plain_one_did_within_one_level(height, 
             before = _protected_as_before(model, image, eta)
             lifted += int(float(model.budget(image, model.raw(image)).min()) > 0.05)
         after, budget = model.protect_image(image, eta)
+        # the CLI's form: the image as 8-bit levels in, uint8 levels out, no map kept — the very same pixels
+        as_levels, no_map = model.protect_image((image * 255).round().to(torch.uint8), eta, levels=True, keep_budget=False)
+        assert as_levels.dtype == torch.uint8 and no_map is None and torch.equal(as_levels, (after * 255).round().to(torch.uint8))
         levels = ((after - before).abs() * 255).round()
         assert after.shape == image.shape and budget.shape == (1, 1, height, width)
         assert float(levels.max()) <= 1 and float((levels == 0).float().mean()) >= 0.999, (float(levels.max()), float((levels == 0).float().mean()))
@@ -707,3 +710,36 @@ def test_the_banded_local_contrast_is_the_pooled_one():
     for shape, window in (((2, 3, 37, 53), 7), ((1, 3, 4, 9), 7), ((1, 3, 600, 41), 9), ((1, 3, 513, 300), 5)):
         images = (torch.rand(shape, generator=generator) * 255).round() / 255
         assert torch.allclose(local_contrast(images, window), _pooled_local_contrast(images, window), atol=3e-6)
+
+
+def test_the_banded_relative_contrast_is_the_whole_image_one_bit_for_bit():
+    """protect_image computes the local contrast band by band with the window's rows around each band (from 8-bit
+    levels converted per band): the very numbers of one call on the whole float image, at the top and bottom edges
+    (reflection) too, for band heights down to a single row past a band."""
+    from fastprotect.generator import relative_contrast
+
+    model = dummy_generator()
+    c = model.config
+    generator = torch.Generator().manual_seed(11)
+    for height, width, band_rows in ((300, 517, 256), (257, 40, 256), (100, 33, 16), (9, 12, 4)):
+        levels = torch.randint(0, 256, (1, 3, height, width), dtype=torch.uint8, generator=generator)
+        expected = relative_contrast(levels.float() / 255, c.contrast_reference, c.contrast_window)
+        for images in (levels, levels.float() / 255):
+            assert torch.equal(model._banded_relative_contrast(images, band_rows, whole_floats=False), expected), (height, width, band_rows)
+
+
+def test_the_first_pass_result_is_the_two_pass_one_whether_the_cap_acts_or_not(monkeypatch):
+    """protect_image writes its result in its first pass when it guesses the energy cap will not act; a wrong guess
+    costs a second pass, never a different image: always guessing and never guessing give the same pixels, for an
+    image the cap scales (textured) and one it leaves alone (flat, lifted)."""
+    import fastprotect.generator as generator_module
+
+    model = dummy_generator(mask_floor=0.05, contrast_reference=0.06, rms_levels=3.5, fill_rms_levels=2.5, work_size=512, net_downscale=2)
+    eta = eta_from_levels(8)
+    for image in (half_flat_image(300, 517, seed=4), mostly_flat_image(517)[..., :300, :]):
+        levels = (image * 255).round().to(torch.uint8)
+        results = []
+        for share in (0.0, 1e9):  # never, always
+            monkeypatch.setattr(generator_module, "_SPECULATE_BELOW", share)
+            results.append(model.protect_image(levels, eta, levels=True, band_rows=64)[0])
+        assert torch.equal(*results)

@@ -784,3 +784,89 @@ def test_decoding_gives_exact_levels_from_read_only_and_strided_arrays():
     strided = np.ascontiguousarray(np.repeat(array, 2, axis=1))[:, ::2]
     for variant in (array, read_only, strided):
         assert torch.equal(uint8_to_pixels(variant), expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# 8-bit levels (load_image(levels=True)) and the row-block PNG writer (issue 31: peak memory)
+
+
+@pytest.mark.parametrize("height, width, to_height, to_width", [
+    (777, 1001, 97, 125),  # shrinking both ways, several bands
+    (600, 517, 600, 200),  # the width only
+    (530, 300, 100, 300),  # the height only
+    (300, 90, 150, 200),  # shrinking one way, enlarging the other (antialias on for both passes)
+    (40, 50, 80, 100),  # enlarging: no antialias
+])
+def test_resize_image_of_levels_is_resize_tensor_of_the_floats_bit_for_bit(height, width, to_height, to_width):
+    """The banded two-pass resize of 8-bit levels gives exactly resize_tensor's numbers on the float pixels: the
+    generator's network copy (and so its δ) must not change when the CLI keeps the image as levels."""
+    from fastprotect.images import resize_image, resize_tensor
+
+    levels = torch.randint(0, 256, (1, 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(height))
+    expected = resize_tensor(levels.float() / 255, to_height, to_width)
+    assert torch.equal(resize_image(levels, to_height, to_width), expected)
+    channels_last = levels.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # load_image's view of the decoded array
+    assert torch.equal(resize_image(channels_last, to_height, to_width), expected)
+
+
+def test_levels_load_the_same_pixels_as_floats_without_a_float_copy(tmp_path):
+    from fastprotect.images import levels_to_pixels, pixel_rows, pixels_to_levels
+
+    rgb = random_rgb(300, 517)
+    path = tmp_path / "photo.png"
+    Image.fromarray(rgb).save(path)
+    floats, levels = load_image(path), load_image(path, levels=True)
+    assert levels.pixels.dtype == torch.uint8 and levels.pixels.shape == floats.pixels.shape == (1, 3, 300, 517)
+    assert levels.pixels.untyped_storage().nbytes() == rgb.nbytes  # a view of the decoded array, no float copy
+    assert torch.equal(levels_to_pixels(levels.pixels), floats.pixels)
+    assert torch.equal(pixel_rows(levels.pixels, 256, 300), floats.pixels[..., 256:300, :])
+    assert torch.equal(pixels_to_levels(floats.pixels), levels.pixels)
+    assert np.array_equal(pixels_to_uint8(levels.pixels), rgb) and np.array_equal(pixels_to_uint8(floats.pixels), rgb)
+
+
+@pytest.mark.parametrize("height, width, alpha", [(1, 9, False), (8, 8, True), (777, 1001, True), (1400, 2100, False)])
+def test_the_row_block_png_writer_round_trips_floats_and_levels(height, width, alpha, tmp_path):
+    """Blocks of rows, two halves on two threads for large images (1400×2100 is over the threshold): the PNG decodes
+    to exactly the pixels and alpha given, as floats or as levels, to a path and into memory."""
+    rng = np.random.default_rng(height)
+    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    mask = Image.fromarray(rng.integers(0, 256, (height, width), dtype=np.uint8), "L") if alpha else None
+    levels = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)
+    original = LoadedImage(pixels=levels.float() / 255, alpha=mask)
+    for pixels in (original.pixels, levels):
+        path = tmp_path / "out.png"
+        save_png(original, pixels, path)
+        for data in (path.read_bytes(), png_bytes(original, pixels)):
+            decoded = np.asarray(reload(data))
+            assert np.array_equal(decoded[..., :3], rgb)
+            if alpha:
+                assert np.array_equal(decoded[..., 3], np.asarray(mask))
+            assert zlib.decompress(b"".join(_idat_payloads(data)))  # one valid zlib stream (checksum included)
+
+
+def _idat_payloads(data: bytes) -> list[bytes]:
+    payloads, position = [], 8
+    while position < len(data):
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        if kind == b"IDAT":
+            payloads.append(data[position + 8 : position + 8 + length])
+        position += 12 + length
+    return payloads
+
+
+def test_adler32_of_two_parts_combines_as_zlib_does():
+    import random
+
+    draw = random.Random(7)
+    for _ in range(50):
+        first = bytes(draw.getrandbits(8) for _ in range(draw.randint(0, 5000)))
+        second = bytes(draw.getrandbits(8) for _ in range(draw.randint(0, 90000)))
+        assert images._adler32_combine(zlib.adler32(first), zlib.adler32(second), len(second)) == zlib.adler32(first + second)
+
+
+def test_a_png_that_cannot_be_encoded_leaves_no_file(tmp_path):
+    original = LoadedImage(pixels=torch.zeros(1, 3, 8, 8))
+    bad = torch.full((1, 3, 8, 8), float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        save_png(original, bad, tmp_path / "out.png")
+    assert not (tmp_path / "out.png").exists()

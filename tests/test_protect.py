@@ -196,3 +196,35 @@ def test_a_mistyped_checkpoint_is_an_error_naming_it(tmp_path):
 
     with pytest.raises(WeightsUnavailableError, match="no-such-checkpoint"):
         Protector.from_pretrained(tmp_path / "no-such-checkpoint")
+
+
+@pytest.mark.parametrize("with_generator", [True, False])
+def test_levels_in_give_the_same_protection_as_floats_in_as_levels_out(with_generator, tmp_path):
+    """Protector.protect on 8-bit levels (the CLI's load_image(levels=True)): the same protected pixels, as uint8
+    levels, the same report, and the budget map only when kept. The generator reads the levels band by band; the
+    mixture converts them first."""
+    from fastprotect.generator import PerturbationGenerator
+
+    protector = dummy_protector(with_generator=with_generator)
+    if with_generator:  # the bands' seams inside the image (dummy images are small)
+        protector.generator.protect_image = _with_band_rows(protector.generator, 64)
+    rng = np.random.default_rng(5)
+    path = tmp_path / "photo.png"
+    Image.fromarray(rng.integers(0, 256, (150, 203, 3), dtype=np.uint8)).save(path)
+    floats, levels = load_image(path), load_image(path, levels=True)
+    expected = protector.protect(floats)
+    result = protector.protect(levels)
+    assert result.image.dtype == torch.uint8 and torch.equal(result.image, (expected.image * 255).round().to(torch.uint8))
+    assert result.info.linf_levels == expected.info.linf_levels and result.info.ssim == pytest.approx(expected.info.ssim)
+    assert result.info.psnr_db == pytest.approx(expected.info.psnr_db, abs=1e-4)
+    assert torch.allclose(result.perturbation, expected.perturbation, atol=1e-6)
+    assert png_bytes(levels, result.image) == png_bytes(floats, expected.image)
+    if with_generator:
+        assert torch.equal(result.budget_map, expected.budget_map)
+        assert protector.protect(levels, keep_budget_map=False).budget_map is None
+    assert isinstance(protector.generator, PerturbationGenerator) == with_generator
+
+
+def _with_band_rows(generator, rows: int):
+    protect_image = generator.protect_image
+    return lambda *args, **kwargs: protect_image(*args, **{**kwargs, "band_rows": rows})
