@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 # Before torch is imported: idle OpenMP threads sleep instead of spinning, which keeps latency sane
-# when a Space's vCPUs are shared (docs/BENCHMARKS.md, "OMP_WAIT_POLICY").
+# when a Space's vCPUs are shared (docs/BENCHMARKS.md, "What 2 cores cannot meet; GPU").
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import gradio as gr  # noqa: E402
@@ -250,6 +250,9 @@ def _protect_tab(ctx: SpaceContext, facts: space.CheckpointFacts, last_protected
         ctx.sessions.update(_session(request), upload=handlers.upload_key(image))
 
     image_in.change(record_image, image_in, None, api_visibility="private", queue=False, preprocess=False)
+    # While the visitor chooses the settings: the verdict's clean half (a click then measures two round trips, not three)
+    image_in.change(lambda image: handlers.prepare_verdict(ctx, image), image_in, None, api_visibility="private",
+                    preprocess=False, show_progress="hidden", concurrency_limit=1, trigger_mode="always_last")
     for control in settings:
         control.change(settings_changed, [*settings, last_protected], verdict_md, api_visibility="private", queue=False)
     def pick_target(event: gr.SelectData):
@@ -463,13 +466,14 @@ def main() -> tuple[gr.Blocks, SpaceLimits]:
     workspace = space.Workspace()
     # Before any page is built: the workspace becomes Gradio's cache, and the timer, the signal handlers
     # and the clean-up of crashed earlier runs start (webapp/privacy.py, the About tab's promises).
-    privacy.guard(workspace, limits)
+    sweeper = privacy.guard(workspace, limits)
     # On ZeroGPU a model moved to CUDA at start-up cannot run outside a decorated function: CPU.
     device = "cuda" if torch.cuda.is_available() and not ZERO_GPU else "cpu"
     facts = space.CheckpointFacts.read()
     loaded = space.BackgroundLoad(lambda: space.load_space_protector(device=device, **PER_IMAGE_OPTIONS), facts)
     mimic, note = load_mimic_once(facts.family)  # a GPU only; returns at once on a CPU
     demo = build_demo(loaded, limits=limits, workspace=workspace, mimic=mimic, attack_note=note)
+    sweeper.also.append(demo.space_context.references.prune)  # the verdict's in-memory copies age like the files
     workspace.keep_page_files()  # the target thumbnails Gradio just wrote are the page's, not a visitor's: never swept
     return demo, limits
 

@@ -75,19 +75,45 @@ def words(value: float, scale: tuple[tuple[float, str], ...]) -> str:
 
 
 def mimic_copy(image: torch.Tensor, *, mimic_side: int = 1024, crop: int = 256) -> torch.Tensor:
-    """1×3×H×W [0, 1] -> the copy the verdict is measured on (module docstring), on the 8-bit grid."""
+    """1×3×H×W [0, 1] (or its uint8 levels) -> the copy the verdict is measured on (module docstring), on the 8-bit grid."""
+    pixels = image.float().div_(255) if image.dtype == torch.uint8 else image.float()
     height, width = fit_within(*image.shape[-2:], mimic_side, min_side=8)
-    scaled = (resize_tensor(image.float(), height, width).clamp(0, 1) * 255).round() / 255
+    scaled = (resize_tensor(pixels, height, width).clamp(0, 1) * 255).round() / 255
     top, left = max(0, (height - crop) // 2), max(0, (width - crop) // 2)
     return scaled[..., top : top + crop, left : left + crop]
 
 
+@dataclass(frozen=True)
+class CleanReference:
+    """What the verdict needs of the clean image alone: its copy, the autoencoder's view of it and how far that
+    view lands from it. It does not depend on the settings, so a page computes it once per upload, while the
+    visitor chooses them (:func:`clean_reference`), and a click pays two round trips instead of three."""
+
+    copy: torch.Tensor  # the clean image's copy (:func:`mimic_copy`)
+    seen: torch.Tensor  # the autoencoder's round trip of ``copy``
+    baseline: float  # LPIPS(seen, copy)
+
+
+@torch.no_grad()
+def clean_reference(protector, clean: torch.Tensor, *, mimic_side: int = 1024, crop: int = 256) -> CleanReference | None:
+    """The :class:`CleanReference` of ``clean`` (1×3×H×W, [0, 1] or levels) with ``protector``'s autoencoder and
+    LPIPS; None when the verdict would not measure damage (no LPIPS, no decoder, or a copy under 32 px)."""
+    x = mimic_copy(clean.to(protector.device), mimic_side=mimic_side, crop=crop)
+    if protector.perceptual is None or protector.autoencoder.decoder is None or min(x.shape[-2:]) < 32:
+        return None
+    seen = protector.autoencoder.round_trip(x).float()
+    return CleanReference(x, seen, float(protector.perceptual(seen, x)[0]))
+
+
 @torch.no_grad()
 def quick_verdict(protector, clean: torch.Tensor, protected: torch.Tensor, *, seed: int = 0,
-                  mimic_side: int = 1024, crop: int = 256, lifted: bool = False) -> Verdict:
-    """The verdict on ``protected`` (1×3×H×W, [0, 1]) against ``clean``, with ``protector``'s
+                  mimic_side: int = 1024, crop: int = 256, lifted: bool = False,
+                  reference: CleanReference | None = None) -> Verdict:
+    """The verdict on ``protected`` (1×3×H×W, [0, 1] or levels) against ``clean``, with ``protector``'s
     autoencoder and LPIPS. Without a decoder or LPIPS the missing parts are None and the sentence says so.
-    ``lifted``: the protection already ran with the minimum energy, so a weak result does not point to it again."""
+    ``lifted``: the protection already ran with the minimum energy, so a weak result does not point to it again.
+    ``reference``: the clean half, computed before (:func:`clean_reference`); used only when its copy is this
+    clean image's, pixel for pixel, so a stale or foreign reference can cost time but never change a number."""
     device = protector.device
     x = mimic_copy(clean.to(device), mimic_side=mimic_side, crop=crop)
     x_hat = mimic_copy(protected.to(device), mimic_side=mimic_side, crop=crop)
@@ -100,8 +126,12 @@ def quick_verdict(protector, clean: torch.Tensor, protected: torch.Tensor, *, se
     if autoencoder.decoder is None:
         return Verdict(lpips, psnr, None, None, None, f"{visible}; strength not measured (no decoder loaded).")
     noise = matched_noise(x, x_hat, torch.Generator().manual_seed(seed)).to(device)
-    seen_clean, seen_protected, seen_noise = autoencoder.round_trip(torch.cat([x, x_hat, noise])).float().chunk(3)
-    baseline = float(perceptual(seen_clean, x)[0])
+    if reference is not None and reference.copy.shape == x.shape and torch.equal(reference.copy.to(device), x):
+        seen_protected, seen_noise = autoencoder.round_trip(torch.cat([x_hat, noise])).float().chunk(2)
+        baseline = reference.baseline
+    else:
+        seen_clean, seen_protected, seen_noise = autoencoder.round_trip(torch.cat([x, x_hat, noise])).float().chunk(3)
+        baseline = float(perceptual(seen_clean, x)[0])
     damage = float(perceptual(seen_protected, x)[0]) - baseline
     noise_damage = float(perceptual(seen_noise, x)[0]) - baseline
     ratio = damage / noise_damage if noise_damage >= MIN_NOISE_DAMAGE else None

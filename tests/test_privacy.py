@@ -192,6 +192,23 @@ def test_the_timer_removes_old_files_with_no_request_arriving(tmp_path):
         workspace.close()
 
 
+def test_the_timer_also_drops_the_verdicts_copies_held_in_memory(tmp_path):
+    from webapp.references import CleanReferences
+
+    workspace = space.Workspace(tmp_path / "ws")
+    references = CleanReferences(max_age_s=1.0)
+    references.prepare("upload.png", lambda: None)
+    sweeper = privacy.Sweeper(workspace, max_age_s=1.0, every_s=0.1)
+    sweeper.also.append(references.prune)
+    sweeper.start()
+    try:
+        assert len(references) == 1
+        assert wait_until(lambda: len(references) == 0, timeout=5)  # with no request arriving
+    finally:
+        sweeper.stop()
+        workspace.close()
+
+
 def test_the_age_and_the_timer_come_from_the_environment(monkeypatch):
     assert SpaceLimits().workspace_max_age_s == 900 and SpaceLimits().sweep_every_s == 30
     monkeypatch.setenv("FASTPROTECT_FILE_MAX_AGE", "5")
@@ -204,7 +221,7 @@ def test_the_about_text_says_what_the_tests_prove():
     text = privacy.privacy_markdown(SpaceLimits())
     for promise in ("15 minutes after it was written", "checks every 30 seconds", "whether or not anyone uses the Space",
                     "refused", "deletes its results folder at once", "stops or restarts, the whole folder is deleted",
-                    "no visitor's request removes another visitor's file"):
+                    "no visitor's request removes another visitor's file", "memory (never written to disk)"):
         assert promise in text, promise
     assert "as soon as its result is written" not in text  # the old, untrue promise
 

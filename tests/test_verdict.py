@@ -12,6 +12,7 @@ from fastprotect.protect import Protector
 from fastprotect.verdict import (
     STRENGTH_SCALE,
     VISIBILITY_SCALE,
+    clean_reference,
     mimic_copy,
     quick_verdict,
     words,
@@ -81,3 +82,47 @@ def test_a_protection_that_barely_changes_what_a_mimic_sees_is_called_weak_not_s
     protected = protector.protect(clean, compute_metrics=False).image
     strong = quick_verdict(protector, clean, protected)
     assert ("weak on this image" in strong.sentence) == (strong.damage < WEAK_DAMAGE)
+
+
+def _counting_round_trips(protector) -> list[int]:
+    """Wraps the autoencoder's round trip; the list grows by the batch size of each call."""
+    calls: list[int] = []
+    real = protector.autoencoder.round_trip
+
+    def counted(batch):
+        calls.append(batch.shape[0])
+        return real(batch)
+
+    protector.autoencoder.round_trip = counted
+    return calls
+
+
+def test_a_clean_reference_computed_before_the_click_gives_the_same_verdict_with_two_round_trips_instead_of_three():
+    protector = dummy_protector(perceptual=dummy_perceptual())
+    clean = _image(96, 128)
+    protected = protector.protect(clean, compute_metrics=False).image
+    whole = quick_verdict(protector, clean, protected)
+    reference = clean_reference(protector, clean)
+    calls = _counting_round_trips(protector)
+    with_reference = quick_verdict(protector, clean, protected, reference=reference)
+    assert calls == [2]  # the protected copy and the matched noise; the clean view came with the reference
+    assert with_reference.psnr_db == whole.psnr_db and with_reference.lpips == whole.lpips
+    assert with_reference.damage == pytest.approx(whole.damage, abs=1e-5)
+    assert with_reference.noise_damage == pytest.approx(whole.noise_damage, abs=1e-5)
+
+
+def test_a_reference_of_another_image_is_ignored_not_trusted():
+    protector = dummy_protector(perceptual=dummy_perceptual())
+    clean, other = _image(96, 128), _image(96, 128, seed=1)
+    protected = protector.protect(clean, compute_metrics=False).image
+    whole = quick_verdict(protector, clean, protected)
+    calls = _counting_round_trips(protector)
+    assert quick_verdict(protector, clean, protected, reference=clean_reference(protector, other)) == whole
+    assert calls[-1] == 3  # measured whole again
+
+
+def test_no_reference_without_lpips_and_levels_read_as_their_floats():
+    assert clean_reference(dummy_protector(), _image(64, 64)) is None  # nothing a verdict without LPIPS would use
+    clean = _image(64, 80)
+    levels = (clean * 255).round().to(torch.uint8)
+    assert torch.equal(mimic_copy(levels, crop=48), mimic_copy(clean, crop=48))

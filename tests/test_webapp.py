@@ -316,9 +316,9 @@ def test_proofs_refuse_without_a_gpu_naming_the_family(ctx):
 
 
 def test_family_follows_the_checkpoint(protector):
-    assert handlers.family_of(protector) == protector.mixture.config.mimic_base == "sd-1.5"
+    assert space.family_of(protector) == protector.mixture.config.mimic_base == "sd-1.5"
     per_image = dummy_space_protector(per_image=True)
-    assert handlers.family_of(per_image) == "sd-1.5"  # the dummy's encoder kind is sd-vae
+    assert space.family_of(per_image) == "sd-1.5"  # the dummy's encoder kind is sd-vae
 
 
 def test_the_bundled_checkpoints_facts_are_read_without_loading_it():
@@ -415,3 +415,26 @@ def test_the_strength_presets_quote_the_measured_visibility_of_the_bundled_gener
     for name, levels, lpips in handlers.PRESETS:
         label = next(key for key in rows if key in (f"generator η {levels}", f"generator η {levels} (default)"))
         assert round(rows[label]["all"]["lpips"], 3) == lpips, (name, label)
+
+
+def test_the_clean_half_of_the_verdict_is_measured_on_upload_so_a_click_runs_two_round_trips_and_the_same_numbers(tmp_path):
+    from tests.launch_dummy_app import shared_lpips_backbone
+
+    if shared_lpips_backbone() is None:
+        pytest.skip("needs the LPIPS AlexNet weights in ../shared/weights")
+    protector = dummy_space_protector(lpips_backbone=shared_lpips_backbone())
+    ctx = SpaceContext(space.LoadOutcome(protector), space.Workspace(tmp_path / "ws"), SpaceLimits())
+    source = str(png(tmp_path / "sunflower.png", 96, 80))
+    cold = handlers.protect(ctx, source, 8).info["verdict"]  # nothing prepared: three round trips
+    batches: list[int] = []
+    real = protector.autoencoder.round_trip
+    protector.autoencoder.round_trip = lambda batch: batches.append(batch.shape[0]) or real(batch)
+    handlers.prepare_verdict(ctx, source)  # what the page does when the image lands in the box
+    assert batches == [1] and len(ctx.references) == 1
+    warm = handlers.protect(ctx, source, 8).info["verdict"]
+    assert batches == [1, 2]  # the click: the protected copy and the noise only
+    assert warm["lpips"] == cold["lpips"] and warm["psnr_db"] == cold["psnr_db"]
+    assert warm["damage"] == pytest.approx(cold["damage"], abs=1e-5) and warm["noise_damage"] == pytest.approx(cold["noise_damage"], abs=1e-5)
+    handlers.prepare_verdict(ctx, str(tmp_path / "gone.png"))  # a vanished or unreadable upload: silent, the click reports it
+    handlers.prepare_verdict(ctx, None)
+    assert len(ctx.references) == 1

@@ -22,13 +22,13 @@ from PIL import Image
 
 from fastprotect.images import ImageError, load_image
 from fastprotect.protect import Protector
-from fastprotect.verdict import VISIBILITY_SCALE, Verdict, quick_verdict
+from fastprotect.verdict import VISIBILITY_SCALE, Verdict, clean_reference, quick_verdict
 from fastprotect.vocabulary import (AUTOENCODER_DISPLAY_NAMES, DEFAULT_ETA_LEVELS, MAX_ETA_LEVELS, MAX_REFINE_STEPS,
                                     MIMIC_DISPLAY_NAMES)
 
 from . import privacy, space, views
 from .limits import SpaceLimits
-from .space import family_of  # noqa: F401  (the page and tests ask the handlers for it)
+from .references import CleanReferences
 
 logger = logging.getLogger("fastprotect.app")
 Progress = Callable[[float, str], None]
@@ -158,6 +158,11 @@ class SpaceContext:
     # anything in it: uploads go with the workspace's timer, signals and restarts only.
     upload_root: Path | None = None
     sessions: Sessions = field(default_factory=Sessions)
+    references: CleanReferences | None = None  # the verdict's clean half per upload (None: made from the limits)
+
+    def __post_init__(self) -> None:
+        if self.references is None:
+            self.references = CleanReferences(max_age_s=self.limits.workspace_max_age_s)
 
     @property
     def outcome(self) -> space.LoadOutcome:
@@ -176,7 +181,7 @@ class SpaceContext:
     def family(self) -> str:
         if self.mimic is not None:
             return self.mimic.family
-        return self.loaded.facts.family if isinstance(self.loaded, space.BackgroundLoad) else family_of(self.protector)
+        return self.loaded.facts.family if isinstance(self.loaded, space.BackgroundLoad) else space.family_of(self.protector)
 
     @property
     def attacks_on(self) -> bool:
@@ -254,6 +259,29 @@ def upload_key(image: Any) -> str | None:
     return upload[0] if upload is not None else None
 
 
+def prepare_verdict(ctx: SpaceContext, image: Any) -> None:
+    """The verdict's clean half of the image now in the box (:mod:`webapp.references`), computed while the
+    visitor chooses the settings, so that a click measures two round trips instead of three. Silent: an image
+    that cannot be read, or models that did not load, are for the click to report."""
+    path = upload_key(image)
+    if path is None or not Path(path).exists():
+        return
+    try:
+        model = ctx.protector
+    except VisitorError:  # still loading after the wait: the click will measure it
+        return
+    if model is None:
+        return
+
+    def compute():
+        return clean_reference(model, load_image(path, max_pixels=ctx.limits.max_pixels, levels=True).pixels)
+
+    try:
+        ctx.references.prepare(path, compute)
+    except Exception:  # unreadable, too large: the click says so in words
+        logger.debug("no clean reference for %r", path, exc_info=True)
+
+
 def protect(ctx: SpaceContext, image: Any, eta_levels: Any = DEFAULT_ETA_LEVELS, target: Any = "auto", adaptive: Any = True,
             refine_steps: Any = 0, lift_flat: Any = None, *, progress: Progress | None = None, session: str | None = None) -> ProtectOutputs:
     """:func:`protect_steps` to its end: the final outputs (tests and callers without a page)."""
@@ -315,7 +343,8 @@ def protect_steps(ctx: SpaceContext, image: Any, eta_levels: Any = DEFAULT_ETA_L
         progress(0.95, "measuring visibility and strength")
     verdict_start = time.perf_counter()
     try:
-        verdict = quick_verdict(model, outcome.loaded.pixels, outcome.protected_pixels.cpu(), lifted=chosen.min_energy != 0 and flat_min_energy(model) > 0)
+        verdict = quick_verdict(model, outcome.loaded.pixels, outcome.protected_pixels.cpu(), lifted=chosen.min_energy != 0 and flat_min_energy(model) > 0,
+                                reference=ctx.references.get(path))
     except Exception:  # the verdict is a readout; a failure must not cost the protected file
         logger.exception("verdict failed on %r", name)
         verdict = None

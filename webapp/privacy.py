@@ -26,7 +26,7 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,9 @@ def privacy_markdown(limits: SpaceLimits) -> str:
         f"{age} after it was written (a timer checks every {every}, whether or not anyone uses the Space): your "
         f"upload at most {age} after your last result made from it. A request that is refused (queue full, image too "
         f"large, unreadable file) deletes its results folder at once; its upload goes with the timer. When the server "
-        f"stops or restarts, the whole folder is deleted. Nothing is sent elsewhere, and no visitor's request removes "
-        f"another visitor's file."
+        f"stops or restarts, the whole folder is deleted. To measure the verdict sooner, a 256-pixel copy of your image "
+        f"and the autoencoder's view of it are held in the server's memory (never written to disk) from your upload "
+        f"until at most {age} later. Nothing is sent elsewhere, and no visitor's request removes another visitor's file."
     )
 
 
@@ -132,6 +133,7 @@ class Sweeper:
 
     def __init__(self, workspace: Workspace, max_age_s: float, every_s: float) -> None:
         self.workspace, self.max_age_s, self.every_s = workspace, max_age_s, every_s
+        self.also: list[Callable[[], None]] = []  # what else goes with age, in memory (webapp.references)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fastprotect-sweeper", daemon=True)
 
@@ -145,10 +147,11 @@ class Sweeper:
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
-            try:
-                self.workspace.sweep(self.max_age_s)
-            except Exception:  # a sweep that fails once must not stop the next ones
-                logger.exception("sweeping %s failed", self.workspace.root)
+            for sweep in (lambda: self.workspace.sweep(self.max_age_s), *self.also):
+                try:
+                    sweep()
+                except Exception:  # a sweep that fails once must not stop the next ones
+                    logger.exception("sweeping %s failed", self.workspace.root)
 
 
 def guard(workspace: Workspace, limits: SpaceLimits, *, signals: bool = True) -> Sweeper:

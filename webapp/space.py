@@ -358,7 +358,7 @@ class ProtectOutcome:
     view_paths: tuple[Path, Path]  # the slider's halves: clean and protected, the same size (long side ≤ the view size)
     info: dict[str, Any]
     loaded: LoadedImage = field(repr=False)
-    protected_pixels: torch.Tensor = field(repr=False)  # 1×3×H×W in [0, 1]
+    protected_pixels: torch.Tensor = field(repr=False)  # 1×3×H×W uint8 levels (the loaded image is levels too)
     result: Any = field(repr=False)  # fastprotect.protect.ProtectionResult
     eta: float = 8 / 255
 
@@ -398,7 +398,9 @@ def protect_upload(
     copied, and deleting the link never touches the upload, which another visitor may share).
     Raises :class:`ImageError` (bad file) or :class:`SpaceInputError` (bad options), both with a one-line message.
     """
-    loaded = load_image(source, max_pixels=max_pixels, name=name)
+    # 8-bit levels, as the CLI: a quarter of a float image's memory at full size (24 MP: 72 MB, not 288 MB), the
+    # same protected pixels (tests/test_protect.py); views, verdict and PNG writer read levels as they are.
+    loaded = load_image(source, max_pixels=max_pixels, name=name, levels=True)
     result = protector.protect(
         loaded, eta=options.eta, target=options.target, adaptive_strength=options.adaptive_strength,
         refine_steps=int(options.refine_steps), seed=int(options.seed), progress=progress,

@@ -67,3 +67,17 @@ def browser():
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
+
+
+# ------------------------------------------------------------------------ what a visitor does on the page
+def upload(page, image: Path) -> None:
+    """Put ``image`` in the Protect tab's box and wait until the page shows it."""
+    page.locator("#protect-input input[type=file]").set_input_files(str(image))
+    page.locator("#protect-input img").first.wait_for()
+
+
+def upload_and_click_protect(page, image: Path) -> None:
+    """Upload ``image``, press Protect, and wait for its download link (named by the upload and the strength)."""
+    upload(page, image)
+    page.locator("#protect-button").click()
+    page.locator(f"#protected-file a[download='{image.stem}_protected_eta8.png']").wait_for()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.browser.serving import CHROMIUM, browser, serve_dummy_app  # noqa: F401  (browser: a fixture)
+from tests.browser.serving import CHROMIUM, browser, serve_dummy_app, upload, upload_and_click_protect  # noqa: F401  (browser: a fixture)
 
 # Screenshots go to a scratch folder unless FASTPROTECT_SCREENSHOTS names one (docs/images to refresh the
 # documentation), so that a test run never leaves the committed pictures modified.
@@ -85,16 +85,8 @@ def _rgba_png(path: Path) -> Path:
     return path
 
 
-def _upload(page, image: Path) -> None:
-    page.locator("#protect-input input[type=file]").set_input_files(str(image))
-    page.locator("#protect-input img").first.wait_for()
-
-
 def _upload_and_protect(page, image: Path) -> None:
-    _upload(page, image)
-    page.locator("#protect-button").click()
-    # The file link appears with the protected image; its download name comes from the upload and the strength.
-    page.locator(f"#protected-file a[download='{image.stem}_protected_eta8.png']").wait_for()
+    upload_and_click_protect(page, image)
     _wait_for_verdict(page)
 
 
@@ -184,7 +176,7 @@ def test_a_text_file_gives_a_message_and_a_new_upload_clears_it(page, tmp_path):
     _close_toasts(page)
     if page.get_by_label("Remove Image").count():
         page.get_by_label("Remove Image").first.click()
-    _upload(page, _rgba_png(tmp_path / "fresh.png"))
+    upload(page, _rgba_png(tmp_path / "fresh.png"))
     page.wait_for_function("() => ![...document.querySelectorAll('[data-testid=status-tracker]')].some(e => !e.classList.contains('hide') && e.innerText.includes('Error'))")
     assert _error_badges(page) == []
     assert page.locator("#protected-file a[download]").count() == 0  # the previous result is gone too

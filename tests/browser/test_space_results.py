@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.browser.serving import CHROMIUM, browser, serve_dummy_app  # noqa: F401  (browser: a fixture)
+from tests.browser.serving import CHROMIUM, browser, serve_dummy_app, upload, upload_and_click_protect  # noqa: F401  (browser: a fixture)
 
 DESKTOP, PHONE = {"width": 1366, "height": 900}, {"width": 390, "height": 844}
 SLOW_S = 3.0
@@ -52,15 +52,8 @@ def _picture(path: Path, width: int, height: int, seed: int = 0) -> Path:
     return path
 
 
-def _upload(page, image: Path) -> None:
-    page.locator("#protect-input input[type=file]").set_input_files(str(image))
-    page.locator("#protect-input img").first.wait_for()
-
-
 def _protect(page, image: Path) -> None:
-    _upload(page, image)
-    page.locator("#protect-button").click()
-    page.locator(f"#protected-file a[download='{image.stem}_protected_eta8.png']").wait_for()
+    upload_and_click_protect(page, image)
     page.locator("#before-after img").nth(1).wait_for()
     page.wait_for_function("() => [...document.querySelectorAll('#before-after img')].every(i => i.complete && i.naturalWidth > 0)")
 
@@ -121,7 +114,7 @@ def test_dragging_the_bar_moves_the_cut_to_the_bar(browser, app_url, tmp_path):
 def test_a_new_upload_while_protecting_never_shows_the_old_result(browser, app_url, tmp_path):
     page = _open(browser, app_url, DESKTOP)
     first, second = _picture(tmp_path / "first.png", 200, 150), _picture(tmp_path / "second.png", 150, 200, seed=1)
-    _upload(page, first)
+    upload(page, first)
     page.locator("#protect-button").click()
     page.wait_for_timeout(500)  # A is running (SLOW_S seconds)
     page.locator("#protect-input input[type=file]").set_input_files(str(second))
@@ -137,7 +130,7 @@ def test_a_new_upload_while_protecting_never_shows_the_old_result(browser, app_u
 
 def test_phone_shows_progress_in_view_and_scrolls_to_the_result(browser, app_url, tmp_path):
     page = _open(browser, app_url, PHONE)
-    _upload(page, _picture(tmp_path / "phone.png", 300, 200))
+    upload(page, _picture(tmp_path / "phone.png", 300, 200))
     assert page.locator("#verdict").bounding_box()["y"] > PHONE["height"]  # the result column starts below the fold
     page.locator("#protect-button").click()
     page.wait_for_timeout(800)
