@@ -105,10 +105,8 @@ def test_a_clean_reference_computed_before_the_click_gives_the_same_verdict_with
     reference = clean_reference(protector, clean)
     calls = _counting_round_trips(protector)
     with_reference = quick_verdict(protector, clean, protected, reference=reference)
-    assert calls == [2]  # the protected copy and the matched noise; the clean view came with the reference
-    assert with_reference.psnr_db == whole.psnr_db and with_reference.lpips == whole.lpips
-    assert with_reference.damage == pytest.approx(whole.damage, abs=1e-5)
-    assert with_reference.noise_damage == pytest.approx(whole.noise_damage, abs=1e-5)
+    assert calls == [1, 1]  # the protected copy and the matched noise; the clean view came with the reference
+    assert with_reference == whole  # each copy's round trip on its own: the same numbers to the last bit
 
 
 def test_a_reference_of_another_image_is_ignored_not_trusted():
@@ -116,9 +114,10 @@ def test_a_reference_of_another_image_is_ignored_not_trusted():
     clean, other = _image(96, 128), _image(96, 128, seed=1)
     protected = protector.protect(clean, compute_metrics=False).image
     whole = quick_verdict(protector, clean, protected)
+    foreign = clean_reference(protector, other)
     calls = _counting_round_trips(protector)
-    assert quick_verdict(protector, clean, protected, reference=clean_reference(protector, other)) == whole
-    assert calls[-1] == 3  # measured whole again
+    assert quick_verdict(protector, clean, protected, reference=foreign) == whole
+    assert calls == [1, 1, 1]  # measured whole again
 
 
 def test_no_reference_without_lpips_and_levels_read_as_their_floats():
