@@ -8,12 +8,13 @@
 
 Every goal of issue 31 that the run measured is printed at the end as met or not met, with the number.
 
-End to end = decode (JPEG bytes -> tensor, ``images.load_image``) + ``Protector.protect`` (its own
+End to end, as ``python -m fastprotect`` does each image = decode (JPEG bytes -> 8-bit levels,
+``images.load_image(levels=True)``) + ``Protector.protect`` (no budget map kept; its own
 stage timers: assign, select, resize, lpips_map, compose; "other" is what protect spends outside
 them) + encode (``images.png_bytes``). The UI's invisibility metrics are measured separately: they
 are not part of protection. Median of ``--runs`` runs after ``--warmup`` untimed runs; "peak mem" is
 the peak RSS of this process during the timed runs of that size (CPU: models, and heap earlier sizes
-left behind, included; the library's float path) or the peak allocated CUDA memory (GPU).
+left behind, included) or the peak allocated CUDA memory (GPU).
 
 The memory goals are the peak RSS of the command line's own process for one image of the size
 (``cli_peak_rss_bytes``: the command line's ``main`` run in a child process, which reports its own
@@ -119,9 +120,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_once(protector, data: bytes, device: str) -> dict[str, float]:
     """One end-to-end protection of JPEG ``data``; seconds per stage and in total."""
     start, cpu = time.perf_counter(), time.process_time()
-    loaded = load_image(data)
+    loaded = load_image(data, levels=True)  # as the command line: 8-bit levels, no budget map (nobody shows it)
     decoded = time.perf_counter()
-    result = protector.protect(loaded, compute_metrics=False)
+    result = protector.protect(loaded, compute_metrics=False, keep_budget_map=False)
     synchronize(device)
     protected = time.perf_counter()
     png_bytes(loaded, result.image)

@@ -5,7 +5,7 @@
 
 On a shared, loaded machine absolute times drift from minute to minute; running the two versions turn about (A B A B …)
 in one process on the same decoded bytes makes their ratio trustworthy where the times are not. Each run is decode
-(``load_image``) + ``Protector.protect`` (no UI metrics) + ``png_bytes``; the peak resident memory of each version is
+(``load_image``) + ``Protector.protect`` (no UI metrics) + ``png_bytes``, as each version's command line runs it; the peak resident memory of each version is
 read per size (Linux VmHWM, reset before each of its runs), so it includes what both versions have loaded (a few MB of
 models: the generator and a dummy encoder, or the mixture). The older copy is imported under the name
 ``fastprotect_old`` (its absolute imports rewritten in a temporary copy). Output: a table of medians and the ratios.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import re
 import shutil
 import statistics
@@ -61,12 +62,16 @@ def build(package: str, method: str):
 
 
 def run_once(version, data: bytes) -> dict[str, float]:
+    """One image as the command line of that version protects it: 8-bit levels and no budget map where the version
+    has them (``load_image(levels=True)``, ``keep_budget_map=False``), its float path otherwise."""
     protector, load_image, png_bytes = version
+    cli_path = "levels" in inspect.signature(load_image).parameters
     cpu = time.process_time()
     start = time.perf_counter()
-    loaded = load_image(data)
+    loaded = load_image(data, levels=True) if cli_path else load_image(data)
     decoded = time.perf_counter()
-    result = protector.protect(loaded, compute_metrics=False, adaptive_strength=False)
+    extra = {"keep_budget_map": False} if cli_path else {}
+    result = protector.protect(loaded, compute_metrics=False, adaptive_strength=False, **extra)
     protected = time.perf_counter()
     png_bytes(loaded, result.image)
     end = time.perf_counter()
