@@ -23,7 +23,7 @@ import torch
 
 from . import metrics
 from .evaluation import matched_noise
-from .images import fit_within, resize_tensor
+from .images import fit_within, resize_image
 
 # LPIPS-alex bands and their words. Reference points (docs/EVALUATION.md, python -m benchmarks.noise_control):
 # random ±4/255 sign noise measures 0.037 and ±8/255 0.131 on 16 held-out images at 256².
@@ -76,9 +76,9 @@ def words(value: float, scale: tuple[tuple[float, str], ...]) -> str:
 
 def mimic_copy(image: torch.Tensor, *, mimic_side: int = 1024, crop: int = 256) -> torch.Tensor:
     """1×3×H×W [0, 1] (or its uint8 levels) -> the copy the verdict is measured on (module docstring), on the 8-bit grid."""
-    pixels = image.float().div_(255) if image.dtype == torch.uint8 else image.float()
     height, width = fit_within(*image.shape[-2:], mimic_side, min_side=8)
-    scaled = (resize_tensor(pixels, height, width).clamp(0, 1) * 255).round() / 255
+    # levels are resized band by band (no full-size float copy: 280 MB at 24 MP), to the float pixels' values
+    scaled = (resize_image(image if image.dtype == torch.uint8 else image.float(), height, width).clamp(0, 1) * 255).round() / 255
     top, left = max(0, (height - crop) // 2), max(0, (width - crop) // 2)
     return scaled[..., top : top + crop, left : left + crop]
 

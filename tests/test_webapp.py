@@ -437,3 +437,20 @@ def test_the_clean_half_of_the_verdict_is_measured_on_upload_so_a_click_runs_two
     handlers.prepare_verdict(ctx, str(tmp_path / "gone.png"))  # a vanished or unreadable upload: silent, the click reports it
     handlers.prepare_verdict(ctx, None)
     assert len(ctx.references) == 1
+
+
+def test_details_pictures_of_a_large_image_are_every_kth_pixel_of_the_full_size_ones(tmp_path):
+    """δ amplified and the texture budget at most the view's size, from δ's own values (no averaging to grey)."""
+    from fastprotect.images import levels_to_pixels
+
+    protector = generator_protector()
+    source = png(tmp_path / "wide.png", 200, 150)
+    (tmp_path / "out").mkdir(), (tmp_path / "whole").mkdir()
+    outcome = space.protect_upload(protector, source, space.ProtectOptions(), tmp_path / "out", view_max_side=64, compute_metrics=False)
+    assert outcome.view_stride == 4  # ceil(200 / 64)
+    perturbation, budget = outcome.perturbation_view, outcome.lpips_map_view
+    assert perturbation.size == budget.size == (50, 38)
+    full = space.perturbation_view(levels_to_pixels(outcome.result.image) - levels_to_pixels(outcome.result.original), outcome.eta)
+    assert np.array_equal(np.asarray(perturbation), np.asarray(full)[::4, ::4])
+    small = space.protect_upload(protector, source, space.ProtectOptions(), tmp_path / "whole", view_max_side=1536, compute_metrics=False)
+    assert small.view_stride == 1 and small.perturbation_view.size == (200, 150)  # fits: every pixel

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from fastprotect.images import ImageError, LoadedImage, load_image, save_png, to_pil, unique_stem
+from fastprotect.images import ImageError, LoadedImage, is_levels, load_image, save_png, to_pil, unique_stem
 from fastprotect.vocabulary import (DEFAULT_ETA_LEVELS, MIMIC_FAMILY_OF_ENCODER, check_min_energy, check_refine_steps, check_target,
                                     eta_from_levels)
 
@@ -361,20 +361,31 @@ class ProtectOutcome:
     protected_pixels: torch.Tensor = field(repr=False)  # 1×3×H×W uint8 levels (the loaded image is levels too)
     result: Any = field(repr=False)  # fastprotect.protect.ProtectionResult
     eta: float = 8 / 255
+    view_max_side: int = 1536  # the Details pictures' long side at most (every k-th pixel of larger images)
+
+    @property
+    def view_stride(self) -> int:
+        """k: the Details pictures show every k-th pixel of every k-th row, so that their long side fits the view.
+        Not an average: that would blur δ's pattern to grey. At 24 MP the full-size pictures cost 4.5 s of PNG
+        writing and 1.4 GB of float temporaries for pictures a browser shows at 1/4 of their size."""
+        return max(1, math.ceil(max(self.result.image.shape[-2:]) / self.view_max_side))
 
     @property
     def perturbation_view(self) -> Image.Image:
-        """RGB, δ amplified so that ±η spans black…white."""
-        return perturbation_view(self.result.perturbation, self.eta)
+        """RGB, δ amplified so that ±η spans black…white (δ's own values at the sampled pixels)."""
+        k, result = self.view_stride, self.result
+        protected, original = result.image[..., ::k, ::k], result.original[..., ::k, ::k]
+        delta = protected.float() - original.float()
+        return perturbation_view(delta / 255 if is_levels(protected) else delta, self.eta)
 
     @property
     def lpips_map_view(self) -> Image.Image:
         """RGB heat map: the visibility map (mixture), the texture budget (generator); flat grey without either.
         Never None: Gradio's lazily cached examples cannot read back an empty image output."""
-        result = self.result
+        k, result = self.view_stride, self.result
         if result.lpips_map is not None:
-            return heat_map(result.lpips_map)
-        return heat_map(result.budget_map) if result.budget_map is not None else _no_map(result.image)
+            return heat_map(result.lpips_map[..., ::k, ::k])
+        return heat_map(result.budget_map[..., ::k, ::k]) if result.budget_map is not None else _no_map(result.image)
 
 
 def protect_upload(
@@ -418,7 +429,7 @@ def protect_upload(
         protected_view = Path(output_dir) / "view_protected.png"
         fit_view(to_pil(loaded, result.image), view_max_side).save(protected_view, compress_level=VIEW_COMPRESS_LEVEL)
     return ProtectOutcome(png_path=path, view_paths=(clean_view, protected_view), info=_json_safe(result.info.as_dict()),
-                          loaded=loaded, protected_pixels=result.image, result=result, eta=options.eta)
+                          loaded=loaded, protected_pixels=result.image, result=result, eta=options.eta, view_max_side=view_max_side)
 
 
 # What a browser shows as it is: the slider's "before" may then be the upload itself (a hard link).
