@@ -214,7 +214,7 @@ def _protect_tab(ctx: SpaceContext, facts: space.CheckpointFacts, last_protected
     with gr.Accordion("Details: every number, what it means, and the perturbation", open=False, elem_id="details"):
         details_md = gr.Markdown(elem_id="info-record")
         with gr.Row():
-            delta_out = gr.Image(label="Perturbation, amplified: grey = unchanged", format="png", type="pil", elem_id="perturbation")
+            delta_out = gr.Image(label="Perturbation, amplified: grey = unchanged (of a large image, every k-th pixel)", format="png", type="pil", elem_id="perturbation")
             map_out = gr.Image(label=_map_label(facts), format="png", type="pil", elem_id="lpips-map")
         info_out = gr.JSON(label="Info record (as the API returns it)", elem_id="info-json")
     outputs = [verdict_md, file_out, slider_out, details_md, delta_out, map_out, info_out, last_protected]
