@@ -224,6 +224,11 @@ def test_every_control_has_a_name_and_help_text_contrast(page):
             assert ratio >= 4.5, f"{selector}: contrast {ratio:.2f}:1 < 4.5:1"
 
 
+def test_on_a_phone_the_image_strength_and_protect_are_on_the_first_screen(phone):
+    for selector in ("#protect-input", "#strength", "#protect-button"):
+        assert _in_first_screen(phone, selector), f"{selector} is below the first screen at 390×844"
+
+
 def test_phone_every_tab_by_name_and_readable_tables(phone, tmp_path):
     assert phone.locator(".overflow-menu button:visible").count() == 0
     for key, title in TABS.items():
