@@ -137,7 +137,6 @@ def build_demo(
     mimic: Any | None = None,
     attack_note: str | None = None,
     examples: bool = True,
-    upload_root: str | os.PathLike | None = None,
 ) -> gr.Blocks:
     """The whole Space: a header and one builder per tab. ``loaded``: a LoadOutcome, a
     :class:`webapp.space.BackgroundLoad` (the page answers while the models load), or a Protector (tests).
@@ -147,8 +146,7 @@ def build_demo(
     """
     if not isinstance(loaded, (space.LoadOutcome, space.BackgroundLoad)):
         loaded = space.LoadOutcome(loaded)
-    ctx = SpaceContext(loaded, workspace or space.Workspace(), limits or SpaceLimits.from_environment(), mimic,
-                       Path(upload_root) if upload_root is not None else None)
+    ctx = SpaceContext(loaded, workspace or space.Workspace(), limits or SpaceLimits.from_environment(), mimic)
     facts = loaded.facts if isinstance(loaded, space.BackgroundLoad) else space.CheckpointFacts.of(loaded.protector)
     can_protect = isinstance(loaded, space.BackgroundLoad) or loaded.protector is not None
     family = handlers.family_name(ctx.family)

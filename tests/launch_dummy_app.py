@@ -32,7 +32,7 @@ def shared_lpips_backbone() -> Path | None:
     return path if path.is_file() else None
 
 
-def build_dummy_demo(*, per_image: bool = False, unavailable: bool = False, lpips_backbone=None, workspace=None, limits=None, upload_root=None,
+def build_dummy_demo(*, per_image: bool = False, unavailable: bool = False, lpips_backbone=None, workspace=None, limits=None,
                      slow_protect_s: float = 0.0):
     """The dummy Space, not yet launched: launch it with ``app.launch(demo, limits)``. ``slow_protect_s``: each
     protection takes at least this long (browser tests act while a request runs)."""
@@ -48,7 +48,7 @@ def build_dummy_demo(*, per_image: bool = False, unavailable: bool = False, lpip
         if slow_protect_s > 0:
             protector.protect = _slowed(protector.protect, slow_protect_s)
         loaded = space.LoadOutcome(protector)
-    return app.build_demo(loaded, workspace=workspace, limits=limits, upload_root=upload_root)
+    return app.build_demo(loaded, workspace=workspace, limits=limits)
 
 
 def _slowed(protect, seconds: float):

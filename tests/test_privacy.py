@@ -289,7 +289,7 @@ def test_a_batch_keeps_the_duels_clean_images_as_links_not_copies(tmp_path):
 
     uploads = tmp_path / "uploads"
     uploads.mkdir()
-    ctx = SpaceContext(space.LoadOutcome(dummy_space_protector()), space.Workspace(tmp_path / "ws"), SpaceLimits(), upload_root=uploads)
+    ctx = SpaceContext(space.LoadOutcome(dummy_space_protector()), space.Workspace(tmp_path / "ws"), SpaceLimits())
     files = [picture(uploads / f"b{index}.png", seed=index) for index in range(2)]
     out = handlers.batch(ctx, [str(path) for path in files], 8, "auto", True)
     for source, (clean, png) in zip(files, out.pairs):
@@ -302,8 +302,7 @@ def test_a_batch_keeps_the_duels_clean_images_as_links_not_copies(tmp_path):
 def test_a_request_refused_for_its_size_leaves_no_results_folder(tmp_path):
     uploads = tmp_path / "uploads"
     uploads.mkdir()
-    ctx = SpaceContext(space.LoadOutcome(dummy_space_protector()), space.Workspace(tmp_path / "ws"), SpaceLimits(max_pixels=1000),
-                       upload_root=uploads)
+    ctx = SpaceContext(space.LoadOutcome(dummy_space_protector()), space.Workspace(tmp_path / "ws"), SpaceLimits(max_pixels=1000))
     with pytest.raises(VisitorError, match="over the .* limit"):
         handlers.protect(ctx, str(picture(uploads / "big.png", size=48)), 8)
     broken = uploads / "broken.png"
@@ -349,7 +348,7 @@ def test_one_visitors_batch_never_removes_anothers_identical_upload(serve, tmp_p
     same = picture(tmp_path / "cat.png").read_bytes()
     shared = [httpx.post(f"{url}gradio_api/upload", files={"files": ("cat.png", same)}).json()[0] for _ in range(2)]
     assert shared[0] == shared[1] and Path(shared[0]).is_relative_to(workspace.root)  # Gradio's cache: one path for both visitors
-    ctx = SpaceContext(space.LoadOutcome(dummy_space_protector()), workspace, SpaceLimits(), upload_root=workspace.root)
+    ctx = SpaceContext(space.LoadOutcome(dummy_space_protector()), workspace, SpaceLimits())
     handlers.batch(ctx, [shared[0]], 8, "auto", True)  # visitor A
     out = handlers.protect(ctx, shared[1], 8)  # visitor B, afterwards, on the upload it holds
     assert Path(out.png).exists() and Path(shared[1]).read_bytes() == same

@@ -50,11 +50,16 @@ def protector():
 def ctx(protector, tmp_path):
     uploads = tmp_path / "uploads"
     uploads.mkdir()
-    return SpaceContext(space.LoadOutcome(protector), space.Workspace(tmp_path / "ws"), SpaceLimits(), upload_root=uploads)
+    return SpaceContext(space.LoadOutcome(protector), space.Workspace(tmp_path / "ws"), SpaceLimits())
+
+
+def uploads_of(ctx: SpaceContext) -> Path:
+    """The test's upload folder, beside its workspace (the ``ctx`` fixture makes it)."""
+    return ctx.workspace.root.parent / "uploads"
 
 
 def upload(ctx: SpaceContext, name: str = "my photo.png", **size) -> str:
-    return str(png(ctx.upload_root / name, **size))
+    return str(png(uploads_of(ctx) / name, **size))
 
 
 def test_protect_returns_the_page_outputs_and_keeps_the_original_for_another_strength(ctx):
@@ -91,12 +96,11 @@ def generator_protector(**config):
 
 
 def generator_context(ctx: SpaceContext, folder: Path, **config) -> SpaceContext:
-    return SpaceContext(space.LoadOutcome(generator_protector(**config)), space.Workspace(folder), SpaceLimits(),
-                        upload_root=ctx.upload_root)
+    return SpaceContext(space.LoadOutcome(generator_protector(**config)), space.Workspace(folder), SpaceLimits())
 
 
 def test_lift_flat_images_is_on_with_the_generator_unless_turned_off_and_needs_the_generator(ctx, tmp_path):
-    flat = ctx.upload_root / "flat.png"
+    flat = uploads_of(ctx) / "flat.png"
     picture = flat_drawing(flat)
     with pytest.raises(VisitorError, match="needs the generator; this Space runs the mixture"):
         handlers.protect(ctx, str(flat), 8, "auto", True, 0, True)
@@ -124,10 +128,10 @@ def test_examples_are_never_deleted(ctx):
     from webapp.examples import make_example_images
 
     example = make_example_images(ctx.workspace.root / "examples", size=64)[0]
-    ctx.upload_root = ctx.workspace.root  # even when the examples sit below the upload folder
     out = handlers.protect(ctx, str(example), 8)
     assert example.exists() and out.last is not None
-    copy = Path(upload(ctx, "sunset_hills.png"))  # Gradio serves an example from its upload folder
+    # Gradio serves an example from its upload folder, which in the Space is the workspace itself (webapp.privacy)
+    copy = png(ctx.workspace.root / "sunset_hills.png")
     handlers.protect(ctx, str(copy), 8)
     handlers.protect(ctx, str(copy), 8)  # a second click on the same example
     assert copy.exists()
@@ -138,9 +142,9 @@ def test_lift_flat_images_uses_the_checkpoints_own_minimum_energy(ctx, tmp_path)
     the checkpoint's own (1.5), so a default request works and matches the library's default exactly."""
     with_generator = generator_context(ctx, tmp_path / "ws2", rms_levels=2.0, fill_rms_levels=1.5)
     assert handlers.flat_min_energy(with_generator.protector) == 1.5
-    flat_drawing(ctx.upload_root / "flat.png")
-    out = handlers.protect(with_generator, str(ctx.upload_root / "flat.png"))  # the page's defaults: lifted
-    library = with_generator.protector.protect(space.load_image(ctx.upload_root / "flat.png")).image
+    flat_drawing(uploads_of(ctx) / "flat.png")
+    out = handlers.protect(with_generator, str(uploads_of(ctx) / "flat.png"))  # the page's defaults: lifted
+    library = with_generator.protector.protect(space.load_image(uploads_of(ctx) / "flat.png")).image
     assert np.array_equal(np.asarray(Image.open(out.png).convert("RGB")), np.asarray(space.tensor_to_pil(library)))
 
 
@@ -224,13 +228,13 @@ def test_bad_requests_are_one_line(ctx):
         handlers.protect(ctx, upload(ctx), 8, "auto", True, MAX_REFINE_STEPS + 1)
     with pytest.raises(VisitorError, match="strength"):
         handlers.protect(ctx, upload(ctx), 99)
-    small = SpaceContext(ctx.loaded, ctx.workspace, SpaceLimits(max_pixels=1000), upload_root=ctx.upload_root)
+    small = SpaceContext(ctx.loaded, ctx.workspace, SpaceLimits(max_pixels=1000))
     with pytest.raises(VisitorError, match="MP limit"):
         handlers.protect(small, upload(small))
 
 
 def test_disk_cap_refuses_a_request(ctx):
-    tight = SpaceContext(ctx.loaded, ctx.workspace, SpaceLimits(request_disk_bytes=1_000_000), upload_root=ctx.upload_root)
+    tight = SpaceContext(ctx.loaded, ctx.workspace, SpaceLimits(request_disk_bytes=1_000_000))
     with pytest.raises(VisitorError, match="limit per request") as caught:
         handlers.protect(tight, upload(tight, width=400, height=300))
     assert "\n" not in str(caught.value)
@@ -238,10 +242,10 @@ def test_disk_cap_refuses_a_request(ctx):
 
 def test_batch_caps_files_and_summed_pixels(ctx):
     files = [upload(ctx, f"f{i}.png", width=64, height=64, seed=i) for i in range(3)]
-    capped = SpaceContext(ctx.loaded, ctx.workspace, SpaceLimits(batch_max_pixels=10_000), upload_root=ctx.upload_root)
+    capped = SpaceContext(ctx.loaded, ctx.workspace, SpaceLimits(batch_max_pixels=10_000))
     with pytest.raises(VisitorError, match="MP in all"):
         handlers.batch(capped, files, 8, "auto", False)
-    few = SpaceContext(ctx.loaded, ctx.workspace, SpaceLimits(max_batch_files=2), upload_root=ctx.upload_root)
+    few = SpaceContext(ctx.loaded, ctx.workspace, SpaceLimits(max_batch_files=2))
     with pytest.raises(VisitorError, match="at most 2"):
         handlers.batch(few, files, 8, "auto", False)
     out = handlers.batch(ctx, files, 8, "auto", False)
@@ -261,7 +265,7 @@ def test_batch_runs_again_with_another_strength(ctx):
 
 def test_batch_errors_are_shown_whole(ctx):
     good = upload(ctx, "good.png")
-    broken = ctx.upload_root / "broken.png"
+    broken = uploads_of(ctx) / "broken.png"
     broken.write_bytes(Path(good).read_bytes()[:60])
     out = handlers.batch(ctx, [good, str(broken)], 8, "auto", False)
     message = next(row for row in out.report if row[0] == "broken.png")[-1]
@@ -271,12 +275,12 @@ def test_batch_errors_are_shown_whole(ctx):
 
 def test_batch_lifts_flat_images_too_and_names_its_files_so(ctx, tmp_path):
     with pytest.raises(VisitorError, match="needs the generator; this Space runs the mixture"):
-        handlers.batch(ctx, [str(ctx.upload_root / "any.png")], 8, "auto", True, True)
+        handlers.batch(ctx, [str(uploads_of(ctx) / "any.png")], 8, "auto", True, True)
     with_generator = generator_context(ctx, tmp_path / "ws2")
     changed = {}
     for lift in (False, None):  # the batch deletes its uploads: one fresh copy per run; not given: on
-        picture = flat_drawing(ctx.upload_root / "flat.png")
-        out = handlers.batch(with_generator, [str(ctx.upload_root / "flat.png")], 8, "auto", True, lift)
+        picture = flat_drawing(uploads_of(ctx) / "flat.png")
+        out = handlers.batch(with_generator, [str(uploads_of(ctx) / "flat.png")], 8, "auto", True, lift)
         with zipfile.ZipFile(out.zip_path) as archive:
             names = set(archive.namelist())
             png_name = "flat_protected_eta8_unlifted.png" if lift is False else "flat_protected_eta8.png"

@@ -154,9 +154,6 @@ class SpaceContext:
     workspace: space.Workspace
     limits: SpaceLimits = field(default_factory=SpaceLimits)
     mimic: Any | None = None  # attack.mimic.Mimic, loaded once at start-up on a GPU
-    # Gradio's upload folder (the workspace itself in the Space: webapp.privacy). No handler deletes
-    # anything in it: uploads go with the workspace's timer, signals and restarts only.
-    upload_root: Path | None = None
     sessions: Sessions = field(default_factory=Sessions)
     references: CleanReferences | None = None  # the verdict's clean half per upload (None: made from the limits)
 
