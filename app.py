@@ -137,16 +137,20 @@ def build_demo(
     mimic: Any | None = None,
     attack_note: str | None = None,
     examples: bool = True,
+    sweeper: privacy.Sweeper | None = None,
 ) -> gr.Blocks:
     """The whole Space: a header and one builder per tab. ``loaded``: a LoadOutcome, a
     :class:`webapp.space.BackgroundLoad` (the page answers while the models load), or a Protector (tests).
 
     ``mimic``: an :class:`attack.mimic.Mimic` enabling img2img, the LoRA duel and the mimic's own
-    VAE round trip (None: those two are shown disabled, with ``attack_note`` saying why).
+    VAE round trip (None: those two are shown disabled, with ``attack_note`` saying why). ``sweeper``: the privacy
+    timer (:func:`webapp.privacy.guard`), which then also drops the verdict's in-memory copies by age.
     """
     if not isinstance(loaded, (space.LoadOutcome, space.BackgroundLoad)):
         loaded = space.LoadOutcome(loaded)
     ctx = SpaceContext(loaded, workspace or space.Workspace(), limits or SpaceLimits.from_environment(), mimic)
+    if sweeper is not None:
+        sweeper.also.append(ctx.references.prune)  # the verdict's in-memory copies age like the files
     facts = loaded.facts if isinstance(loaded, space.BackgroundLoad) else space.CheckpointFacts.of(loaded.protector)
     can_protect = isinstance(loaded, space.BackgroundLoad) or loaded.protector is not None
     family = handlers.family_name(ctx.family)
@@ -249,11 +253,10 @@ def _protect_tab(ctx: SpaceContext, facts: space.CheckpointFacts, last_protected
         event(new_image, image_in, outputs, api_visibility="private", queue=False, preprocess=False)
     def record_image(image, request: gr.Request = None):  # an example fills the box without an upload event
         ctx.sessions.update(_session(request), upload=handlers.upload_key(image))
+        # while the visitor chooses the settings, the verdict's clean half on a background thread (not the queue)
+        handlers.prepare_verdict(ctx, image)
 
     image_in.change(record_image, image_in, None, api_visibility="private", queue=False, preprocess=False)
-    # While the visitor chooses the settings: the verdict's clean half (a click then measures two round trips, not three)
-    image_in.change(lambda image: handlers.prepare_verdict(ctx, image), image_in, None, api_visibility="private",
-                    preprocess=False, show_progress="hidden", concurrency_limit=1, trigger_mode="always_last")
     for control in settings:
         control.change(settings_changed, [*settings, last_protected], verdict_md, api_visibility="private", queue=False)
     def pick_target(event: gr.SelectData):
@@ -473,8 +476,7 @@ def main() -> tuple[gr.Blocks, SpaceLimits]:
     facts = space.CheckpointFacts.read()
     loaded = space.BackgroundLoad(lambda: space.load_space_protector(device=device, **PER_IMAGE_OPTIONS), facts)
     mimic, note = load_mimic_once(facts.family)  # a GPU only; returns at once on a CPU
-    demo = build_demo(loaded, limits=limits, workspace=workspace, mimic=mimic, attack_note=note)
-    sweeper.also.append(demo.space_context.references.prune)  # the verdict's in-memory copies age like the files
+    demo = build_demo(loaded, limits=limits, workspace=workspace, mimic=mimic, attack_note=note, sweeper=sweeper)
     workspace.keep_page_files()  # the target thumbnails Gradio just wrote are the page's, not a visitor's: never swept
     return demo, limits
 

@@ -201,13 +201,15 @@ def real_space(log: Path) -> Iterator[tuple[str, float, subprocess.Popen]]:
 
 def photo_jpeg(size: int, source: Path, shift: int = 0) -> bytes:
     """The photo's centred square resized to size², as JPEG bytes in memory (quality 90, like a phone upload);
-    ``shift`` moves the square right by that many pixels (another upload, the same kind of picture)."""
+    ``shift`` (0–63) moves the square by up to 7 pixels right and 7 down (another upload, the same kind of picture)."""
     from PIL import Image
 
+    if not 0 <= shift < 64:
+        raise ValueError(f"shift must be in 0..63, not {shift}")
     with Image.open(source) as image:
         image = image.convert("RGB")
         side = min(image.size) - 16
-        left, top = (image.width - side) // 2 + shift % 8, (image.height - side) // 2
+        left, top = (image.width - side) // 2 + shift % 8, (image.height - side) // 2 + shift // 8
         square = image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     square.save(buffer, format="JPEG", quality=90)
@@ -298,8 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
+    if not 1 <= args.runs <= 63:
+        parser.error("--runs must be 1 to 63 (each run uploads its own crop of the photo)")
 
     from benchmarks.common import load_average, machine_info, machine_line, write_json
 

@@ -11,9 +11,12 @@ the peak's growth per concurrent request.
 
     python -m benchmarks.space_memory [--size 5600x4200] [--requests 4] [--json benchmarks/results/space_memory.json]
 
-Goal (issue 31: "the Space's RSS bounded likewise under its concurrency limit", the CLI's being ≤ 1 GB at
-4096×3072 and ≤ 1.5 GB at 40 MP): the peak grows by at most :data:`PER_REQUEST_GOAL_BYTES` per concurrent request
-for a 23.5 MP upload (the Space's largest, ``SpaceLimits.max_pixels`` 24 MP).
+Issue 31 asks for "the Space's RSS bounded likewise under its concurrency limit", the command line's bounds being
+1 GB at 4096×3072 and 1.5 GB at 40 MP. The number is this benchmark's own reading of it: the peak grows by at most
+:data:`PER_REQUEST_GOAL_BYTES` (the command line's 40 MP bound) per concurrent request for a 23.5 MP upload (the
+Space's largest, ``SpaceLimits.max_pixels`` 24 MP). GB = 2³⁰ bytes. The requests come through the API, which has
+no upload event: the page's second decode of an upload for the verdict's clean half (webapp/references.py, one at a
+time on its own thread) is not in this peak.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-PER_REQUEST_GOAL_BYTES = 1_500_000_000
+GB = 2**30  # as benchmarks.latency: its memory goals and columns are in these units
+PER_REQUEST_GOAL_BYTES = 1.5 * GB
 
 
 def read_status(pid: int) -> dict[str, int]:
@@ -41,12 +45,12 @@ def read_status(pid: int) -> dict[str, int]:
 def goal_line(results: dict[str, Any]) -> str:
     growth = results["peak_growth_per_request"]
     state = "met    " if growth is not None and growth <= PER_REQUEST_GOAL_BYTES else "NOT MET"
-    return (f"  {state}  peak growth per concurrent {results['size']} request ≤ {PER_REQUEST_GOAL_BYTES / 1e9:.1f} GB: "
-            f"measured {'–' if growth is None else f'{growth / 1e9:.2f} GB'}")
+    return (f"  {state}  peak growth per concurrent {results['size']} request ≤ {PER_REQUEST_GOAL_BYTES / GB:.1f} GB: "
+            f"measured {'–' if growth is None else f'{growth / GB:.2f} GB'}")
 
 
 def report(results: dict[str, Any]) -> str:
-    gb = lambda value: f"{value / 1e9:.2f} GB"  # noqa: E731
+    gb = lambda value: f"{value / GB:.2f} GB"  # noqa: E731
     return "\n".join([
         f"The Space (`python app.py`, bundled checkpoint, CPU) under {results['requests']} concurrent /protect requests of a "
         f"{results['size']} JPEG ({results['upload_mb']:.1f} MB), concurrency limit {results['concurrency']}; {results['machine']}; "

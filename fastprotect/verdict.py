@@ -85,13 +85,13 @@ def mimic_copy(image: torch.Tensor, *, mimic_side: int = 1024, crop: int = 256) 
 
 @dataclass(frozen=True)
 class CleanReference:
-    """What the verdict needs of the clean image alone: its copy, the autoencoder's view of it and how far that
-    view lands from it. It does not depend on the settings, so a page computes it once per upload, while the
-    visitor chooses them (:func:`clean_reference`), and a click pays two round trips instead of three."""
+    """What the verdict needs of the clean image alone: how far the autoencoder's view of its copy lands from
+    it, and the copy itself (to check that a reference is this image's). It does not depend on the settings, so
+    a page computes it once per upload, while the visitor chooses them (:func:`clean_reference`), and a click
+    pays two round trips instead of three."""
 
-    copy: torch.Tensor  # the clean image's copy (:func:`mimic_copy`)
-    seen: torch.Tensor  # the autoencoder's round trip of ``copy``
-    baseline: float  # LPIPS(seen, copy)
+    copy: torch.Tensor  # the clean image's copy (:func:`mimic_copy`): 256×256 at most
+    baseline: float  # LPIPS(round trip of copy, copy)
 
 
 @torch.no_grad()
@@ -101,8 +101,7 @@ def clean_reference(protector, clean: torch.Tensor, *, mimic_side: int = 1024, c
     x = mimic_copy(clean.to(protector.device), mimic_side=mimic_side, crop=crop)
     if protector.perceptual is None or protector.autoencoder.decoder is None or min(x.shape[-2:]) < 32:
         return None
-    seen = protector.autoencoder.round_trip(x).float()
-    return CleanReference(x, seen, float(protector.perceptual(seen, x)[0]))
+    return CleanReference(x, float(protector.perceptual(protector.autoencoder.round_trip(x).float(), x)[0]))
 
 
 @torch.no_grad()

@@ -219,6 +219,7 @@ def test_the_page_answers_while_the_models_load(tmp_path):
     texts = " ".join(str(block.get_config().get("value", "")) for block in demo.blocks.values())
     assert app.LOADING in texts and not loading.ready
     ctx = demo.space_context
+    assert not app.handlers.prepare_verdict(ctx, str(rgba_png(tmp_path / "early.png")))  # no thread waits for the models
     result = {}
     worker = threading.Thread(target=lambda: result.update(out=app.handlers.protect(ctx, str(rgba_png(tmp_path / "w.png")))))
     worker.start()

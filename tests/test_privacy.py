@@ -193,13 +193,15 @@ def test_the_timer_removes_old_files_with_no_request_arriving(tmp_path):
 
 
 def test_the_timer_also_drops_the_verdicts_copies_held_in_memory(tmp_path):
-    from webapp.references import CleanReferences
+    """build_demo hands the page's in-memory references to the privacy timer, which prunes them with no request."""
+    import app
 
     workspace = space.Workspace(tmp_path / "ws")
-    references = CleanReferences(max_age_s=1.0)
-    references.prepare("upload.png", lambda: None)
     sweeper = privacy.Sweeper(workspace, max_age_s=1.0, every_s=0.1)
-    sweeper.also.append(references.prune)
+    demo = app.build_demo(dummy_space_protector(), workspace=workspace, limits=SpaceLimits(workspace_max_age_s=1),
+                          examples=False, sweeper=sweeper)
+    references = demo.space_context.references
+    references.prepare("upload.png", lambda: None)
     sweeper.start()
     try:
         assert len(references) == 1
@@ -221,7 +223,8 @@ def test_the_about_text_says_what_the_tests_prove():
     text = privacy.privacy_markdown(SpaceLimits())
     for promise in ("15 minutes after it was written", "checks every 30 seconds", "whether or not anyone uses the Space",
                     "refused", "deletes its results folder at once", "stops or restarts, the whole folder is deleted",
-                    "no visitor's request removes another visitor's file", "memory (never written to disk)"):
+                    "no visitor's request removes another visitor's file", "memory (never written to disk)",
+                    "dropped by the same timer"):
         assert promise in text, promise
     assert "as soon as its result is written" not in text  # the old, untrue promise
 

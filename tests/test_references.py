@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from webapp import references as references_module
 from webapp.references import CleanReferences
 
 
@@ -78,7 +79,39 @@ def test_references_go_with_age_and_the_oldest_beyond_the_capacity():
     references.prepare("c.png", lambda: "c")  # over capacity: a goes
     assert references.get("a.png") is None and references.get("b.png") == "b"
     clock.now = 950  # b is 850 s old, c too: kept
+    references.prune()
     assert len(references) == 2
     clock.now = 1001
     references.prune()
+    assert len(references) == 0
+
+
+def test_start_returns_at_once_and_a_click_gets_the_reference_when_it_is_ready():
+    release = threading.Event()
+    references = CleanReferences()
+    start = time.perf_counter()
+    assert references.start("a.png", lambda: release.wait(5) and "ref")
+    assert time.perf_counter() - start < 0.5  # the page's event never waits for the autoencoder
+    release.set()
+    assert references.get("a.png", timeout_s=5) == "ref"
+
+
+def test_a_burst_of_uploads_is_not_queued_without_bound():
+    release = threading.Event()
+    references = CleanReferences()
+    started = [references.start(f"{index}.png", lambda: release.wait(5) and "ref") for index in range(references_module.MAX_PENDING + 2)]
+    assert started.count(True) == references_module.MAX_PENDING and started[-1] is False
+    assert references.get(f"{references_module.MAX_PENDING + 1}.png") is None  # skipped: its click measures all three
+    release.set()
+    assert references.get("0.png", timeout_s=5) == "ref"
+
+
+def test_a_failed_background_computation_leaves_nothing_and_never_hangs_a_click():
+    references = CleanReferences()
+
+    def broken():
+        raise ValueError("unreadable")
+
+    assert references.start("a.png", broken)
+    assert references.get("a.png", timeout_s=5) is None
     assert len(references) == 0

@@ -433,14 +433,18 @@ def test_the_clean_half_of_the_verdict_is_measured_on_upload_so_a_click_runs_two
     batches: list[int] = []
     real = protector.autoencoder.round_trip
     protector.autoencoder.round_trip = lambda batch: batches.append(batch.shape[0]) or real(batch)
-    handlers.prepare_verdict(ctx, source)  # what the page does when the image lands in the box
+    assert handlers.prepare_verdict(ctx, source)  # what the page does when the image lands in the box: returns at once
+    assert ctx.references.get(source, timeout_s=60) is not None  # computed on the background thread
     assert batches == [1] and len(ctx.references) == 1
     warm = handlers.protect(ctx, source, 8).info["verdict"]
     assert batches == [1, 1, 1]  # the click: the protected copy and the noise only
     assert warm == cold  # the same numbers and sentence
-    handlers.prepare_verdict(ctx, str(tmp_path / "gone.png"))  # a vanished or unreadable upload: silent, the click reports it
-    handlers.prepare_verdict(ctx, None)
-    assert len(ctx.references) == 1
+    assert not handlers.prepare_verdict(ctx, str(tmp_path / "gone.png"))  # a vanished upload: silent, the click reports it
+    assert not handlers.prepare_verdict(ctx, None)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    assert handlers.prepare_verdict(ctx, str(broken)) and ctx.references.get(str(broken), timeout_s=60) is None
+    assert len(ctx.references) == 1  # the unreadable one left nothing
 
 
 def test_details_pictures_of_a_large_image_are_every_kth_pixel_of_the_full_size_ones(tmp_path):

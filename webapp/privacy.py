@@ -49,9 +49,9 @@ def privacy_markdown(limits: SpaceLimits) -> str:
         f"{age} after it was written (a timer checks every {every}, whether or not anyone uses the Space): your "
         f"upload at most {age} after your last result made from it. A request that is refused (queue full, image too "
         f"large, unreadable file) deletes its results folder at once; its upload goes with the timer. When the server "
-        f"stops or restarts, the whole folder is deleted. To measure the verdict sooner, a 256-pixel copy of your image "
-        f"and the autoencoder's view of it are held in the server's memory (never written to disk) from your upload "
-        f"until at most {age} later. Nothing is sent elsewhere, and no visitor's request removes another visitor's file."
+        f"stops or restarts, the whole folder is deleted. To measure the verdict sooner, a 256×256 crop of a reduced copy "
+        f"of your image is held in the server's memory (never written to disk) from your upload for {age}, dropped by the "
+        f"same timer. Nothing is sent elsewhere, and no visitor's request removes another visitor's file."
     )
 
 
@@ -151,7 +151,7 @@ class Sweeper:
                 try:
                     sweep()
                 except Exception:  # a sweep that fails once must not stop the next ones
-                    logger.exception("sweeping %s failed", self.workspace.root)
+                    logger.exception("sweeping failed (%s)", getattr(sweep, "__qualname__", sweep))
 
 
 def guard(workspace: Workspace, limits: SpaceLimits, *, signals: bool = True) -> Sweeper:
