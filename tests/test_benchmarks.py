@@ -539,3 +539,18 @@ def test_the_crops_figure_puts_per_image_pgd_beside_the_default_when_asked(tmp_p
     pgd_psnr = float(printed.split("PGD eta 2 PSNR ")[1].split(" dB")[0])
     assert 40.0 < pgd_psnr < 60.0  # ±2 levels at most: changed, within its budget
     assert Image.open(out).width == 5 * (64 * 2 + 6) + 6
+
+
+def test_the_floors_report_names_each_floor_and_what_was_measured():
+    from benchmarks import floors
+
+    results = {"machine": "test CPU", "load_before": [0.1], "load_after": [0.2],
+               "network": {"matmul_gflops": 100.0, "rows": [{"upload": "1024²", "network_size": [512, 512], "gmac": 19.5,
+                                                             "floor_s": 0.39, "measured_s": 0.61}]},
+               "verdict": {"round_trip_s": 0.65, "verdict_with_reference_s": 1.68},
+               "startup": {"import_gradio_s": 3.8, "import_torch_s": 1.9, "minimal_page_s": 4.5}}
+    text = floors.markdown(results)
+    assert "matrix product: 100 GFLOP/s" in text
+    assert "| 1024² | 512×512 | 19.50 G | 0.390 s | 0.610 s |" in text
+    assert "| round trip | 0.650 |" in text and "| verdict with reference | 1.680 |" in text
+    assert "| a minimal Gradio page answering HTTP 200, from its process's start | 4.50 |" in text
