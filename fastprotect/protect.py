@@ -86,9 +86,15 @@ class ProtectionResult:
     @property
     def perturbation(self) -> torch.Tensor:
         """image − original, 1×3×H×W float, within ±eta: made when asked (a full-size copy the CLI never needs)."""
-        if is_levels(self.image):
-            return (self.image.float() - self.original.float()).div_(255)
-        return self.image - self.original
+        return self.sampled_perturbation(1)
+
+    def sampled_perturbation(self, stride: int) -> torch.Tensor:
+        """:attr:`perturbation` at every ``stride``-th pixel of every ``stride``-th row: only those pixels are read
+        (a picture of δ for a large image without its full-size float copy)."""
+        image, original = self.image[..., ::stride, ::stride], self.original[..., ::stride, ::stride]
+        if is_levels(image):
+            return (image.float() - original.float()).div_(255)
+        return image - original
 
 
 class Protector:

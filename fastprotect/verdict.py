@@ -101,7 +101,12 @@ def clean_reference(protector, clean: torch.Tensor, *, mimic_side: int = 1024, c
     x = mimic_copy(clean.to(protector.device), mimic_side=mimic_side, crop=crop)
     if protector.perceptual is None or protector.autoencoder.decoder is None or min(x.shape[-2:]) < 32:
         return None
-    return CleanReference(x, float(protector.perceptual(protector.autoencoder.round_trip(x).float(), x)[0]))
+    return CleanReference(x, _baseline(protector, x))
+
+
+def _baseline(protector, x: torch.Tensor) -> float:
+    """LPIPS between the autoencoder's view of the clean copy ``x`` and ``x``: what the damages are measured from."""
+    return float(protector.perceptual(protector.autoencoder.round_trip(x).float(), x)[0])
 
 
 @torch.no_grad()
@@ -131,7 +136,7 @@ def quick_verdict(protector, clean: torch.Tensor, protected: torch.Tensor, *, se
     if reference is not None and reference.copy.shape == x.shape and torch.equal(reference.copy.to(device), x):
         baseline = reference.baseline
     else:
-        baseline = float(perceptual(autoencoder.round_trip(x).float(), x)[0])
+        baseline = _baseline(protector, x)
     damage = float(perceptual(seen_protected, x)[0]) - baseline
     noise_damage = float(perceptual(seen_noise, x)[0]) - baseline
     ratio = damage / noise_damage if noise_damage >= MIN_NOISE_DAMAGE else None

@@ -581,6 +581,3 @@ def duel(ctx: SpaceContext, files: Sequence[Any] | None, reuse_batch: bool, batc
                                             limits=ctx.limits.duel_images, max_pixels=ctx.limits.max_pixels)
     except (ImageError, space.SpaceInputError) as error:
         raise VisitorError(str(error)) from None
-
-
-# ------------------------------------------------------------------------------- shutdown

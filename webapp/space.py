@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from fastprotect.images import ImageError, LoadedImage, is_levels, load_image, save_png, to_pil, unique_stem
+from fastprotect.images import ImageError, LoadedImage, load_image, save_png, to_pil, unique_stem
 from fastprotect.vocabulary import (DEFAULT_ETA_LEVELS, MIMIC_FAMILY_OF_ENCODER, check_min_energy, check_refine_steps, check_target,
                                     eta_from_levels)
 
@@ -373,10 +373,7 @@ class ProtectOutcome:
     @property
     def perturbation_view(self) -> Image.Image:
         """RGB, δ amplified so that ±η spans black…white (δ's own values at the sampled pixels)."""
-        k, result = self.view_stride, self.result
-        protected, original = result.image[..., ::k, ::k], result.original[..., ::k, ::k]
-        delta = protected.float() - original.float()
-        return perturbation_view(delta / 255 if is_levels(protected) else delta, self.eta)
+        return perturbation_view(self.result.sampled_perturbation(self.view_stride), self.eta)
 
     @property
     def lpips_map_view(self) -> Image.Image:
